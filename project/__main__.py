@@ -1,0 +1,5 @@
+import sys
+
+from project.cli import main
+
+sys.exit(main())

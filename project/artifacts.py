@@ -1,0 +1,89 @@
+"""Artifacts in `runs/`: the layout, atomic writes and the completion marker.
+
+runs/<paper>__<dataset>/
+    split.csv, split.json        the one split, reused by every stage
+    baseline/  tuned/            a trained model each: model.keras, history.csv, metrics.json, ...
+    tuning/                      Keras Tuner state and trials.csv
+A run folder is complete only when it holds COMPLETE, written last.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from project.errors import UserError
+
+RUNS_DIR = Path(os.environ.get("PROJECT_RUNS", "runs"))
+COMPLETE = "COMPLETE"
+
+
+def run_root(config, runs_dir=None):
+    return Path(runs_dir or RUNS_DIR) / config.run_name
+
+
+def atomic_write(path, data):
+    """Write text or bytes to a temporary file beside `path`, then rename: never a partial file."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as error:
+        if "tmp" in locals() and os.path.exists(tmp):
+            os.unlink(tmp)
+        raise UserError(f"cannot write {path}: {error.strerror or error} (is the folder writable, is the disk full?)") from None
+
+
+def write_json(path, data):
+    atomic_write(path, json.dumps(data, indent=2, sort_keys=True, default=_plain) + "\n")
+
+
+def _plain(value):
+    """numpy scalars and arrays in JSON."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+def read_json(path):
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def mark_complete(folder):
+    atomic_write(Path(folder) / COMPLETE, time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
+
+
+def is_complete(folder):
+    return (Path(folder) / COMPLETE).exists()
+
+
+def require_complete(folder, command):
+    """Refuse a missing or interrupted run, naming the command that makes it."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise UserError(f"no run at {folder}: create it with `{command}`")
+    if not is_complete(folder):
+        raise UserError(f"{folder} is an interrupted or unfinished run (no {COMPLETE} marker): rerun `{command}` to finish it")
+    return folder
+
+
+def archive(folder):
+    """Move a previous run aside (never delete): <root>/archive/<timestamp>-<name>/."""
+    folder = Path(folder)
+    if not folder.exists():
+        return None
+    target = folder.parent / "archive" / f"{time.strftime('%Y%m%d-%H%M%S')}-{folder.name}"
+    suffix = 0
+    while target.exists():
+        suffix += 1
+        target = target.with_name(f"{target.name}.{suffix}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(folder), str(target))
+    return target

@@ -1,0 +1,261 @@
+"""Training: the card's stages with Keras callbacks, evaluation on val and test, and the
+artifacts of a run (model.keras, history.csv, predictions.csv, metrics.json, config.resolved.yaml).
+
+A killed run resumes: each stage keeps a Keras BackupAndRestore state and a CSV log, and a
+finished stage leaves its best weights and a marker, so a rerun skips it.
+"""
+
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import keras
+
+from project.artifacts import archive, atomic_write, is_complete, mark_complete, read_json, write_json
+from project.cards import resolved_yaml
+from project.data import prepare
+from project.metrics import class_weights, classification_metrics
+from project.model import apply_stage, build_model, count_params
+
+
+def make_optimizer(t, learning_rate, steps_per_epoch, epochs):
+    """The card's optimizer with its learning-rate schedule (plateau is a callback instead)."""
+    lr = learning_rate
+    steps = max(1, steps_per_epoch)
+    if t.schedule == "step":
+        lr = keras.optimizers.schedules.ExponentialDecay(learning_rate, t.step_every * steps, t.decay, staircase=True)
+    elif t.schedule == "exponential":
+        lr = keras.optimizers.schedules.ExponentialDecay(learning_rate, steps, t.decay)
+    elif t.schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(learning_rate, max(1, epochs * steps))
+    wd = t.weight_decay or None
+    if t.optimizer == "sgd":
+        return keras.optimizers.SGD(lr, weight_decay=wd)
+    if t.optimizer in ("momentum", "nesterov"):
+        return keras.optimizers.SGD(lr, momentum=t.momentum, nesterov=t.optimizer == "nesterov", weight_decay=wd)
+    if t.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(lr, rho=0.9, momentum=t.momentum, weight_decay=wd)
+    if t.optimizer == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=t.weight_decay or 0.004)
+    return keras.optimizers.Adam(lr, weight_decay=wd)
+
+
+def compile_model(model, paper, learning_rate, steps_per_epoch, epochs):
+    t = paper.training
+    model.compile(
+        optimizer=make_optimizer(t, learning_rate, steps_per_epoch, epochs),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
+        metrics=["accuracy"],
+    )
+
+
+def monitor_of(paper):
+    monitor = paper.training.early_stopping.monitor if paper.training.early_stopping else "val_accuracy"
+    return monitor, "min" if "loss" in monitor else "max"
+
+
+def stage_callbacks(paper, folder, stage):
+    """Best-on-val checkpoint, early stopping, NaN guard, CSV history, TensorBoard, resume state."""
+    t = paper.training
+    monitor, mode = monitor_of(paper)
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(folder / "backup" / stage)),
+        keras.callbacks.ModelCheckpoint(
+            str(folder / "checkpoints" / f"{stage}.weights.h5"), monitor=monitor, mode=mode,
+            save_best_only=True, save_weights_only=True,
+        ),
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.CSVLogger(str(folder / "logs" / f"history_{stage}.csv"), append=True),
+        keras.callbacks.TensorBoard(str(folder / "logs" / "tensorboard" / stage), write_graph=False),
+    ]
+    if t.early_stopping:
+        e = t.early_stopping
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=e.monitor, mode=mode, patience=e.patience, min_delta=e.min_delta))
+    if t.schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=t.decay, patience=t.plateau_patience))
+    return callbacks
+
+
+def fit_stages(model, paper, data, folder, *, weights_used="random", epochs=None, batch_size=None,
+               extra_callbacks=(), verbose=1):
+    """Train every stage of the card in turn; after each, keep its best-on-val weights.
+
+    Returns one info dict per stage (epochs run, seconds, images/s, parameter counts).
+    """
+    folder = Path(folder)
+    for sub in ("checkpoints", "logs", "backup"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    t = paper.training
+    train = data.dataset("train", paper, batch_size=batch_size)
+    val = data.dataset("val", paper, batch_size=batch_size)
+    steps = int(np.ceil(len(data.indices("train")) / (batch_size or t.batch_size)))
+    weights = None
+    if t.class_weight == "auto":
+        weights = class_weights(data.labels("train"), data.num_classes)
+    freeze_bn = not weights_used.startswith("random")
+    infos = []
+    for stage in t.stages:
+        stage_epochs = stage.epochs if epochs is None else epochs
+        if stage_epochs == 0:
+            continue
+        unfrozen = apply_stage(model, stage.unfreeze, freeze_bn)
+        params = count_params(model)
+        best = folder / "checkpoints" / f"{stage.name}.weights.h5"
+        done = folder / "checkpoints" / f"{stage.name}.done.json"
+        if done.exists():  # finished before an interruption: reuse it
+            model.load_weights(best)
+            infos.append(dict(pd.read_json(done, typ="series")))
+            continue
+        compile_model(model, paper, stage.learning_rate or t.learning_rate, steps, stage_epochs)
+        start = time.perf_counter()
+        history = model.fit(
+            train, validation_data=val, epochs=stage_epochs, class_weight=weights, shuffle=False,
+            callbacks=stage_callbacks(paper, folder, stage.name) + list(extra_callbacks), verbose=verbose,
+        )
+        seconds = time.perf_counter() - start
+        ran = len(history.epoch)
+        if best.exists():
+            model.load_weights(best)
+        info = {
+            "stage": stage.name, "epochs": ran, "unfrozen_layers": unfrozen, "seconds": round(seconds, 3),
+            "images_per_second": round(len(data.indices("train")) * ran / seconds, 1) if ran else 0.0,
+            "learning_rate": stage.learning_rate or t.learning_rate, **{f"params_{k}": v for k, v in params.items()},
+        }
+        write_json(done, info)
+        infos.append(info)
+        print(f"[{stage.name}] {ran} epochs, {seconds:.1f}s, {info['images_per_second']:.0f} images/s, "
+              f"val {history.history.get('val_accuracy', [float('nan')])[-1]:.4f} (trainable {params['trainable']:,})")
+    return infos
+
+
+def combined_history(folder, stages):
+    """history.csv: every stage's epochs, numbered continuously."""
+    frames = []
+    for stage in stages:
+        log = Path(folder) / "logs" / f"history_{stage}.csv"
+        if log.exists() and log.stat().st_size:
+            frame = pd.read_csv(log)
+            frame.insert(0, "stage", stage)
+            frames.append(frame)
+    if not frames:
+        return pd.DataFrame(columns=["stage", "epoch"])
+    table = pd.concat(frames, ignore_index=True)
+    table.insert(1, "global_epoch", np.arange(1, len(table) + 1))
+    return table
+
+
+def predict(model, data, paper, subset):
+    """Probabilities and true labels of one subset, batch by batch (no augmentation)."""
+    probabilities, labels = [], []
+    for x, y in data.dataset(subset, paper, training=False):
+        probabilities.append(np.asarray(model.predict_on_batch(x)))
+        labels.append(np.argmax(y.numpy(), axis=1))
+    return np.concatenate(probabilities), np.concatenate(labels)
+
+
+def evaluate(model, data, paper, subset):
+    probabilities, labels = predict(model, data, paper, subset)
+    return classification_metrics(labels, probabilities, data.class_names), probabilities, labels
+
+
+def predictions_table(data, subset, probabilities, labels):
+    names = np.array(data.class_names)
+    table = pd.DataFrame({
+        "source": data.ids(subset)[: len(labels)],
+        "true": names[labels],
+        "predicted": names[probabilities.argmax(axis=1)],
+        "confidence": probabilities.max(axis=1).round(6),
+    })
+    for i, name in enumerate(data.class_names):
+        table[f"p_{name}"] = probabilities[:, i].round(6)
+    return table
+
+
+def versions():
+    import albumentations
+    import keras_tuner
+    import sklearn
+    import tensorflow as tf
+
+    return {
+        "python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+        "keras_tuner": keras_tuner.__version__, "albumentations": albumentations.__version__,
+        "scikit_learn": sklearn.__version__, "numpy": np.__version__, "pandas": pd.__version__,
+    }
+
+
+def device():
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        return {"type": "GPU", "name": details.get("device_name", gpus[0].name), "count": len(gpus)}
+    return {"type": "CPU", "name": platform.processor() or platform.machine(), "count": 1}
+
+
+def prepare_folder(folder, config_text, fresh=False):
+    """Resume the same configuration; move a different (or --fresh) previous run aside."""
+    folder = Path(folder)
+    saved = folder / "config.resolved.yaml"
+    if folder.exists() and (fresh or not saved.exists() or saved.read_text() != config_text):
+        moved = archive(folder)
+        print(f"previous run moved to {moved}")
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(saved, config_text)
+
+
+def train_run(config, root, name="baseline", seed=None, fresh=False, verbose=1, extra_callbacks=()):
+    """Train, evaluate once on test, write every artifact to root/name, then the COMPLETE marker."""
+    paper = config.paper
+    seed = paper.seed if seed is None else seed
+    folder = Path(root) / name
+    prepare_folder(folder, resolved_yaml(config), fresh)
+    if is_complete(folder):
+        print(f"{folder} is complete for this configuration (rerun with --fresh to train again)")
+        return read_json(folder / "metrics.json")
+    keras.utils.set_random_seed(seed)
+    start = time.perf_counter()
+    data = prepare(config, root)
+    stats = data.stats(paper) if paper.model.preprocessing in ("per_channel_mean", "mean_image") else None
+    model, weights_used = build_model(paper, data.num_classes, stats)
+    stages = fit_stages(model, paper, data, folder, weights_used=weights_used, verbose=verbose, extra_callbacks=extra_callbacks)
+    val, _, _ = evaluate(model, data, paper, "val")
+    test, probabilities, labels = evaluate(model, data, paper, "test")
+    wall = time.perf_counter() - start
+    model.save(folder / "model.keras")
+    atomic_write(folder / "history.csv", combined_history(folder, [s["stage"] for s in stages]).to_csv(index=False))
+    atomic_write(folder / "predictions.csv", predictions_table(data, "test", probabilities, labels).to_csv(index=False))
+    train_seconds = sum(s["seconds"] for s in stages)
+    metrics = {
+        "run": name, "paper": config.paper_name, "dataset": config.dataset_name,
+        "test_accuracy": test["accuracy"], "test_loss": test["loss"], "test_macro_f1": test["macro_f1"],
+        "val_accuracy": val["accuracy"], "val_loss": val["loss"], "val_macro_f1": val["macro_f1"],
+        "test": test, "val": {k: v for k, v in val.items() if k not in ("per_class", "confusion_matrix")},
+        "per_class": test["per_class"], "confusion_matrix": test["confusion_matrix"],
+        "num_classes": data.num_classes, "class_names": data.class_names, "counts": data.counts(),
+        "stages": stages, "weights_used": weights_used, "seed": seed, "split_seed": config.dataset.split.seed,
+        "wall_seconds": round(wall, 2),
+        "train_images_per_second": round(sum(s["images_per_second"] * s["seconds"] for s in stages) / train_seconds, 1) if train_seconds else 0.0,
+        "device": device(), "versions": versions(),
+    }
+    write_json(folder / "metrics.json", metrics)
+    mark_complete(folder)
+    print(f"[{name}] test accuracy {test['accuracy']:.4f} (val {val['accuracy']:.4f}), {wall:.0f}s -> {folder}")
+    return metrics
+
+
+def seed_runs(name, seed, count):
+    """(folder name, seed) for `count` seeds: the first keeps the plain name."""
+    return [(name if k == 0 else f"{name}-seed{seed + k}", seed + k) for k in range(count)]
+
+
+def cli(config, args):
+    from project.artifacts import run_root
+
+    root = run_root(config, args.runs_dir)
+    for name, seed in seed_runs("baseline", config.paper.seed, args.seeds):
+        train_run(config, root, name, seed=seed, fresh=args.fresh, verbose=2 if args.quiet else 1)
