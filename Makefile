@@ -1,0 +1,96 @@
+# Keras template for reproducing a published image classifier and optimising it.
+# Every target installs the pinned environment first (make setup), so a fresh clone needs nothing else.
+PAPER ?= demo
+DATASET ?= digits
+ARGS ?=
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export NO_ALBUMENTATIONS_UPDATE := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+CARDS := --paper $(PAPER) --dataset $(DATASET)
+RUN ?= runs/$(PAPER)__$(DATASET)/tuned
+TUNE_ARGS := $(if $(TRIALS),--trials $(TRIALS)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(FRESH),--fresh)
+
+.DEFAULT_GOAL := help
+.PHONY: help setup all train tune tune-chief tune-worker sanity report evaluate predict validate weights download \
+        check-data list new-paper new-dataset bench bench-data test test-all clean-runs
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+	@echo "  variables: PAPER=$(PAPER) DATASET=$(DATASET) ARGS='--set key=value ...' SEEDS= TRIALS= EPOCHS= FRESH=1 FORCE=1"
+
+setup: $(VENV)/.installed ## create .venv and install the pinned requirements.txt
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+all: setup ## the main job: sanity -> train -> tune -> report
+	$(PY) -m project sanity $(CARDS) $(if $(FORCE),--force) $(ARGS)
+	$(PY) -m project train $(CARDS) $(if $(SEEDS),--seeds $(SEEDS)) $(ARGS)
+	$(PY) -m project tune $(CARDS) $(TUNE_ARGS) $(if $(SEEDS),--seeds $(SEEDS)) $(ARGS)
+	$(PY) -m project report $(CARDS) $(if $(TARGET),--target $(TARGET)) $(ARGS)
+
+train: setup ## baseline training with the paper's hyperparameters
+	$(PY) -m project train $(CARDS) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(FRESH),--fresh) $(ARGS)
+
+tune: setup ## random search coarse -> fine, then retrain the best (TRIALS= EPOCHS= FRESH=1)
+	$(PY) -m project tune $(CARDS) $(TUNE_ARGS) $(ARGS)
+
+tune-chief: setup ## distributed search: the chief (oracle) on KERASTUNER_ORACLE_IP:PORT
+	KERASTUNER_TUNER_ID=chief KERASTUNER_ORACLE_IP=$${KERASTUNER_ORACLE_IP:-127.0.0.1} KERASTUNER_ORACLE_PORT=$${KERASTUNER_ORACLE_PORT:-8000} \
+	  $(PY) -m project tune $(CARDS) $(TUNE_ARGS) $(ARGS)
+
+tune-worker: setup ## distributed search: worker WORKER=n
+	KERASTUNER_TUNER_ID=tuner$(WORKER) KERASTUNER_ORACLE_IP=$${KERASTUNER_ORACLE_IP:-127.0.0.1} KERASTUNER_ORACLE_PORT=$${KERASTUNER_ORACLE_PORT:-8000} \
+	  $(PY) -m project tune $(CARDS) $(TUNE_ARGS) $(ARGS)
+
+sanity: setup ## babysitting checks before training (FORCE=1 goes on after a FAIL)
+	$(PY) -m project sanity $(CARDS) $(if $(FORCE),--force) $(ARGS)
+
+report: setup ## write reports/<paper>__<dataset>/report.md and report.html
+	$(PY) -m project report $(CARDS) $(if $(TARGET),--target $(TARGET)) $(ARGS)
+
+evaluate: setup ## recompute test metrics of a saved run (RUN=runs/<paper>__<dataset>/tuned)
+	$(PY) -m project evaluate --run $(RUN) $(ARGS)
+
+predict: setup ## predict images with a saved run (RUN=... IMAGES=folder-or-files)
+	$(PY) -m project predict --run $(RUN) --images "$(IMAGES)" $(ARGS)
+
+validate: setup ## validate the paper and dataset cards
+	$(PY) -m project validate $(CARDS) $(ARGS)
+
+check-data: setup ## scan the dataset and list what cannot be used
+	$(PY) -m project check-data $(CARDS) $(ARGS)
+
+weights: setup ## download the ImageNet weights the paper card needs (for an offline machine)
+	$(PY) -m project weights $(CARDS) $(ARGS)
+
+download: setup ## download a dataset with a programmatic source (keras, tfds)
+	$(PY) -m project download $(CARDS) $(ARGS)
+
+list: setup ## the paper cards and dataset cards
+	$(PY) -m project list $(ARGS)
+
+new-paper: setup ## start a paper card: NAME=x [FROM=kermany2018]
+	$(PY) -m project new-paper --name "$(NAME)" $(if $(FROM),--from $(FROM)) $(ARGS)
+
+new-dataset: setup ## scan data and write a dataset card: NAME=y ADAPTER=folder DATA=path (PATH= works too)
+	$(PY) -m project new-dataset --name "$(NAME)" --adapter $(or $(ADAPTER),folder) --path "$(or $(DATA),$(PATH))" $(ARGS)
+
+bench: setup ## measure pipeline, overhead and tuner figures -> reports/bench/
+	$(PY) -m project bench $(CARDS) $(ARGS)
+
+bench-data: setup ## measure input pipeline throughput -> reports/bench/bench_data.json
+	$(PY) -m project bench-data $(ARGS)
+
+test: setup ## the fast test suite (under 10 minutes on 2 cores)
+	$(PY) -m pytest -m "not slow and not browser" -q $(ARGS)
+
+test-all: setup ## every test, heavy ones and the browser test included
+	$(PY) -m pytest -q $(ARGS)
+
+clean-runs: ## move runs/ aside (never deletes)
+	test ! -d runs || mv runs runs.old.$$(date +%Y%m%d-%H%M%S)
