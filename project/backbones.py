@@ -57,12 +57,12 @@ _IMAGENET_MEAN_RGB = [123.68, 116.779, 103.939]
 _IMAGENET_STD_RGB = [58.395, 57.12, 57.375]
 
 
-def check_backbone(name, input_size):
+def check_backbone(name, input_size=()):
     """Raise a ValueError (turned into a card error) for an unknown name or a too-small input."""
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; valid names: {', '.join(sorted(BACKBONES))}")
     minimum = BACKBONES[name]["min_size"]
-    if min(input_size) < minimum:
+    if input_size and min(input_size) < minimum:
         raise ValueError(f"input size {list(input_size)} is below the minimum of {name}: {minimum}x{minimum}")
 
 
@@ -153,7 +153,7 @@ def normalization_layer(kind, channels, name):
     import keras
 
     if kind == "batch":
-        return keras.layers.BatchNormalization(name=name)
+        return keras.layers.BatchNormalization(momentum=0.9, name=name)  # short runs: statistics must settle fast
     if kind == "layer":
         return keras.layers.LayerNormalization(name=name)
     if kind == "group":

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from project import pipeline
+from project import datacheck, pipeline
 from project.adapters import load_sources
 from project.augment import build_augmentation
 from project.cards import DATASETS_DIR
@@ -18,7 +18,7 @@ class Data:
     sources: object
     subsets: np.ndarray
     config: object
-    cache: str = "memory"
+    root: Path = Path(".")
 
     @property
     def class_names(self):
@@ -59,8 +59,18 @@ class Data:
             self.items(subset), self.labels(subset), self.sources.kind,
             size=paper.model.input_size, num_classes=self.num_classes,
             batch_size=batch_size or paper.training.batch_size, training=training,
-            augmentation=augmentation, cache=self.cache, seed=paper.seed,
+            augmentation=augmentation, cache=self.cache_for(subset, paper), seed=paper.seed,
         )
+
+    def cache_for(self, subset, paper):
+        """runtime.cache: memory, none, or an on-disk cache per subset and input size."""
+        kind = paper.runtime.cache
+        if kind != "disk":
+            return kind
+        folder = self.root / "cache"
+        folder.mkdir(parents=True, exist_ok=True)
+        height, width = paper.model.input_size
+        return str(folder / f"{subset}_{height}x{width}")
 
     def stats(self, paper):
         """Training-subset statistics for mean subtraction (scratch CNNs)."""
@@ -73,11 +83,17 @@ def dataset_base(config):
 
 
 def prepare(config, root):
-    """Load the sources through the card's adapter and the split saved in `root`."""
+    """Load the sources through the card's adapter, check the files (excluded ones are dropped,
+    converted ones replaced by their copies), then the split saved in `root`."""
     d = config.dataset
     sources = load_sources(d.adapter, d.options, dataset_base(config), d.classes)
+    scanned = datacheck.check(config, sources, root) if sources.kind == "files" and config.paper.data.check else None
+    if scanned:
+        sources = scanned.sources
     subsets = load_or_make_split(Path(root) / "split.csv", sources, d.split)
+    if scanned:
+        scanned.report(subsets)
     for subset in ("train", "val", "test"):
         if not np.any(subsets == subset):
             raise UserError(f"the split has no {subset} images; check the dataset card's split section")
-    return Data(sources=sources, subsets=np.asarray(subsets), config=config)
+    return Data(sources=sources, subsets=np.asarray(subsets), config=config, root=Path(root))

@@ -76,6 +76,12 @@ class Model(Strict):
     head: Head = Head()
     scratch: Scratch = Scratch()
 
+    @field_validator("backbone")
+    @classmethod
+    def _known(cls, value):
+        check_backbone(value)
+        return value
+
     @field_validator("input_size", mode="before")
     @classmethod
     def _square(cls, value):
@@ -142,6 +148,23 @@ class Training(Strict):
         if sum(s.epochs for s in stages) < 1:
             raise ValueError("at least one stage needs epochs >= 1")
         return stages
+
+
+class Runtime(Strict):
+    """How to run, not what to train: auto picks mixed precision and XLA on a GPU only."""
+
+    mixed_precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
+    jit_compile: Union[bool, Literal["auto"]] = "auto"
+    distribution: Literal["none", "mirrored"] = Field(
+        default="none", description="mirrored: every GPU of this machine; batch_size is per replica")
+    cache: Literal["memory", "disk", "none"] = Field(default="memory", description="decoded images: memory, disk (runs/<run>/cache), none")
+
+
+class DataCheck(Strict):
+    """The data check before training (file-based datasets; see project/datacheck.py)."""
+
+    check: bool = Field(default=True, description="scan the files first: exclude unreadable ones, convert odd formats")
+    drop_duplicates: bool = Field(default=False, description="keep one copy of identical images, in a single subset")
 
 
 class Transform(Strict):
@@ -230,9 +253,11 @@ class Paper(Strict):
     seed: int = 42
     model: Model = Model()
     training: Training = Training()
+    data: DataCheck = DataCheck()
     augmentation: list[Transform] = Field(default_factory=list)
     augmentation_strength: float = Field(default=1.0, ge=0.0, le=1.0, description="scales each transform's probability p")
     target_accuracy: float = Field(default=0.97, gt=0.0, le=1.0)
+    runtime: Runtime = Runtime()
     search: Optional[Search] = None
     assumed: list[str] = Field(default_factory=list, description="dotted keys whose values the paper does not state")
 

@@ -16,6 +16,7 @@ import keras
 
 from project.artifacts import archive, atomic_write, is_complete, mark_complete, read_json, write_json
 from project.cards import resolved_yaml
+from project import runtime
 from project.data import prepare
 from project.metrics import class_weights, classification_metrics
 from project.model import apply_stage, build_model, count_params
@@ -43,12 +44,13 @@ def make_optimizer(t, learning_rate, steps_per_epoch, epochs):
     return keras.optimizers.Adam(lr, weight_decay=wd)
 
 
-def compile_model(model, paper, learning_rate, steps_per_epoch, epochs):
+def compile_model(model, paper, learning_rate, steps_per_epoch, epochs, jit_compile=False):
     t = paper.training
     model.compile(
         optimizer=make_optimizer(t, learning_rate, steps_per_epoch, epochs),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
         metrics=["accuracy"],
+        jit_compile=jit_compile,
     )
 
 
@@ -80,7 +82,7 @@ def stage_callbacks(paper, folder, stage):
 
 
 def fit_stages(model, paper, data, folder, *, weights_used="random", epochs=None, batch_size=None,
-               extra_callbacks=(), verbose=1):
+               extra_callbacks=(), verbose=1, jit_compile=False):
     """Train every stage of the card in turn; after each, keep its best-on-val weights.
 
     Returns one info dict per stage (epochs run, seconds, images/s, parameter counts).
@@ -109,7 +111,7 @@ def fit_stages(model, paper, data, folder, *, weights_used="random", epochs=None
             model.load_weights(best)
             infos.append(dict(pd.read_json(done, typ="series")))
             continue
-        compile_model(model, paper, stage.learning_rate or t.learning_rate, steps, stage_epochs)
+        compile_model(model, paper, stage.learning_rate or t.learning_rate, steps, stage_epochs, jit_compile)
         start = time.perf_counter()
         history = model.fit(
             train, validation_data=val, epochs=stage_epochs, class_weight=weights, shuffle=False,
@@ -148,12 +150,12 @@ def combined_history(folder, stages):
 
 
 def predict(model, data, paper, subset):
-    """Probabilities and true labels of one subset, batch by batch (no augmentation)."""
-    probabilities, labels = [], []
-    for x, y in data.dataset(subset, paper, training=False):
-        probabilities.append(np.asarray(model.predict_on_batch(x)))
-        labels.append(np.argmax(y.numpy(), axis=1))
-    return np.concatenate(probabilities), np.concatenate(labels)
+    """Probabilities and true labels of one subset (no augmentation). model.predict, not a loop of
+    predict_on_batch, so that it also works under a distribution strategy."""
+    dataset = data.dataset(subset, paper, training=False)
+    probabilities = model.predict(dataset.map(lambda x, y: x), verbose=0)
+    labels = np.concatenate([np.argmax(y, axis=1) for y in dataset.map(lambda x, y: y).as_numpy_iterator()])
+    return np.asarray(probabilities), labels
 
 
 def evaluate(model, data, paper, subset):
@@ -221,8 +223,13 @@ def train_run(config, root, name="baseline", seed=None, fresh=False, verbose=1, 
     start = time.perf_counter()
     data = prepare(config, root)
     stats = data.stats(paper) if paper.model.preprocessing in ("per_channel_mean", "mean_image") else None
-    model, weights_used = build_model(paper, data.num_classes, stats)
-    stages = fit_stages(model, paper, data, folder, weights_used=weights_used, verbose=verbose, extra_callbacks=extra_callbacks)
+    settings, scope = runtime.apply(paper.runtime)
+    with scope:
+        model, weights_used = build_model(paper, data.num_classes, stats)
+        stages = fit_stages(
+            model, paper, data, folder, weights_used=weights_used, verbose=verbose, extra_callbacks=extra_callbacks,
+            batch_size=paper.training.batch_size * settings["replicas"], jit_compile=settings["jit_compile"],
+        )
     val, _, _ = evaluate(model, data, paper, "val")
     test, probabilities, labels = evaluate(model, data, paper, "test")
     wall = time.perf_counter() - start
@@ -240,7 +247,7 @@ def train_run(config, root, name="baseline", seed=None, fresh=False, verbose=1, 
         "stages": stages, "weights_used": weights_used, "seed": seed, "split_seed": config.dataset.split.seed,
         "wall_seconds": round(wall, 2),
         "train_images_per_second": round(sum(s["images_per_second"] * s["seconds"] for s in stages) / train_seconds, 1) if train_seconds else 0.0,
-        "device": device(), "versions": versions(),
+        "device": device(), "versions": versions(), "runtime": settings,
     }
     write_json(folder / "metrics.json", metrics)
     mark_complete(folder)
