@@ -5,6 +5,7 @@ from checking for a newer version at import.
 """
 
 import os
+import warnings
 
 from project.errors import UserError
 
@@ -30,7 +31,9 @@ def build_augmentation(transforms, strength=1.0, seed=None, source="paper card")
                             f"(see albumentations 2.0.8's list of transforms, e.g. HorizontalFlip, Affine, RandomResizedCrop)")
         params["p"] = float(params.get("p", _default_p(cls))) * strength
         try:
-            built.append(cls(**params))
+            with warnings.catch_warnings():  # albumentations only warns about unknown arguments
+                warnings.filterwarnings("error", message=".*not valid for transform.*")
+                built.append(cls(**params))
         except Exception as error:  # albumentations validates arguments with pydantic
             message = str(error).splitlines()
             raise UserError(f"{source}: augmentation.{i} ({name}): invalid arguments {spec}: {' '.join(message[:3])}") from None
