@@ -8,7 +8,7 @@ list), and returns the same thing: image sources with integer labels and ordered
 import importlib.util
 import inspect
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -24,7 +24,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 @dataclass
 class Sources:
     """items: file paths (str), encoded image bytes, or a uint8 array (N, H, W, C).
-    ids: a stable name per item, written to split.csv. subsets: 'train'/'val'/'test' when pre-split."""
+    ids: a stable name per item, written to split.csv. subsets: 'train'/'val'/'test' when pre-split.
+    root: the dataset folder (files must not lead out of it). issues: (source, reason, detail) of the
+    entries the adapter rejected, listed by the data check."""
 
     items: object
     labels: np.ndarray
@@ -32,6 +34,8 @@ class Sources:
     ids: list
     subsets: Optional[np.ndarray] = None
     kind: str = "files"  # files | encoded | array
+    root: Optional[str] = None
+    issues: list = field(default_factory=list)
 
     def __len__(self):
         return len(self.labels)
@@ -72,7 +76,7 @@ def _names_from_classes(found, classes, origin):
 def folder(path, base, classes=None):
     """One sub-folder per class; or train/ val/ test/ each holding class folders (pre-split)."""
     root = _require(_resolve(path, base), "path")
-    children = [p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+    children = [p for p in sorted(root.iterdir()) if p.is_dir() and not _hidden(p, root)]
     presplit = bool(children) and all(p.name.lower() in SUBSET_NAMES for p in children)
     parts = [(SUBSET_NAMES[p.name.lower()], p) for p in children] if presplit else [(None, root)]
     records = []
@@ -92,6 +96,7 @@ def folder(path, base, classes=None):
         class_names=names,
         ids=[r[3] for r in records],
         subsets=np.array([r[2] for r in records]) if presplit else None,
+        root=str(root),
     )
 
 
@@ -121,6 +126,9 @@ def csv(manifest, base, classes=None, sep=",", header=True, path_column=0, label
             picked[option] = table.iloc[:, column]
         else:
             raise UserError(f"dataset option {option}: no column {column!r} in {file}; columns: {list(table.columns)}")
+    folder_root = Path(os.path.abspath(_resolve(root, file.parent) if root else file.parent))
+    keep, issues = _manifest_rows(picked["path_column"].str.strip(), picked["label_column"].str.strip(), folder_root, classes, 2 if header else 1)
+    picked = {option: column.iloc[keep].reset_index(drop=True) for option, column in picked.items()}
     raw = picked["label_column"].str.strip()
     numeric = pd.to_numeric(raw, errors="coerce")
     if numeric.notna().all():
@@ -133,7 +141,6 @@ def csv(manifest, base, classes=None, sep=",", header=True, path_column=0, label
         names = _names_from_classes(set(raw), classes, f"manifest {file}")
         index = {n: i for i, n in enumerate(names)}
         labels = raw.map(index).to_numpy()
-    folder_root = _resolve(root, file.parent) if root else file.parent
     paths = picked["path_column"].str.strip()
     subsets = None
     if "split_column" in picked:
@@ -148,7 +155,43 @@ def csv(manifest, base, classes=None, sep=",", header=True, path_column=0, label
         class_names=names,
         ids=list(paths),
         subsets=subsets,
+        root=str(folder_root),
+        issues=issues,
     )
+
+
+def _manifest_rows(paths, labels, folder_root, classes, first_line):
+    """Which manifest rows to keep; the others as (source, reason, detail): blank path or label,
+    a label not in the card's classes, a path leading out of the manifest's folder, a repeated path."""
+    keep, issues, seen = [], [], {}
+    numeric = _numeric_labels(labels)
+    for row, (path, label) in enumerate(zip(paths, labels)):
+        line = f"line {row + first_line}"
+        resolved = os.path.normpath(_resolve(path, folder_root)) if path else ""
+        if not path:
+            issues.append((f"({line})", "blank_path", f"{line}: no file path"))
+        elif not label:
+            issues.append((path, "blank_label", f"{line}: no label"))
+        elif classes is not None and not numeric and label not in classes:
+            issues.append((path, "unknown_label", f"{line}: label {label!r} is not in the card's classes: {list(classes)}"))
+        elif not Path(resolved).is_relative_to(folder_root):
+            issues.append((path, "path_outside_root", f"{line}: {resolved} lies outside {folder_root}"))
+        elif resolved in seen:
+            first, first_label = seen[resolved]
+            same = "" if first_label == label else f" with label {label!r} (kept: {first_label!r})"
+            issues.append((path, "duplicate_row", f"{line} repeats line {first}{same}"))
+        else:
+            seen[resolved] = (row + first_line, label)
+            keep.append(row)
+    return keep, issues
+
+
+def _numeric_labels(labels):
+    """True when every non-blank label is a number (numeric labels are renamed by `classes`)."""
+    import pandas as pd
+
+    filled = labels[labels != ""]
+    return bool(len(filled)) and bool(pd.to_numeric(filled, errors="coerce").notna().all())
 
 
 def digits(base=None, classes=None):
@@ -194,9 +237,10 @@ def keras(name, base=None, classes=None):
     try:
         (x_train, y_train), (x_test, y_test) = getattr(K.datasets, name).load_data()
     except Exception as error:
+        cache = os.path.join(os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras")), "datasets")
         raise UserError(
-            f"keras.datasets.{name} is not cached and could not be downloaded ({str(error)[:120]}). "
-            f"On a machine with network run `make download DATASET=...`, then copy ~/.keras/datasets here"
+            f"keras.datasets.{name} is not cached in {cache} and could not be downloaded ({str(error)[:200]}). "
+            f"On a machine with network run `make download DATASET=...`, then copy its datasets folder to {cache}"
         ) from None
     images = np.concatenate([x_train, x_test])
     labels = np.concatenate([y_train.reshape(-1), y_test.reshape(-1)])
@@ -286,6 +330,13 @@ def load_sources(adapter, options, base, classes=None):
         raise UserError(f"dataset card options: adapter {adapter} needs option {', '.join(missing)}")
     result = function(**given, **options)
     sources = result if isinstance(result, Sources) else Sources(**result)
+    sources.labels = np.asarray(sources.labels, dtype=np.int64).reshape(-1)
+    if not len(sources.items) == len(sources.labels) == len(sources.ids):
+        raise UserError(f"dataset ({adapter}): {len(sources.items)} items, {len(sources.labels)} labels, {len(sources.ids)} ids; "
+                        f"each image needs one label and one id")
+    if len(sources.labels) and not 0 <= sources.labels.min() <= sources.labels.max() < len(sources.class_names):
+        raise UserError(f"dataset ({adapter}): labels must lie in 0..{len(sources.class_names) - 1} "
+                        f"(one per class name), got {sources.labels.min()}..{sources.labels.max()}")
     if len(sources.class_names) < 2 or len(set(sources.labels.tolist())) < 2:
         raise UserError(f"dataset ({adapter}): found {len(set(sources.labels.tolist()))} class(es); a classifier needs at least 2")
     return sources

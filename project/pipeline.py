@@ -10,6 +10,7 @@ Images are cached after resizing and before augmentation, so epoch 2 on skips de
 """
 
 import os
+import sys
 
 import numpy as np
 
@@ -39,14 +40,28 @@ def resize(image, size):
 
 def decoded_dataset(items, labels, kind, size):
     """(resized uint8 RGB image, label) per source, in order; unreadable files are skipped
-    (ignore_errors) rather than ending the run."""
+    (ignore_errors, counted) rather than ending the run."""
     labels = np.asarray(labels, dtype=np.int32)
     if kind == "array":
         data = tf.data.Dataset.from_tensor_slices((np.asarray(items), labels))
         return data.map(lambda image, y: (resize(_to_rgb(image), size), y), num_parallel_calls=AUTOTUNE)
     data = tf.data.Dataset.from_tensor_slices((tf.constant(list(items), dtype=tf.string), labels))
     data = data.map(lambda item, y: (resize(decode(item, kind == "files"), size), y), num_parallel_calls=AUTOTUNE)
-    return data.ignore_errors(log_warning=True)
+    return count_skipped(data.ignore_errors(), len(labels), size)
+
+
+def count_skipped(data, expected, size):
+    """ignore_errors drops an undecodable image without a word: append an end marker (label -1)
+    and, when it arrives, print how many images never came through; then drop the marker."""
+    end = tf.data.Dataset.from_tensors((tf.zeros([*size, 3], tf.uint8), tf.constant(-1, tf.int32)))
+
+    def step(count, element):
+        if element[1] < 0 and count < expected:
+            tf.print("warning:", expected - count, "of", expected, "images could not be decoded and were skipped "
+                     "(damaged or changed after the data check?); run `make check-data` to list them", output_stream=sys.stderr)
+        return count + 1, element
+
+    return data.concatenate(end).scan(tf.constant(0, tf.int64), step).filter(lambda image, y: y >= 0)
 
 
 def augment_fn(compose, size):
