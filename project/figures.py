@@ -1,0 +1,127 @@
+"""The report's figures (matplotlib, Agg, no pyplot state): learning curves, confusion matrices,
+trial scatter plots and a grid of misclassified images.
+
+Every figure is saved with fixed size, dpi and no "Software" metadata, so the same inputs give
+byte-identical PNG files and a regenerated report diffs cleanly.
+"""
+
+import io
+
+import numpy as np
+from matplotlib.figure import Figure
+
+DPI = 100
+STAGE_COLOURS = {"coarse": "#1f77b4", "fine": "#ff7f0e"}
+
+
+def png_bytes(fig):
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def _empty(ax, text):
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="grey")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def learning_curves(history, title):
+    """Loss and accuracy, train vs val, per global epoch; a dotted line where each stage begins."""
+    fig = Figure(figsize=(9, 3.6))
+    axes = fig.subplots(1, 2)
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        ax.set_title(metric)
+        ax.set_xlabel("epoch (all stages)")
+        if history is None or history.empty or metric not in history:
+            _empty(ax, "no history")
+            continue
+        x = history["global_epoch"].to_numpy()
+        ax.plot(x, history[metric], marker="o", markersize=3, label=f"train {metric}")
+        if f"val_{metric}" in history:
+            ax.plot(x, history[f"val_{metric}"], marker="o", markersize=3, linestyle="--", label=f"val {metric}")
+        for stage, first in history.groupby("stage", sort=False)["global_epoch"].min().items():
+            ax.axvline(first - 0.5, color="grey", linestyle=":", linewidth=1)
+            ax.text(first - 0.4, 1.0, str(stage), transform=ax.get_xaxis_transform(), va="top", fontsize=8, color="grey")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return png_bytes(fig)
+
+
+def confusion(matrix, class_names, title):
+    """Row-normalised confusion matrix (colour = share of the true class), counts in the cells."""
+    matrix = np.asarray(matrix, dtype=float)
+    k = len(class_names)
+    size = min(12.0, max(4.0, 0.45 * k + 2.0))
+    fig = Figure(figsize=(size, size * 0.9))
+    ax = fig.subplots()
+    rows = matrix.sum(axis=1, keepdims=True)
+    normalised = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
+    image = ax.imshow(normalised, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
+    if k <= 30:
+        for i in range(k):
+            for j in range(k):
+                if matrix[i, j]:
+                    ax.text(j, i, f"{int(matrix[i, j])}", ha="center", va="center", fontsize=8,
+                            color="white" if normalised[i, j] > 0.5 else "black")
+    ticks = np.arange(k)
+    ax.set_xticks(ticks, labels=[str(c) for c in class_names], rotation=90 if k > 10 else 0, fontsize=8)
+    ax.set_yticks(ticks, labels=[str(c) for c in class_names], fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    return png_bytes(fig)
+
+
+def trial_scatter(trials, name, objective, log):
+    """Val objective of each trial against one hyperparameter; failed trials as red crosses on the floor.
+
+    trials: a DataFrame with columns `name`, "objective" (NaN when failed), "stage", "failed".
+    """
+    fig = Figure(figsize=(5, 3.6))
+    ax = fig.subplots()
+    ok = trials[~trials["failed"] & trials["objective"].notna()]
+    for stage, group in ok.groupby("stage", sort=True):
+        ax.scatter(group[name], group["objective"], s=30, label=f"{stage}", color=STAGE_COLOURS.get(stage))
+    bad = trials[trials["failed"] | trials["objective"].isna()]
+    if len(bad):
+        ax.scatter(bad[name], np.zeros(len(bad)), transform=ax.get_xaxis_transform(), marker="x", color="red",
+                   s=40, clip_on=False, label="failed / exploded")
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel(f"{name}{' (log axis)' if log else ''}")
+    ax.set_ylabel(f"val {objective}" if not objective.startswith("val") else objective)
+    ax.grid(alpha=0.3)
+    if len(trials):
+        ax.legend(fontsize=8)
+    else:
+        _empty(ax, "no trials")
+    ax.set_title(name)
+    fig.tight_layout()
+    return png_bytes(fig)
+
+
+def image_grid(images, captions, title, columns=6):
+    """A grid of uint8 images (H, W[, C]) with a caption under each."""
+    count = max(1, len(images))
+    columns = min(columns, count)
+    rows = int(np.ceil(count / columns))
+    fig = Figure(figsize=(1.7 * columns, 1.95 * rows + 0.4))
+    axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
+    for ax in axes:
+        ax.axis("off")
+    if not images:
+        _empty(axes[0], "no misclassified test images")
+    for ax, image, caption in zip(axes, images, captions):
+        image = np.asarray(image)
+        if image.ndim == 3 and image.shape[-1] == 1:
+            image = image[..., 0]
+        ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
+        ax.set_title(caption, fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return png_bytes(fig)

@@ -1,0 +1,410 @@
+"""The before/after report, built from a tiny real run: a 1-epoch baseline and a 2-trial tune (one
+coarse, one fine trial, then the retrained winner) of a scratch CNN on digits, made once per module.
+"""
+
+import argparse
+import contextlib
+import fcntl
+import io
+import json
+import os
+import re
+import select
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from project import report as report_module
+from project.cards import load_config
+from project.errors import UserError
+from project.metrics import wilson_interval
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PAPER = {
+    "citation": {"title": "A tiny test CNN", "authors": ["Test Author"], "venue": "pytest", "year": 2020, "link": "https://example.org/paper"},
+    "reported": [{"dataset": "MNIST", "metric": "accuracy", "value": 0.99, "where": "Table 2", "test_size": 10000}],
+    "caveats": ["A one-epoch toy model."],
+    "intended_use": "Testing the report.",
+    "seed": 1,
+    "model": {"backbone": "scratch", "weights": "none", "input_size": 16,
+              "scratch": {"blocks": [8], "convs_per_block": 1}, "head": {"pooling": "avg", "dropout": 0.1}},
+    "training": {"optimizer": "adam", "learning_rate": 0.01, "batch_size": 32, "stages": [{"name": "train", "epochs": 1}]},
+    "augmentation": [],
+    "search": {
+        "objective": "val_accuracy", "direction": "max", "seed": 3, "top_k": 1,
+        "coarse": {"trials": 1, "epochs": 1}, "fine": {"trials": 1, "epochs": 1},
+        "space": {"learning_rate": {"min": 0.001, "max": 0.05, "sampling": "log"}, "dropout": {"min": 0.0, "max": 0.4},
+                  "batch_size": {"choices": [32, 64]}},
+    },
+    "assumed": ["training.batch_size", "model.input_size"],
+}
+DATASET = {"description": "scikit-learn digits", "adapter": "digits", "options": {}, "split": {"val": 0.15, "test": 0.2, "seed": 0}}
+HEADINGS = [f"## {i}. {title}" for i, title in enumerate(report_module.SECTIONS, 1)]
+
+
+def write_cards(folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tiny.yaml").write_text(yaml.safe_dump(PAPER, sort_keys=False))
+    (folder / "digits.yaml").write_text(yaml.safe_dump(DATASET, sort_keys=False))
+    return load_config(str(folder / "tiny.yaml"), str(folder / "digits.yaml"))
+
+
+def arguments(runs, reports, target=None):
+    return argparse.Namespace(runs_dir=str(runs), reports_dir=str(reports), target=target)
+
+
+def make_report(config, runs, reports, target=None):
+    """Run the `report` command's function; returns its printed output."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        report_module.cli(config, arguments(runs, reports, target))
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    from project.training import train_run
+    from project.tuning import tune
+
+    base = tmp_path_factory.mktemp("report")
+    config = write_cards(base / "cards")
+    runs = base / "runs"
+    root = runs / config.run_name
+    with contextlib.redirect_stdout(io.StringIO()):
+        train_run(config, root, "baseline", verbose=0)
+        tune(config, root, trials=1, epochs=1, verbose=0)
+    printed = make_report(config, runs, base / "reports")
+    folder = base / "reports" / config.run_name
+    return {"config": config, "runs": runs, "root": root, "folder": folder, "printed": printed, "base": base,
+            "md": (folder / "report.md").read_text(), "html": (folder / "report.html").read_text(),
+            "before": json.loads((root / "baseline" / "metrics.json").read_text()),
+            "after": json.loads((root / "tuned" / "metrics.json").read_text())}
+
+
+def copy_root(made, tmp_path, keep=("baseline", "tuned", "tuning")):
+    """A copy of the run root (split files and the chosen run folders) to change without touching the original."""
+    root = tmp_path / "runs" / made["config"].run_name
+    root.mkdir(parents=True)
+    for item in made["root"].iterdir():
+        if item.is_file():
+            shutil.copy2(item, root / item.name)
+        elif item.name in keep:
+            shutil.copytree(item, root / item.name)
+    return root
+
+
+def section(md, number):
+    start = md.index(HEADINGS[number - 1])
+    end = md.index(HEADINGS[number]) if number < len(HEADINGS) else len(md)
+    return md[start:end]
+
+
+# ------------------------------------------------------------------ contents
+
+
+def test_every_section_present_in_order(made):
+    md, html = made["md"], made["html"]
+    positions = [md.index(h) for h in HEADINGS]
+    assert positions == sorted(positions)
+    titles = re.findall(r"<h2>\d+\. ([^<]+)</h2>", html)
+    assert titles == report_module.SECTIONS
+
+
+def test_summary_numbers_equal_metrics_json(made):
+    before, after = made["before"], made["after"]
+    summary = section(made["md"], 1)
+    for key, label in (("test_accuracy", "test accuracy"), ("test_macro_f1", "test macro-F1"), ("test_loss", "test loss (cross-entropy)")):
+        row = f"| {label} | {before[key]:.4f} | {after[key]:.4f} | {after[key] - before[key]:+.4f} |"
+        assert row in summary
+    for m in (before, after):
+        count = m["test"]["count"]
+        lo, hi = wilson_interval(round(m["test_accuracy"] * count), count)
+        assert f"[{lo:.4f}, {hi:.4f}]" in summary
+    target = PAPER.get("target_accuracy", 0.97)
+    assert f"target {target:.4f}" in summary
+    assert ("Target met" in summary) == (after["test_accuracy"] >= target)
+    written = json.loads((made["folder"] / "metrics.json").read_text())
+    assert written["before"]["test_accuracy"] == before["test_accuracy"]
+    assert written["after"]["test_loss"] == after["test_loss"]
+
+
+def test_per_class_numbers_equal_metrics_json(made):
+    per_class = section(made["md"], 6)
+    for name, b in made["before"]["per_class"].items():
+        a = made["after"]["per_class"][name]
+        row = (f"| {name} | {b['support']} | {b['precision']:.4f} | {b['recall']:.4f} | {b['f1']:.4f} | "
+               f"{a['precision']:.4f} | {a['recall']:.4f} | {a['f1']:.4f} | {a['f1'] - b['f1']:+.4f} |")
+        assert row in per_class
+
+
+def test_cli_prints_report_path_and_summary_table(made):
+    printed = made["printed"]
+    assert str(made["folder"] / "report.md") in printed
+    assert f"| test accuracy | {made['before']['test_accuracy']:.4f} | {made['after']['test_accuracy']:.4f} |" in printed
+    assert "Target" in printed
+
+
+def test_figures_are_valid_pngs(made):
+    names = re.findall(r"!\[[^\]]*\]\(figures/([^)]+)\)", made["md"])
+    expected = {"curves_before.png", "curves_after.png", "confusion_before.png", "confusion_after.png",
+                "misclassified.png", "trials_learning_rate.png", "trials_dropout.png", "trials_batch_size.png"}
+    assert expected <= set(names)
+    for name in names:
+        with Image.open(made["folder"] / "figures" / name) as image:
+            image.verify()
+            assert image.format == "PNG" and image.size[0] > 100
+
+
+def test_hyperparameters_before_after_changed_and_assumed(made):
+    data = json.loads((made["folder"] / "hyperparameters.json").read_text())
+    changed = sorted(k for k in data["before"] if data["before"][k] != data["after"].get(k))
+    assert sorted(data["changed"]) == changed
+    assert data["origin"]["training.batch_size"] == "assumed"
+    assert data["origin"]["model.input_size"] == "assumed"
+    assert data["origin"]["model.backbone"] == "paper"
+    assert data["origin"]["training.schedule"] == "template default"
+    table = section(made["md"], 3)
+    lr_before = PAPER["training"]["learning_rate"]
+    lr_after = data["after"]["training.learning_rate"]
+    flag = "yes" if lr_after != lr_before else ""
+    assert f"| training.learning_rate | {lr_before:g} | {lr_after:g} | {flag} | paper | learning_rate |" in table
+    assert made["html"].count('<tr class="changed">') == len(changed)
+
+
+def test_search_section(made):
+    search = section(made["md"], 4)
+    assert "the test subset was not used for any selection" in search.lower()
+    trials = pd.read_csv(made["root"] / "tuning" / "trials.csv")
+    for stage, group in trials.groupby("stage"):
+        completed = int((group["status"] == "completed").sum())
+        assert re.search(rf"\| {stage} \| {len(group)} \| 1 \| {completed} \|", search)
+    assert "log in [0.001, 0.05]" in search
+    assert "Edge-of-range warnings" in search
+    assert (made["folder"] / "trials.csv").read_bytes() == (made["root"] / "tuning" / "trials.csv").read_bytes()
+
+
+def test_paper_vs_reproduction_notes_the_other_dataset(made):
+    paper = section(made["md"], 2)
+    assert "Table 2" in paper and "0.9900" in paper
+    assert "The datasets differ" in paper
+    lo, hi = wilson_interval(9900, 10000)
+    assert f"[{lo:.4f}, {hi:.4f}]" in paper
+
+
+def test_regenerating_gives_identical_files_and_keeps_others(made):
+    folder = made["folder"]
+    before = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    (folder / "notes.txt").write_text("the team's own notes")
+    make_report(made["config"], made["runs"], made["base"] / "reports")
+    after = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name != "notes.txt"}
+    assert after == before
+    assert (folder / "notes.txt").read_text() == "the team's own notes"
+
+
+def test_report_without_tuned_run_marks_after_missing(made, tmp_path):
+    root = copy_root(made, tmp_path, keep=("baseline",))
+    make_report(made["config"], root.parent, tmp_path / "reports")
+    md = (tmp_path / "reports" / made["config"].run_name / "report.md").read_text()
+    assert [md.index(h) for h in HEADINGS] == sorted(md.index(h) for h in HEADINGS)
+    assert f"| test accuracy | {made['before']['test_accuracy']:.4f} | missing |  |" in md
+    assert "No tuned run yet" in md
+    assert "trials.csv is missing" in md
+
+
+# ------------------------------------------------------------------ several seeds
+
+
+def test_mean_and_std_over_seeds(made, tmp_path):
+    root = copy_root(made, tmp_path, keep=("baseline", "tuned", "tuning"))
+    for name in ("baseline-seed2", "baseline-seed3"):
+        shutil.copytree(root / "baseline", root / name)
+    for name, seed, accuracy in (("baseline", 1, 0.90), ("baseline-seed2", 2, 0.92), ("baseline-seed3", 3, 0.94)):
+        path = root / name / "metrics.json"
+        metrics = json.loads(path.read_text())
+        metrics.update(test_accuracy=accuracy, seed=seed)
+        path.write_text(json.dumps(metrics))
+    make_report(made["config"], root.parent, tmp_path / "reports")
+    summary = section((tmp_path / "reports" / made["config"].run_name / "report.md").read_text(), 1)
+    assert "before, mean ± std (3 seeds)" in summary
+    assert "| 0.9200 ± 0.0200 |" in summary  # mean of 0.90, 0.92, 0.94; sample standard deviation 0.02
+    for name, seed, accuracy in (("baseline-seed2", 2, "0.9200"), ("baseline-seed3", 3, "0.9400")):
+        assert f"| {name} | {seed} | {accuracy} |" in summary
+
+
+def test_mean_std_values():
+    assert report_module.mean_std([0.9, 0.92, 0.94]) == pytest.approx((0.92, 0.02))
+    assert report_module.mean_std([0.5]) == (0.5, 0.0)
+
+
+def test_wilson_interval_known_values():
+    assert wilson_interval(90, 100) == pytest.approx((0.8256, 0.9448), abs=5e-5)
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=5e-5)
+    assert wilson_interval(10, 10) == pytest.approx((0.7225, 1.0), abs=5e-5)
+    assert wilson_interval(50, 100) == pytest.approx((0.4038, 0.5962), abs=5e-5)
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def test_no_runs_is_a_clear_error(made, tmp_path, capsys):
+    from project.cli import main
+
+    status = main(["report", "--paper", made["config"].paper_file, "--dataset", made["config"].dataset_file,
+                   "--runs-dir", str(tmp_path / "empty"), "--reports-dir", str(tmp_path / "reports")])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.startswith("error: no baseline run at ")
+    assert str(tmp_path / "empty" / "tiny__digits" / "baseline") in err
+    assert "`make train PAPER=tiny DATASET=digits`" in err
+    assert not (tmp_path / "reports").exists()
+
+
+@pytest.mark.parametrize("run, command", [("baseline", "make train"), ("tuned", "make tune")])
+def test_incomplete_run_is_refused(made, tmp_path, run, command):
+    root = copy_root(made, tmp_path)
+    (root / run / "COMPLETE").unlink()
+    with pytest.raises(UserError, match=rf"{run} is an interrupted or unfinished run .*`{command} PAPER=tiny DATASET=digits`"):
+        report_module.build(made["config"], root)
+
+
+# ------------------------------------------------------------------ self-contained HTML
+
+
+RESOURCE = re.compile(r"""(?:\b(?:src|srcset|poster|data)\s*=\s*["']?\s*|<link\b[^>]*\bhref\s*=\s*["']?\s*|url\(\s*["']?|@import\s+["']?)([a-z][a-z0-9+.-]*:)?//""", re.I)
+
+
+def external_resources(html):
+    """Every resource reference (img/script src, stylesheet link, CSS url(), @import) to another host."""
+    return RESOURCE.findall(html)
+
+
+def test_html_is_self_contained_and_phone_friendly(made):
+    html = made["html"]
+    assert external_resources(html) == []
+    assert len(re.findall(r'<img src="data:image/png;base64,', html)) == len(re.findall(r"<img ", html)) >= 8
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in html
+    assert "max-width" in html and "overflow-x: auto" in html and "@media print" in html
+    assert "<script" not in html
+
+
+def test_external_resource_check_finds_them():
+    assert external_resources('<img src="https://example.org/x.png">')
+    assert external_resources('<link rel="stylesheet" href="//cdn.example.org/a.css">')
+    assert external_resources("<style>body { background: url('http://example.org/b.png') }</style>")
+    assert external_resources("<style>@import 'https://example.org/c.css';</style>")
+    assert not external_resources('<img src="data:image/png;base64,AAAA"><a href="https://example.org">paper</a>')
+
+
+# ------------------------------------------------------------------ in a real browser
+
+
+class Chromium:
+    """Headless Chromium driven over the DevTools protocol on a pipe (--remote-debugging-pipe:
+    JSON messages separated by NUL on file descriptors 3 and 4), no extra packages."""
+
+    def __init__(self, profile):
+        exe = shutil.which("chromium") or shutil.which("chromium-browser")
+        assert exe, "Chromium is not installed: apt-get update && apt-get install -y chromium"
+        to_child, self.out = os.pipe()
+        self.inp, from_child = os.pipe()
+        # the child's ends above 3 and 4, so that moving them to 3 and 4 cannot clobber one another
+        to_child, from_child = [self._high(fd) for fd in (to_child, from_child)]
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
+                 "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}", "--remote-debugging-pipe"]
+        launcher = f"import os, sys; os.dup2({to_child}, 3); os.dup2({from_child}, 4); os.execv(sys.argv[1], sys.argv[1:])"
+        self.process = subprocess.Popen([sys.executable, "-c", launcher, exe, *flags, "about:blank"], pass_fds=(to_child, from_child),
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(to_child)
+        os.close(from_child)
+        self.buffer, self.next_id, self.events = b"", 0, []
+
+    @staticmethod
+    def _high(fd):
+        high = fcntl.fcntl(fd, fcntl.F_DUPFD, 20)
+        os.close(fd)
+        return high
+
+    def send(self, method, params=None, session=None, timeout=60):
+        self.next_id += 1
+        message = {"id": self.next_id, "method": method, "params": params or {}}
+        if session:
+            message["sessionId"] = session
+        os.write(self.out, json.dumps(message).encode() + b"\0")
+        reply = self.wait(lambda m: m.get("id") == self.next_id, timeout)
+        assert "error" not in reply, reply
+        return reply.get("result", {})
+
+    def wait(self, match, timeout=60):
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, message in enumerate(self.events):
+                if match(message):
+                    return self.events.pop(i)
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, "Chromium did not answer in time"
+            if select.select([self.inp], [], [], remaining)[0]:
+                chunk = os.read(self.inp, 1 << 20)
+                assert chunk, "Chromium closed the DevTools pipe"
+                self.buffer += chunk
+                *messages, self.buffer = self.buffer.split(b"\0")
+                self.events += [json.loads(m) for m in messages if m]
+
+    def open(self, path):
+        """Load a page; return (naturalWidth of each <img>, console errors, requests to other hosts)."""
+        target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        for domain in ("Page", "Runtime", "Log", "Network"):
+            self.send(f"{domain}.enable", session=session)
+        self.send("Page.navigate", {"url": Path(path).resolve().as_uri()}, session=session)
+        self.wait(lambda m: m.get("method") == "Page.loadEventFired" and m.get("sessionId") == session)
+        widths = self.send("Runtime.evaluate", {
+            "expression": "Array.from(document.images).map(i => i.complete ? i.naturalWidth : -1)", "returnByValue": True,
+        }, session=session)["result"]["value"]
+        errors, requests = [], []
+        for m in [m for m in self.events if m.get("sessionId") == session]:
+            method, params = m.get("method"), m.get("params", {})
+            if method == "Runtime.consoleAPICalled" and params["type"] in ("error", "assert"):
+                errors.append(params["args"])
+            elif method == "Runtime.exceptionThrown" or (method == "Log.entryAdded" and params["entry"]["level"] == "error"):
+                errors.append(params)
+            elif method == "Network.requestWillBeSent" and not params["request"]["url"].startswith(("data:", "file:")):
+                requests.append(params["request"]["url"])
+        self.send("Target.closeTarget", {"targetId": target})
+        return widths, errors, requests
+
+    def close(self):
+        try:
+            self.send("Browser.close", timeout=10)
+        except AssertionError:
+            pass
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        os.close(self.out)
+        os.close(self.inp)
+
+
+@pytest.mark.browser
+def test_report_opens_in_headless_chromium(made, tmp_path):
+    broken = tmp_path / "broken.html"
+    broken.write_text('<!DOCTYPE html><img src="data:image/png;base64,AAAA"><script>console.error("boom")</script>')
+    browser = Chromium(tmp_path / "profile")
+    try:
+        widths, errors, requests = browser.open(made["folder"] / "report.html")
+        bad_widths, bad_errors, _ = browser.open(broken)
+    finally:
+        browser.close()
+    assert len(widths) == made["html"].count("<img ") >= 8
+    assert all(w > 0 for w in widths), widths
+    assert errors == [] and requests == []
+    assert bad_widths == [0] and bad_errors  # the same checks catch an undecodable image and a console error
