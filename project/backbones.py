@@ -53,7 +53,9 @@ BACKBONES["scratch"] = {"default_size": 32, "min_size": 8, "preprocess": "card"}
 # keras.applications constructors that take a width multiplier
 WIDTH_MULTIPLIER = {"MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large"}
 
-_IMAGENET_MEAN_RGB = [123.68, 116.779, 103.939]
+_IMAGENET_MEAN_RGB = [123.68, 116.779, 103.939]  # caffe mode
+# torch mode: (x / 255 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225], i.e. in 0-255 units
+_TORCH_MEAN_RGB = [123.675, 116.28, 103.53]
 _IMAGENET_STD_RGB = [58.395, 57.12, 57.375]
 
 
@@ -76,7 +78,7 @@ def preprocessing_layers(mode, mean=None, variance=None):
         return [keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="preprocess_tf")]
     if mode == "torch":
         variance = [s * s for s in _IMAGENET_STD_RGB]
-        return [keras.layers.Normalization(mean=_IMAGENET_MEAN_RGB, variance=variance, name="preprocess_torch")]
+        return [keras.layers.Normalization(mean=_TORCH_MEAN_RGB, variance=variance, name="preprocess_torch")]
     if mode == "caffe":
         # caffe weights expect BGR minus the mean: subtract in RGB order, then swap channels
         # with a fixed 1x1 convolution (a standard layer, unlike a Lambda).
