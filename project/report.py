@@ -28,8 +28,6 @@ from project.schema import SEARCHABLE, Config
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 REPO = Path(__file__).resolve().parent.parent
 MISSING = "missing"
-GAP_THRESHOLD = 0.05  # train - val accuracy above this at the end of a stage: overfitting
-EDGE = 0.10  # a best value in the outer 10% of its range (log space when log-sampled)
 TOP_TRIALS = 10
 EXAMPLES = 12
 SECTIONS = [
@@ -571,6 +569,8 @@ def _py(value):
 
 
 def curves_section(runs, target, figs):
+    from project.monitors import GAP as gap  # the training monitors' threshold: one reading of the curves
+
     blocks = [p("Loss and accuracy per epoch, train (solid) and validation (dashed); dotted lines mark where each "
                 "fine-tuning stage begins. Train figures are measured with augmentation and dropout on, so val may lie above train.")]
     rows = []
@@ -582,19 +582,28 @@ def curves_section(runs, target, figs):
         file = f"curves_{suffix}.png"
         figs[file] = figures.learning_curves(run["history"], f"{label}: {run['name']}")
         blocks.append(figure(file, f"learning curves {label} optimisation"))
-        rows += _gap_rows(label, run["history"], target)
-        diagnosis = run["metrics"].get("diagnosis")
-        if diagnosis:
-            blocks.append(p(f"**Diagnosis of the {label} training** (metrics.json): {_describe(diagnosis)}"))
+        rows += _gap_rows(label, run["history"], target, gap)
+        blocks += diagnosis_blocks(label, run["metrics"].get("diagnosis"))
     if rows:
         blocks.append(table(["run", "stage", "epochs", "train accuracy", "val accuracy", "gap (train − val)", "best val (epoch)", "reading"], rows))
-        blocks.append(p(f"A gap above {GAP_THRESHOLD:.2f} at the end of a stage says overfitting: more regularisation "
+        blocks.append(p(f"A gap above {gap:.2f} at the end of a stage says overfitting: more regularisation "
                         f"(dropout, L2, weight decay), augmentation or data. No gap with accuracy below the target says too "
                         f"little capacity or training: unfreeze more layers, a bigger head, more epochs."))
     return blocks
 
 
-def _gap_rows(label, history, target):
+def diagnosis_blocks(label, diagnosis):
+    """The training monitors' diagnosis in metrics.json: {status, summary, findings: [{problem, evidence, advice}]}."""
+    if not diagnosis:
+        return []
+    if not isinstance(diagnosis, dict):
+        return [p(f"**Diagnosis of the {label} training:** {_describe(diagnosis)}")]
+    blocks = [p(f"**Diagnosis of the {label} training:** {diagnosis.get('summary', diagnosis.get('status', ''))}")]
+    findings = [f"**{f.get('problem', '?')}**: {f.get('evidence', '')} → {f.get('advice', '')}" for f in diagnosis.get("findings", [])]
+    return blocks + ([ul(findings)] if findings else [])
+
+
+def _gap_rows(label, history, target, gap_threshold):
     if history is None or history.empty or "val_accuracy" not in history or "accuracy" not in history:
         return [[label, "—", "0", "—", "—", "—", "—", "no history"]]
     rows = []
@@ -602,7 +611,7 @@ def _gap_rows(label, history, target):
         last = group.iloc[-1]
         gap = float(last["accuracy"] - last["val_accuracy"])
         best = group.loc[group["val_accuracy"].idxmax()]
-        if gap > GAP_THRESHOLD:
+        if gap > gap_threshold:
             reading = "large gap: overfitting"
         elif last["val_accuracy"] < target:
             reading = "small gap, accuracy below target: too little capacity or training"
@@ -787,28 +796,38 @@ def model_section(runs):
 # ------------------------------------------------------------------ sanity
 
 
-def sanity_section(root, cmd):
+def sanity_section(root, cmd, figs):
+    """runs/<run>/sanity.json (make sanity): each check with its status, numbers, advice and plot."""
     path = Path(root) / "sanity.json"
     if not path.exists():
         return [p(f"No sanity results in runs/ ({path.name} is missing): run `make sanity {cmd['cards']}`.")]
     data = read_json(path)
-    checks = data.get("checks", data) if isinstance(data, dict) else data
-    items = checks.items() if isinstance(checks, dict) else ((c.get("name", str(i)), c) for i, c in enumerate(checks))
-    rows = []
-    for name, check in items:
-        if not isinstance(check, dict):
-            rows.append([str(name), plain(check), "", ""])
-            continue
-        status = str(check.get("status", check.get("result", "")))
-        numbers = {k: v for k, v in check.items() if k not in ("name", "status", "result", "advice", "plot", "plots")
-                   and not isinstance(v, (list, dict))}
-        rows.append([str(check.get("name", name)), status.upper(), ", ".join(f"{k} {_num(v)}" for k, v in sorted(numbers.items())),
-                     str(check.get("advice", ""))])
-    return [table(["check", "result", "numbers", "advice"], rows)]
+    checks = data.get("checks", []) if isinstance(data, dict) else data
+    rows, blocks = [], []
+    for check in checks:
+        numbers = check.get("numbers", {})
+        shown = ", ".join(f"{k} {_num(v)}" for k, v in numbers.items() if v is not None and not _long(v))
+        rows.append([check.get("title", check.get("name", "?")), str(check.get("status", "?")), shown, str(check.get("advice", ""))])
+        plot = Path(root) / str(check.get("plot", ""))
+        if check.get("plot") and plot.is_file():
+            figs[f"sanity_{check.get('name', plot.stem)}.png"] = plot.read_bytes()
+            blocks.append(figure(f"sanity_{check.get('name', plot.stem)}.png", f"sanity check: {check.get('title', plot.stem)}"))
+    overall = data.get("status", "?") if isinstance(data, dict) else "?"
+    weights = f", backbone weights {data['weights_used']}" if isinstance(data, dict) and data.get("weights_used") else ""
+    return [p(f"**Overall: {overall}** (`make sanity`, {path.name}{weights})."),
+            table(["check", "result", "numbers", "advice"], rows), *blocks]
+
+
+def _long(value):
+    return isinstance(value, (dict, list)) and len(value) > 4
 
 
 def _num(value):
-    return f"{value:.4g}" if isinstance(value, float) else plain(value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_num(v) for v in value) + "]"
+    return plain(value)
 
 
 # ------------------------------------------------------------------ compute
@@ -945,7 +964,7 @@ def build(config, root, target=None):
         examples_section(runs, root, figs),
         data_section(runs, root),
         model_section(runs),
-        sanity_section(root, cmd),
+        sanity_section(root, cmd, figs),
         compute_section(runs, root, trials),
         reproduce_section(runs, root, config, target, trials),
         model_card_section(card, runs, goal),

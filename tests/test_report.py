@@ -219,6 +219,39 @@ def test_report_without_tuned_run_marks_after_missing(made, tmp_path):
     assert "trials.csv is missing" in md
 
 
+def test_sanity_data_issues_and_diagnosis_when_present(made, tmp_path):
+    """The other steps' results, written here in their formats: sanity.json (+ a plot), data_issues.csv,
+    and the training monitors' diagnosis in metrics.json."""
+    root = copy_root(made, tmp_path)
+    Image.new("RGB", (120, 80), "white").save(root / "sanity_lr_sweep.png")
+    checks = [
+        {"name": "initial_loss", "title": "1 initial loss vs ln(C)", "status": "PASS", "advice": "as expected",
+         "numbers": {"loss": 2.3051, "ln_C": 2.302585, "tolerance": 0.25}},
+        {"name": "lr_sweep", "title": "4 learning-rate sweep", "status": "WARN", "advice": "search 1e-4 to 1e-2",
+         "numbers": {"lr_explodes": 0.5, "suggested_range": [0.0001, 0.01]}, "plot": "sanity_lr_sweep.png"},
+    ]
+    (root / "sanity.json").write_text(json.dumps({"status": "WARN", "weights_used": "random", "checks": checks}))
+    pd.DataFrame({"source": ["a.jpg", "b.png", "c.png"], "reason": ["corrupt", "corrupt", "converted"],
+                  "action": ["excluded", "excluded", "converted"], "detail": ["", "", ""]}).to_csv(root / "data_issues.csv", index=False)
+    path = root / "tuned" / "metrics.json"
+    metrics = json.loads(path.read_text())
+    metrics["diagnosis"] = {"status": "problems", "summary": "overfitting",
+                            "findings": [{"problem": "overfitting", "evidence": "gap 0.200", "advice": "more dropout"}]}
+    path.write_text(json.dumps(metrics))
+    make_report(made["config"], root.parent, tmp_path / "reports")
+    folder = tmp_path / "reports" / made["config"].run_name
+    md = (folder / "report.md").read_text()
+    sanity = section(md, 10)
+    assert "| 1 initial loss vs ln(C) | PASS | loss 2.305, ln_C 2.303, tolerance 0.25 | as expected |" in sanity
+    assert "| 4 learning-rate sweep | WARN | lr_explodes 0.5, suggested_range [0.0001, 0.01] | search 1e-4 to 1e-2 |" in sanity
+    assert "![sanity check: 4 learning-rate sweep](figures/sanity_lr_sweep.png)" in sanity
+    assert (folder / "figures" / "sanity_lr_sweep.png").read_bytes() == (root / "sanity_lr_sweep.png").read_bytes()
+    data = section(md, 8)
+    assert "**Images excluded:** 2" in data and "| excluded | corrupt | 2 |" in data and "| converted | converted | 1 |" in data
+    assert "**Diagnosis of the after training:** overfitting" in section(md, 5)
+    assert "**overfitting**: gap 0.200 → more dropout" in section(md, 5)
+
+
 # ------------------------------------------------------------------ several seeds
 
 
