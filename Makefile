@@ -78,7 +78,7 @@ new-paper: setup ## start a paper card: NAME=x [FROM=kermany2018]
 	$(PY) -m project new-paper --name "$(NAME)" $(if $(FROM),--from $(FROM)) $(ARGS)
 
 new-dataset: setup ## scan data and write a dataset card: NAME=y ADAPTER=folder DATA=path (PATH= works too)
-	$(PY) -m project new-dataset --name "$(NAME)" --adapter $(or $(ADAPTER),folder) --path "$(or $(DATA),$(PATH))" $(ARGS)
+	$(PY) -m project new-dataset --name "$(NAME)" --adapter $(or $(ADAPTER),folder) --path "$(or $(DATA),$(if $(filter command line,$(origin PATH)),$(PATH)))" $(ARGS)
 
 bench: setup ## measure pipeline, overhead and tuner figures -> reports/bench/
 	$(PY) -m project bench $(CARDS) $(ARGS)
