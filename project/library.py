@@ -249,7 +249,8 @@ def paper_card_text(name, source=None):
         paper = cards.validate(Paper, cards.read_yaml(source), source)
         values = paper.model_dump(mode="json")
         origin = f"the recipe of {source.stem} ({_short_citation(paper.citation)}, {paper.citation.year})"
-        values.update(citation=starter["citation"], summary=starter["summary"], caveats=[])
+        keep_out = ("citation", "summary", "intended_use", "target_accuracy")  # the other paper's, not the recipe
+        values.update({key: starter[key] for key in keep_out}, caveats=[])
         values["search"] = values["search"] or starter["search"]
     for param in values["search"]["space"].values():
         if param.get("sampling") == "linear":  # the default: keep the card short

@@ -96,6 +96,7 @@ def test_new_paper_from_a_card_keeps_its_recipe_and_marks_it_assumed(tmp_path):
     assert new.model == source.model and new.training == source.training and new.augmentation == source.augmentation
     assert new.search.space.keys() == source.search.space.keys()
     assert new.citation.title.startswith("TODO") and new.reported == [] and new.caveats == []
+    assert new.target_accuracy == Paper.model_fields["target_accuracy"].default != source.target_accuracy
     assert "the recipe of kermany2018" in text
     assert set(library.RECIPE_KEYS) <= set(new.assumed)
 
