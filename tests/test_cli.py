@@ -1,0 +1,85 @@
+"""`python -m project`: help without TensorFlow, bad input as one `error:` line and exit status 2."""
+
+import json
+
+import pytest
+
+from conftest import write_card, write_tiny_paper_card
+from project.cli import COMMANDS, main
+
+
+def one_error_line(stderr):
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+def test_help_lists_every_command(project_env):
+    result = project_env.run("--help", timeout=120)
+    assert result.returncode == 0, result.stderr
+    for command in COMMANDS:
+        assert command in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_help_and_validate_do_not_import_tensorflow(project_env, tmp_path, digits_card):
+    card = write_tiny_paper_card(tmp_path)
+    code = (
+        "import json, sys\n"
+        "from project.cli import main\n"
+        "try:\n"
+        "    main(['train', '--help'])\n"
+        "except SystemExit as exit:\n"
+        "    help_status = exit.code\n"
+        f"status = main(['validate', '--paper', {str(card)!r}, '--dataset', {str(digits_card)!r}])\n"
+        "print('RESULT', json.dumps([help_status, status, 'tensorflow' in sys.modules, 'keras' in sys.modules]))\n"
+    )
+    result = project_env.python(code, timeout=120)
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))
+    assert json.loads(line[7:]) == [0, 0, False, False]
+    assert f"ok: {card} and {digits_card} are valid" in result.stdout
+
+
+def test_validate_a_bad_card_exits_2_with_one_line(project_env, tmp_path, digits_card):
+    card = write_tiny_paper_card(tmp_path, **{"training.batch_size": "lots"})
+    result = project_env.run("validate", "--paper", card, "--dataset", digits_card, timeout=120)
+    assert result.returncode == 2
+    line = one_error_line(result.stderr)
+    assert str(card) in line and "training.batch_size" in line and "'lots'" in line
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--set", "training.learnig_rate=0.1"], "training.learnig_rate: unknown key"),
+    (["--set", "optimiser=adam"], "--set optimiser: unknown key 'optimiser'"),
+    (["--set", "model.backbone=ResNet"], "model.backbone: unknown backbone 'ResNet'; valid names:"),
+    (["--set", "model.backbone=InceptionV3", "--set", "model.input_size=64"], "minimum of InceptionV3"),
+    (["--set", "augmentation=[{name: Rotat}]"], "unknown albumentations transform 'Rotat'"),
+    (["--set", "training.stages=[]"], "training.stages"),
+])
+def test_validate_errors(tmp_path, digits_card, capsys, args, expected):
+    card = write_tiny_paper_card(tmp_path)
+    assert main(["validate", "--paper", str(card), "--dataset", str(digits_card), *args]) == 2
+    assert expected in one_error_line(capsys.readouterr().err)
+
+
+def test_missing_cards_list_the_available_ones(capsys):
+    assert main(["validate", "--paper", "no_such_paper"]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "no paper card named 'no_such_paper'" in line and "demo" in line
+    assert main(["validate", "--dataset", "no_such_data"]) == 2
+    assert "digits" in one_error_line(capsys.readouterr().err)
+
+
+def test_train_with_a_missing_dataset_path_names_it(tmp_path, capsys, image_folder):
+    card = write_tiny_paper_card(tmp_path)
+    missing = write_card(tmp_path / "gone.yaml", {"adapter": "folder", "options": {"path": "no_such_folder"}})
+    runs = ["--runs-dir", str(tmp_path / "runs"), "--quiet"]
+    assert main(["train", "--paper", str(card), "--dataset", str(missing), *runs]) == 2
+    assert f"{tmp_path / 'no_such_folder'} does not exist" in one_error_line(capsys.readouterr().err)
+
+    image_folder(tmp_path / "one_class", {"only": 4})
+    single = write_card(tmp_path / "single.yaml", {"adapter": "folder", "options": {"path": "one_class"}})
+    assert main(["train", "--paper", str(card), "--dataset", str(single), *runs]) == 2
+    assert "a classifier needs at least 2" in one_error_line(capsys.readouterr().err)
