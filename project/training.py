@@ -20,6 +20,7 @@ from project import runtime
 from project.data import prepare
 from project.metrics import class_weights, classification_metrics
 from project.model import apply_stage, build_model, count_params
+from project.monitors import diagnose, monitor_callbacks, ratio_summary
 
 
 def make_optimizer(t, learning_rate, steps_per_epoch, epochs):
@@ -115,7 +116,8 @@ def fit_stages(model, paper, data, folder, *, weights_used="random", epochs=None
         start = time.perf_counter()
         history = model.fit(
             train, validation_data=val, epochs=stage_epochs, class_weight=weights, shuffle=False,
-            callbacks=stage_callbacks(paper, folder, stage.name) + list(extra_callbacks), verbose=verbose,
+            # monitors first: they add update_ratio to the epoch logs before CSVLogger writes them
+            callbacks=monitor_callbacks() + stage_callbacks(paper, folder, stage.name) + list(extra_callbacks), verbose=verbose,
         )
         seconds = time.perf_counter() - start
         ran = len(history.epoch)
@@ -234,7 +236,8 @@ def train_run(config, root, name="baseline", seed=None, fresh=False, verbose=1, 
     test, probabilities, labels = evaluate(model, data, paper, "test")
     wall = time.perf_counter() - start
     model.save(folder / "model.keras")
-    atomic_write(folder / "history.csv", combined_history(folder, [s["stage"] for s in stages]).to_csv(index=False))
+    history = combined_history(folder, [s["stage"] for s in stages])
+    atomic_write(folder / "history.csv", history.to_csv(index=False))
     atomic_write(folder / "predictions.csv", predictions_table(data, "test", probabilities, labels).to_csv(index=False))
     train_seconds = sum(s["seconds"] for s in stages)
     metrics = {
@@ -249,9 +252,13 @@ def train_run(config, root, name="baseline", seed=None, fresh=False, verbose=1, 
         "train_images_per_second": round(sum(s["images_per_second"] * s["seconds"] for s in stages) / train_seconds, 1) if train_seconds else 0.0,
         "device": device(), "versions": versions(), "runtime": settings,
     }
+    metrics["update_ratio"] = ratio_summary(history.get("update_ratio", []))
+    metrics["diagnosis"] = diagnose(history, target=paper.target_accuracy)
     write_json(folder / "metrics.json", metrics)
     mark_complete(folder)
     print(f"[{name}] test accuracy {test['accuracy']:.4f} (val {val['accuracy']:.4f}), {wall:.0f}s -> {folder}")
+    for finding in metrics["diagnosis"]["findings"]:
+        print(f"[{name}] diagnosis: {finding['problem']} ({finding['evidence']}): {finding['advice']}")
     return metrics
 
 

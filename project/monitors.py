@@ -1,0 +1,170 @@
+"""Training monitors: the update/weight ratio (a Keras callback) and the diagnosis at the end of
+a training, both read by `train` and `tune` and written next to the run.
+
+The ratio ||dw|| / ||w|| of one update, per trainable layer, should be around 1e-3 (CS231n):
+far below means the weights barely move (learning rate too low), far above means each step
+rewrites them (too high). It is measured on a few sampled steps per epoch (a weights snapshot
+before and after the step), not on every step, and logged as `update_ratio` (the median over
+layers) so that CSVLogger puts it into history.csv.
+"""
+
+import math
+
+import numpy as np
+import pandas as pd
+
+import keras
+
+RATIO_LOW, RATIO_HIGH = 1e-5, 1e-1  # a warning outside this band around the ideal 1e-3
+GAP = 0.10  # train - val accuracy above this: overfitting
+FLAT = 0.10  # the loss fell by less than this fraction of its first value: barely moves
+
+
+def leaf_layers(model):
+    """Every layer that is not itself a model, nested backbones included."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from leaf_layers(layer)
+        elif not isinstance(layer, keras.layers.InputLayer):
+            yield layer
+
+
+class UpdateRatio(keras.callbacks.Callback):
+    """Logs `update_ratio` per epoch: the median over trainable layers of ||dw|| / ||w|| of one
+    update, averaged over `samples` sampled steps of the epoch. Prints a WARN once per fit when
+    it leaves [RATIO_LOW, RATIO_HIGH]. Put it before CSVLogger so the value reaches the CSV."""
+
+    def __init__(self, samples=4, verbose=True):
+        super().__init__()
+        self.samples = samples
+        self.verbose = verbose
+        self.epoch_values = []  # every epoch of every fit it took part in
+        self.warnings = []
+
+    def on_train_begin(self, logs=None):
+        # stages change what is trainable: list the layers again at every fit
+        self._layers = [layer.trainable_weights for layer in leaf_layers(self.model) if layer.trainable_weights]
+        steps = (self.params or {}).get("steps") or 40
+        self._every = max(1, steps // self.samples)
+        self._before = None
+        self._warned = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._ratios = [[] for _ in self._layers]
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._before = self._snapshot() if batch % self._every == 0 else None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._before is None:
+            return
+        for ratios, before, after in zip(self._ratios, self._before, self._snapshot()):
+            norm = np.linalg.norm(before)
+            if norm > 0:
+                ratios.append(float(np.linalg.norm(after - before) / norm))
+        self._before = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        per_layer = [np.mean(r) for r in self._ratios if r]
+        if not per_layer:
+            return
+        value = float(np.median(per_layer))
+        value = value if math.isfinite(value) else math.inf  # weights became NaN: the update blew up
+        self.epoch_values.append(value)
+        if logs is not None:
+            logs["update_ratio"] = value
+        summary = ratio_summary([value])
+        if summary["status"] == "WARN" and not self._warned:
+            self._warned = True
+            message = f"WARN  update/weight ratio {value:.1e} at epoch {epoch + 1} (median of {len(per_layer)} layers): {summary['advice']}"
+            self.warnings.append(message)
+            if self.verbose:
+                print(f"\n{message}")
+
+    def _snapshot(self):
+        return [np.concatenate([np.ravel(keras.ops.convert_to_numpy(w)) for w in weights]) for weights in self._layers]
+
+    def summary(self):
+        return ratio_summary(self.epoch_values)
+
+
+def monitor_callbacks():
+    """The monitors to add to a training's callbacks (before CSVLogger)."""
+    return [UpdateRatio()]
+
+
+def ratio_summary(values):
+    """PASS / WARN for per-epoch update/weight ratios (e.g. the history.csv column)."""
+    values = pd.to_numeric(pd.Series(values), errors="coerce").dropna().to_numpy(dtype="float64")
+    if not len(values):
+        return {"status": "n/a", "median": None, "epochs": 0, "advice": "no update/weight ratio was recorded"}
+    finite = values[np.isfinite(values)]
+    median = float(np.median(values)) if len(finite) == len(values) else math.inf
+    summary = {
+        "median": median, "min": float(finite.min()) if len(finite) else None,
+        "max": float(finite.max()) if len(finite) else None, "epochs": int(len(values)),
+        "band": [RATIO_LOW, RATIO_HIGH], "ideal": 1e-3,
+    }
+    if median < RATIO_LOW:
+        return {**summary, "status": "WARN", "advice": "updates are tiny next to the weights (ideal ~1e-3): raise the learning rate"}
+    if median > RATIO_HIGH:
+        return {**summary, "status": "WARN", "advice": "each update rewrites the weights (ideal ~1e-3): lower the learning rate"}
+    return {**summary, "status": "PASS", "advice": "update/weight ratio is within the healthy band around 1e-3"}
+
+
+def _last(table, column, epochs=3):
+    """Mean of the last few epochs (smooths one noisy epoch)."""
+    if column not in table or not table[column].notna().any():
+        return None
+    return float(table[column].dropna().tail(epochs).mean())
+
+
+def diagnose(history, target=0.9, gap=GAP):
+    """What the curves say and what to change, from a history table (history.csv columns:
+    loss, accuracy, val_loss, val_accuracy, optionally update_ratio).
+
+    `target`: the accuracy the card aims at; training accuracy below target - 0.05 with no gap
+    means the model cannot even fit the training set (too little capacity or too short).
+    Returns {"status": "ok" | "problems", "summary": one line, "findings": [...]}, each finding
+    {"problem", "evidence", "advice"}.
+    """
+    table = pd.DataFrame(history)
+    findings = []
+    loss = pd.to_numeric(table.get("loss", pd.Series(dtype="float64")), errors="coerce")
+    if loss.empty:
+        return {"status": "n/a", "summary": "no training history", "findings": []}
+    first, best, final = float(loss.iloc[0]), float(loss.min()), float(loss.iloc[-1])
+    train_acc, val_acc = _last(table, "accuracy"), _last(table, "val_accuracy")
+    ratio = ratio_summary(table["update_ratio"]) if "update_ratio" in table else None
+
+    exploded = not np.isfinite(loss).all() or (len(loss) > 1 and final > 2 * best and final > first)
+    if exploded or (ratio and ratio["status"] == "WARN" and ratio["median"] > RATIO_HIGH):
+        evidence = "the loss became NaN/inf" if not np.isfinite(loss).all() else f"loss went from {first:.3g} down to {best:.3g}, then up to {final:.3g}"
+        if ratio and ratio["median"] is not None and ratio["median"] > RATIO_HIGH:
+            evidence += f"; update/weight ratio {ratio['median']:.1e} (> {RATIO_HIGH:g})"
+        findings.append({"problem": "learning rate too high", "evidence": evidence,
+                         "advice": "lower the learning rate (by 3-10x) or add warm-up; `make sanity` shows where the loss explodes"})
+    elif len(loss) > 1 and (first - best) < FLAT * first and (train_acc is None or train_acc < target):
+        evidence = f"loss {first:.3g} -> {final:.3g} over {len(loss)} epochs (fell by {100 * (first - best) / first:.1f}%)"
+        if ratio and ratio["median"] is not None and ratio["median"] < RATIO_LOW:
+            evidence += f"; update/weight ratio {ratio['median']:.1e} (< {RATIO_LOW:g})"
+        findings.append({"problem": "learning rate too low", "evidence": evidence,
+                         "advice": "the loss barely moves: raise the learning rate (3-10x); if it still does not move, run `make sanity` to look for a bug in data, labels or model"})
+    elif ratio and ratio["status"] == "WARN" and ratio["median"] < RATIO_LOW:
+        findings.append({"problem": "learning rate too low", "evidence": f"update/weight ratio {ratio['median']:.1e} (< {RATIO_LOW:g})",
+                         "advice": "updates are tiny next to the weights: raise the learning rate"})
+
+    if train_acc is not None and val_acc is not None and train_acc - val_acc > gap:
+        val_loss = pd.to_numeric(table.get("val_loss", pd.Series(dtype="float64")), errors="coerce").dropna()
+        rising = f"; val_loss rose from {val_loss.min():.3g} to {val_loss.iloc[-1]:.3g}" if len(val_loss) and val_loss.iloc[-1] > 1.1 * val_loss.min() else ""
+        findings.append({"problem": "overfitting", "evidence": f"train accuracy {train_acc:.3f} vs val {val_acc:.3f} (gap {train_acc - val_acc:.3f} > {gap:g}){rising}",
+                         "advice": "more regularisation (dropout, l2, weight decay), stronger augmentation, more data, or stop earlier"})
+    elif train_acc is not None and train_acc < target - 0.05 and not findings:
+        still = loss.iloc[-min(3, len(loss))] - final > 0.05 * final if len(loss) > 1 else False
+        findings.append({"problem": "too little capacity", "evidence": f"train accuracy {train_acc:.3f} below the target {target:g} with no train/val gap"
+                         + (f"; the loss was still falling ({final:.3g})" if still else ""),
+                         "advice": ("train longer (the loss is still falling), " if still else "") + "unfreeze more backbone layers, use a bigger head or a bigger backbone"})
+
+    if not findings:
+        return {"status": "ok", "summary": "training looks healthy: the loss fell, no large train/val gap, the ratio is in band", "findings": []}
+    return {"status": "problems", "summary": "; ".join(f["problem"] for f in findings), "findings": findings}

@@ -1,0 +1,348 @@
+"""`make sanity`: every check passes on a sound model and fails (or warns) on a broken one."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import yaml
+from sklearn.datasets import load_digits
+
+import keras
+
+from project import sanity
+from project.cards import PAPERS_DIR
+from project.cli import main
+
+
+@pytest.fixture(scope="module")
+def digits():
+    data = load_digits()
+    x = (data.data / 16.0).astype("float32")
+    return x, keras.utils.to_categorical(data.target, 10).astype("float32"), data.target
+
+
+def mlp(hidden=(32,), regularizer=None, seed=0):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((64,))
+    x = inputs
+    for units in hidden:
+        x = keras.layers.Dense(units, activation="relu", kernel_initializer="he_normal", kernel_regularizer=regularizer)(x)
+    outputs = keras.layers.Dense(10, activation="softmax", kernel_regularizer=regularizer, name="out")(x)
+    return keras.Model(inputs, outputs)
+
+
+# ---------------------------------------------------------------- 1 initial loss
+
+
+def test_initial_loss_passes_at_ln_c_and_fails_with_a_large_output_layer(digits):
+    x, y, _ = digits
+    model = mlp()
+    batches = [(x[:128], y[:128]), (x[128:256], y[128:256])]
+    good = sanity.check_initial_loss(model, batches, 10)
+    assert good["status"] == "PASS", good
+    assert abs(good["numbers"]["loss"] - math.log(10)) < 0.25 * math.log(10)
+
+    kernel, bias = model.get_layer("out").get_weights()
+    model.get_layer("out").set_weights([kernel * 100, bias])
+    bad = sanity.check_initial_loss(model, batches, 10)
+    assert bad["status"] == "FAIL"
+    assert bad["numbers"]["relative_difference"] > 0.25
+    assert "output layer" in bad["advice"]
+
+
+def test_initial_loss_fails_on_logits(digits):
+    x, y, _ = digits
+    inputs = keras.Input((64,))
+    model = keras.Model(inputs, keras.layers.Dense(10)(inputs))  # no softmax
+    bad = sanity.check_initial_loss(model, [(x[:64], y[:64])], 10)
+    assert bad["status"] == "FAIL" and "softmax" in bad["advice"]
+
+
+# ---------------------------------------------------------------- 2 regularisation
+
+
+def test_regularisation_passes_when_l2_is_in_the_loss_and_fails_when_it_is_not(digits):
+    x, y, _ = digits
+    batches = [(x[:128], y[:128])]
+    plain = mlp()
+    wired = mlp(regularizer=keras.regularizers.L2(1.0))
+    wired.set_weights(plain.get_weights())
+    good = sanity.check_regularisation(plain, wired, batches)
+    assert good["status"] == "PASS", good
+    assert good["numbers"]["loss_with_l2"] > good["numbers"]["loss_without"]
+    assert len(good["numbers"]["regularised_weights"]) == 2
+
+    # a model whose layers say L2 but whose loss never sees it: the regularizer is set after
+    # the weights exist, so Keras never attaches it to them
+    unwired = mlp()
+    for layer in unwired.layers[1:]:
+        layer.kernel_regularizer = keras.regularizers.L2(1.0)
+    unwired.set_weights(plain.get_weights())
+    bad = sanity.check_regularisation(plain, unwired, batches)
+    assert bad["status"] == "FAIL"
+    assert bad["numbers"]["increase"] == pytest.approx(0.0, abs=1e-6)
+
+
+# ---------------------------------------------------------------- 3 overfit
+
+
+def tiny_set(digits):
+    x, y, labels = digits
+    index = sanity.stratified(labels, 20, seed=0)
+    return x[index], y[index]
+
+
+def compiled(optimizer):
+    model = mlp(hidden=(64,))
+    model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def test_stratified_takes_classes_in_turn():
+    labels = np.repeat(np.arange(10), 30)
+    index = sanity.stratified(labels, 20)
+    assert len(set(index)) == 20
+    assert np.bincount(labels[index], minlength=10).tolist() == [2] * 10
+    skewed = np.array([0] * 50 + [1] * 3 + [2] * 50)
+    counts = np.bincount(skewed[sanity.stratified(skewed, 20)])
+    assert counts[1] == 3 and sorted(counts[[0, 2]].tolist()) == [8, 9]  # the rare class gives all it has
+
+
+def test_overfit_passes_on_a_sound_model(digits):
+    x, y = tiny_set(digits)
+    good = sanity.check_overfit(compiled(keras.optimizers.Adam(0.01)), [(x, y)], epochs=200)
+    assert good["status"] == "PASS", good["numbers"]
+    assert good["numbers"]["final_accuracy"] == 1.0 and good["numbers"]["final_loss"] <= sanity.OVERFIT_LOSS
+
+
+class ShuffledLabels:
+    """The same 20 images with their labels permuted anew every epoch."""
+
+    def __init__(self, x, y):
+        self.x, self.y, self.rng = x, y, np.random.default_rng(0)
+
+    def __iter__(self):
+        yield self.x, self.y[self.rng.permutation(len(self.y))]
+
+
+def test_overfit_fails_with_labels_shuffled_every_epoch(digits):
+    x, y = tiny_set(digits)
+    bad = sanity.check_overfit(compiled(keras.optimizers.Adam(0.01)), ShuffledLabels(x, y), epochs=60)
+    assert bad["status"] == "FAIL"
+    assert bad["numbers"]["final_accuracy"] < 1.0
+    assert "labels" in bad["advice"]
+
+
+def test_overfit_fails_with_learning_rate_zero(digits):
+    x, y = tiny_set(digits)
+    bad = sanity.check_overfit(compiled(keras.optimizers.Adam(0.0)), [(x, y)], epochs=60)
+    assert bad["status"] == "FAIL"
+    assert bad["numbers"]["best_accuracy"] < 0.5
+
+
+# ---------------------------------------------------------------- 4 learning-rate sweep
+
+
+def regression(variance, n=256, d=8):
+    """Least squares whose inputs have covariance `variance` * I: plain gradient descent on the
+    mean squared error diverges above the learning rate 1 / variance."""
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.normal(size=(n, d)))
+    x = (q * np.sqrt(n * variance)).astype("float32")
+    y = (x @ rng.normal(size=(d, 1)) + rng.normal(size=(n, 1))).astype("float32")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((d,)), keras.layers.Dense(1, use_bias=False)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    return model, [(x, y)]
+
+
+def test_lr_sweep_finds_the_explosion_point_on_a_toy_problem():
+    found = {}
+    for variance in (100.0, 10000.0):
+        model, batches = regression(variance)
+        check = sanity.check_lr_sweep(model, batches, current_lr=10.0 / variance)
+        critical = 1.0 / variance
+        n = check["numbers"]
+        assert critical < n["lr_explodes"] < 10 * critical, (variance, n)
+        assert n["lr_steepest"] < critical and n["suggested_range"][0] < critical
+        assert check["status"] == "WARN" and "explodes" in check["advice"]  # the card's lr 10x critical
+        found[variance] = n["lr_explodes"]
+    assert 30 < found[100.0] / found[10000.0] < 300  # the explosion point follows the curvature
+
+
+def test_lr_sweep_warns_when_no_learning_rate_lowers_the_loss(digits):
+    x, y, _ = digits
+    model = mlp()
+    for layer in model.layers:
+        layer.trainable = False
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="categorical_crossentropy")
+    check = sanity.check_lr_sweep(model, [(x[:64], y[:64])], steps=30)
+    assert check["status"] == "WARN" and "lowered the loss" in check["advice"]
+
+
+# ---------------------------------------------------------------- 5 activations
+
+
+def deep_mlp(initializer, activation="tanh", layers=10, units=100):
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((units,))] + [
+        keras.layers.Dense(units, activation=activation, kernel_initializer=initializer) for _ in range(layers)
+    ])
+    return model
+
+
+@pytest.fixture(scope="module")
+def gaussian_batch():
+    return np.random.default_rng(0).normal(size=(256, 100)).astype("float32")
+
+
+def test_activations_collapse_with_small_weights(gaussian_batch):
+    check = sanity.check_activations(deep_mlp(keras.initializers.RandomNormal(stddev=0.01)), gaussian_batch)
+    rows = check["layers"]
+    assert len(rows) == 10
+    stds = [r["std"] for r in rows]
+    assert all(a > b for a, b in zip(stds, stds[1:]))  # shrinks layer after layer
+    assert "collapsed" not in rows[0]["flags"] and all("collapsed" in r["flags"] for r in rows[3:])
+    assert check["numbers"]["saturated"] == 0
+    assert check["status"] == "FAIL" and "too small" in check["advice"]
+
+
+def test_activations_saturate_with_unit_weights(gaussian_batch):
+    check = sanity.check_activations(deep_mlp(keras.initializers.RandomNormal(stddev=1.0)), gaussian_batch)
+    assert all("saturated" in r["flags"] for r in check["layers"])
+    assert all(r["saturated_fraction"] > 0.5 for r in check["layers"])
+    assert check["numbers"]["collapsed"] == 0
+    assert check["status"] == "FAIL" and "too large" in check["advice"]
+
+
+@pytest.mark.parametrize("initializer, activation", [("glorot_normal", "tanh"), ("he_normal", "relu")])
+def test_activations_are_healthy_with_glorot_or_he(gaussian_batch, initializer, activation):
+    check = sanity.check_activations(deep_mlp(initializer, activation), gaussian_batch)
+    assert check["status"] == "PASS", [(r["layer"], r["std"], r["flags"]) for r in check["layers"]]
+    assert min(r["std"] for r in check["layers"]) > 0.1
+
+
+def test_activations_flag_dead_relus(gaussian_batch):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((100,)), keras.layers.Dense(50, activation="relu", bias_initializer=keras.initializers.Constant(-100.0)),
+                              keras.layers.Dense(50, activation="relu", kernel_initializer="he_normal")])
+    rows = sanity.check_activations(model, gaussian_batch)["layers"]
+    assert rows[0]["zero_fraction"] == 1.0 and "dead" in rows[0]["flags"]
+
+
+def test_activations_reach_inside_a_nested_backbone():
+    keras.utils.set_random_seed(0)
+    inner_in = keras.Input((8, 8, 3))
+    inner = keras.Model(inner_in, keras.layers.ReLU(name="inner_relu")(keras.layers.Conv2D(4, 3, name="conv")(inner_in)), name="backbone")
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(inner(x))
+    x = keras.layers.Dense(5, activation="tanh", name="head")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    batch = np.random.default_rng(0).uniform(0, 255, size=(4, 8, 8, 3)).astype("float32")
+    rows = sanity.check_activations(model, batch)["layers"]
+    assert [(r["layer"], r["kind"]) for r in rows] == [("backbone/inner_relu", "relu"), ("head", "tanh")]
+
+
+# ---------------------------------------------------------------- 6 preprocessing
+
+
+def conv_model(*preprocessing):
+    inputs = keras.Input((8, 8, 3))
+    x = inputs
+    for layer in preprocessing:
+        x = layer(x)
+    x = keras.layers.Conv2D(4, 3)(x)
+    return keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(x)))
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(0).uniform(0, 255, size=(16, 8, 8, 3)).astype("float32")
+
+
+def test_preprocessing_passes_when_the_inputs_match(images):
+    check = sanity.check_preprocessing(conv_model(keras.layers.Rescaling(1 / 127.5, offset=-1.0)), images, "tf")
+    assert check["status"] == "PASS", check
+    assert -1.0 <= check["numbers"]["min"] and check["numbers"]["max"] <= 1.0
+    mean, var = images.mean(axis=(0, 1, 2)), images.var(axis=(0, 1, 2))
+    centred = conv_model(keras.layers.Normalization(mean=mean, variance=var))
+    assert sanity.check_preprocessing(centred, images, "centred")["status"] == "PASS"
+
+
+def test_preprocessing_warns_on_raw_or_doubly_scaled_inputs(images):
+    raw = sanity.check_preprocessing(conv_model(), images, "tf")
+    assert raw["status"] == "WARN" and "0-255" in raw["advice"]
+    twice = sanity.check_preprocessing(conv_model(keras.layers.Rescaling(1 / 127.5, offset=-1.0)), images / 255.0, "tf")
+    assert twice["status"] == "WARN" and "tiny" in twice["advice"]
+    uncentred = sanity.check_preprocessing(conv_model(), images, "centred")
+    assert uncentred["status"] == "WARN" and "not near 0" in uncentred["advice"]
+
+
+def test_expected_mode_follows_the_backbone_and_its_weights():
+    from project.cards import load_config, with_values
+
+    config = load_config("demo", "digits")
+    assert sanity.expected_mode(config.paper) == "tf"
+    assert sanity.expected_mode(with_values(config, {"model.preprocessing": "none"}).paper) == "centred"
+    pretrained = with_values(config, {"model.weights": "imagenet", "model.preprocessing": "none"})
+    assert sanity.expected_mode(pretrained.paper) == "tf"
+    scratch = with_values(config, {"model.backbone": "scratch"})
+    assert sanity.expected_mode(scratch.paper) == "centred"
+
+
+# ---------------------------------------------------------------- the command
+
+
+def tiny_card(tmp_path, **training):
+    card = yaml.safe_load((PAPERS_DIR / "demo.yaml").read_text())
+    card["model"] = {"backbone": "scratch", "weights": "none", "input_size": 16,
+                     "scratch": {"blocks": [8], "convs_per_block": 1}, "head": {"pooling": "flatten"}}
+    card["training"] = {"optimizer": "adam", "learning_rate": 0.003, "batch_size": 32,
+                        "stages": [{"name": "train", "epochs": 1}], **training}
+    card["assumed"], card["augmentation"] = [], []
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(card))
+    return path
+
+
+def test_sanity_command_writes_all_six_checks(tmp_path, capsys):
+    card = tiny_card(tmp_path)
+    runs = tmp_path / "runs"
+    code = main(["sanity", "--paper", str(card), "--dataset", "digits", "--runs-dir", str(runs), "--quiet"])
+    out = capsys.readouterr().out
+    folder = runs / "tiny__digits"
+    summary = json.loads((folder / "sanity.json").read_text())
+    names = [c["name"] for c in summary["checks"]]
+    assert names == ["initial_loss", "regularisation", "overfit", "lr_sweep", "activations", "preprocessing"]
+    for check in summary["checks"]:
+        assert check["status"] in ("PASS", "WARN", "FAIL") and check["numbers"] and check["advice"]
+        assert f"{check['status']:<4}  {check['title']}" in out
+        if "plot" in check:
+            assert (folder / check["plot"]).stat().st_size > 1000
+    assert {c["plot"] for c in summary["checks"] if "plot" in c} == {"sanity_lr_sweep.png", "sanity_activations.png", "sanity_overfit.png"}
+    statuses = {c["name"]: c["status"] for c in summary["checks"]}
+    assert statuses["initial_loss"] == statuses["regularisation"] == statuses["overfit"] == "PASS", out
+    assert statuses["preprocessing"] == "PASS"  # scratch: per-channel mean subtraction -> zero-centred
+    assert code == (1 if summary["status"] == "FAIL" else 0)
+
+
+@pytest.mark.slow
+def test_sanity_command_exits_1_on_a_fail_unless_forced(tmp_path, capsys):
+    # a learning rate far too low cannot overfit 20 examples: FAIL, exit 1 with the advice
+    card, runs = tiny_card(tmp_path, learning_rate=1e-9), tmp_path / "runs"
+    code = main(["sanity", "--paper", str(card), "--dataset", "digits", "--runs-dir", str(runs), "--quiet"])
+    out = capsys.readouterr().out
+    summary = json.loads((runs / "tiny__digits" / "sanity.json").read_text())
+    assert {c["name"]: c["status"] for c in summary["checks"]}["overfit"] == "FAIL"
+    assert code == 1 and "FAIL 3 overfit" in out and "--force" in out
+    assert main(["sanity", "--paper", str(card), "--dataset", "digits", "--runs-dir", str(runs), "--quiet", "--force"]) == 0
+
+
+def test_verdict_returns_1_on_a_fail_unless_forced(capsys):
+    checks = [{"title": "3 overfit", "status": "FAIL", "advice": "fix the labels"}, {"title": "1", "status": "PASS", "advice": ""}]
+    assert sanity.verdict(checks, force=False) == 1
+    assert "fix the labels" in capsys.readouterr().out
+    assert sanity.verdict(checks, force=True) == 0
+    assert sanity.verdict(checks[1:], force=False) == 0
