@@ -100,17 +100,20 @@ def folder(path, base, classes=None):
     )
 
 
-def csv(manifest, base, classes=None, sep=",", header=True, path_column=0, label_column=1, split_column=None, root=None):
+def csv(manifest, base, classes=None, sep=",", header=True, path_column=0, label_column=1, split_column=None, root=None,
+        comment=None, path_suffix=""):
     """A manifest read with pandas: a path column and a label column (by name or position).
 
-    sep: any pandas separator; "whitespace" for runs of spaces/tabs. Numeric labels become classes
-    (sorted by value, renamed in that order by the card's `classes`). Paths are relative to `root`
-    (default: the manifest's folder).
+    sep: any pandas separator; "whitespace" for runs of spaces/tabs. comment: lines starting with
+    it are skipped. Numeric labels become classes (sorted by value, renamed in that order by the
+    card's `classes`). Paths are relative to `root` (default: the manifest's folder), with
+    `path_suffix` appended (for lists that name images without their extension).
     """
     import pandas as pd
 
     file = _require(_resolve(manifest, base), "manifest")
-    table = pd.read_csv(file, sep=r"\s+" if sep == "whitespace" else sep, header=0 if header else None, dtype=str, keep_default_na=False)
+    table = pd.read_csv(file, sep=r"\s+" if sep == "whitespace" else sep, header=0 if header else None, dtype=str,
+                        keep_default_na=False, comment=comment)
     columns = {"path_column": path_column, "label_column": label_column}
     if split_column is not None:
         columns["split_column"] = split_column
@@ -141,7 +144,7 @@ def csv(manifest, base, classes=None, sep=",", header=True, path_column=0, label
         names = _names_from_classes(set(raw), classes, f"manifest {file}")
         index = {n: i for i, n in enumerate(names)}
         labels = raw.map(index).to_numpy()
-    paths = picked["path_column"].str.strip()
+    paths = picked["path_column"].str.strip() + path_suffix
     subsets = None
     if "split_column" in picked:
         mapped = picked["split_column"].str.strip().str.lower().map(SUBSET_NAMES)

@@ -3,6 +3,7 @@ come from, and describes a data layout that the adapters really read."""
 
 import copy
 import inspect
+import os
 import typing
 
 import numpy as np
@@ -25,7 +26,7 @@ DATASETS = ["chest_xray_pneumonia", "eurosat_rgb", "plantvillage", "oxford_pets"
 # ResNet50 and MobileNetV2 at 224 are built in the fast suite by helber2019_eurosat (64x64) and others.
 HEAVY = {"kermany2018", "rahaman2020_covid", "too2019_plantvillage", "kornblith2019", "sandler2018_mobilenetv2"}
 # Options a card needs that its adapter does not offer yet (the card says so; loading it fails loudly).
-KNOWN_GAPS = {"oxford_pets": ["comment", "path_suffix"]}
+KNOWN_GAPS = {}
 
 
 def paper_data(name):
@@ -176,6 +177,27 @@ def test_chest_xray_card_keeps_test_and_carves_val_from_train(tmp_path):
     assert set(np.asarray(sources.subsets)[subsets == "test"]) == {"test"}
 
 
+def test_oxford_pets_card_reads_the_list_file_layout(tmp_path):
+    d = dataset("oxford_pets")
+    manifest = tmp_path / d.options["manifest"]
+    images = manifest.parent / d.options["root"]
+    images.mkdir(parents=True)
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["#Image CLASS-ID SPECIES BREED ID", "#ID: 1:37 Class ids"]
+    from PIL import Image
+
+    for class_id, breed in ((1, d.classes[0]), (2, d.classes[1]), (37, d.classes[36])):
+        for n in range(3):
+            Image.new("RGB", (8, 8), (class_id, n, 0)).save(images / f"{breed}_{n}.jpg")
+            lines.append(f"{breed}_{n} {class_id} 1 {n}")
+    manifest.write_text("\n".join(lines) + "\n")
+    sources = load_sources(d.adapter, d.options, tmp_path, None)
+    assert len(sources) == 9 and all(item.endswith(".jpg") for item in sources.items)
+    assert all(os.path.exists(item) for item in sources.items)
+    assert sources.class_names == ["1", "2", "37"]
+    assert sorted(set(sources.labels.tolist())) == [0, 1, 2]
+
+
 def test_intel_card_layout_is_a_presplit_tree(tmp_path):
     d = dataset("intel_image_classification")
     make_image_folder(tmp_path / d.options["path"], classes={c: 0 for c in d.classes}, presplit={"train": 10, "test": 3})
@@ -198,13 +220,8 @@ def test_folder_card_layout_is_read_with_the_cards_split(tmp_path, name, per_cla
     assert abs((subsets == "val").sum() - d.split.val * total) <= 1
 
 
-def test_oxford_pets_card_fails_loudly_naming_the_missing_csv_options(tmp_path):
+def test_oxford_pets_card_names_all_37_breeds_in_id_order():
     d = dataset("oxford_pets")
-    (tmp_path / "oxford_pets" / "annotations").mkdir(parents=True)
-    (tmp_path / "oxford_pets" / "annotations" / "list.txt").write_text(
-        "#Image CLASS-ID SPECIES BREED ID\nAbyssinian_100 1 1 1\nyorkshire_terrier_1 37 2 25\n")
-    with pytest.raises(UserError, match="unknown option comment, path_suffix for adapter csv"):
-        load_sources(d.adapter, d.options, tmp_path, d.classes)
     assert len(d.classes) == 37 and d.classes[0] == "Abyssinian" and d.classes[-1] == "yorkshire_terrier"
 
 
