@@ -5,6 +5,7 @@ TensorFlow, and a bad card is reported before TensorFlow is imported.
 """
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -90,6 +91,15 @@ def main(argv=None):
         return int(result or 0)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (PermissionError, NotADirectoryError, FileExistsError, IsADirectoryError) as error:  # e.g. an unwritable runs/
+        print(f"error: cannot use {error.filename}: {error.strerror} (check --runs-dir / --reports-dir: "
+              f"they must be folders you can write to)", file=sys.stderr)
+        return 2
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EROFS, errno.EDQUOT):
+            raise
+        print(f"error: cannot write {error.filename or ''}: {error.strerror} (free some space or use another --runs-dir)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted: rerun the same command to resume", file=sys.stderr)

@@ -35,7 +35,6 @@ from project.adapters import IMAGE_EXTENSIONS, load_sources
 from project.artifacts import atomic_write, run_root
 from project.cards import DATASETS_DIR
 from project.errors import UserError
-from project.split import load_or_make_split, make_split
 
 AS_IS = {("JPEG", "L"), ("JPEG", "RGB"), ("PNG", "L"), ("PNG", "RGB")}  # decoded faithfully by TensorFlow
 READABLE = {"JPEG", "MPO", "PNG", "BMP", "GIF", "WEBP"}  # converted when not AS_IS; other formats excluded
@@ -413,6 +412,8 @@ def small_classes(sources):
 
 def cli(config, args):
     """`check-data`: scan, then report with the split train would use (computed, not written)."""
+    from project.split import load_or_make_split, make_split
+
     d = config.dataset
     base = Path(config.dataset_file).parent if config.dataset_file else DATASETS_DIR  # as data.dataset_base, without TensorFlow
     sources = load_sources(d.adapter, d.options, base, d.classes)

@@ -289,7 +289,7 @@ class Split(Strict):
 class Dataset(Strict):
     adapter: str
     options: dict[str, Any] = Field(default_factory=dict)
-    split: Union[Split, Literal["provided"]] = Split()
+    split: Split = Field(default_factory=Split, description='fractions, or "provided" (the data comes pre-split)')
     classes: Optional[list[str]] = None
     description: str = ""
     source: str = ""
@@ -299,10 +299,28 @@ class Dataset(Strict):
     resolution: str = ""
     layout: str = ""
 
-    @field_validator("split", mode="after")
+    @field_validator("split", mode="before")
     @classmethod
     def _provided(cls, value):
-        return Split(provided=True) if value == "provided" else value
+        """`split: provided` is short for {provided: true} (not a Union: errors then name split.<key> only)."""
+        if isinstance(value, str) and value != "provided":
+            raise ValueError("give fractions, e.g. {val: 0.15, test: 0.15, seed: 0}, or: provided")
+        return {"provided": True} if value == "provided" else value
+
+    @field_validator("adapter")
+    @classmethod
+    def _adapter(cls, value):
+        """A registered adapter, or path/to/file.py:function inside the repository (never imported here)."""
+        from project.adapters import ADAPTERS, REPO_ROOT
+
+        if value in ADAPTERS:
+            return value
+        file, colon, function = value.rpartition(":")
+        if not colon or not file.endswith(".py") or not function.isidentifier():
+            raise ValueError(f"unknown adapter {value!r}; accepted: {', '.join(ADAPTERS)}, or path/to/file.py:function inside the repository")
+        if not (REPO_ROOT / file).resolve().is_relative_to(REPO_ROOT):
+            raise ValueError(f"custom adapter {file} lies outside the repository ({REPO_ROOT}); custom adapters must live inside it")
+        return value
 
 
 class Config(Strict):

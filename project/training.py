@@ -5,6 +5,7 @@ A killed run resumes: each stage keeps a Keras BackupAndRestore state and a CSV 
 finished stage leaves its best weights and a marker, so a rerun skips it.
 """
 
+import json
 import platform
 import time
 from pathlib import Path
@@ -61,25 +62,61 @@ def monitor_of(paper):
 
 
 def stage_callbacks(paper, folder, stage):
-    """Best-on-val checkpoint, early stopping, NaN guard, CSV history, TensorBoard, resume state."""
+    """Best-on-val checkpoint, early stopping, NaN guard, CSV history, TensorBoard, resume state.
+
+    After a kill, the epochs logged so far (trimmed to the last backup) restore what the callbacks
+    knew: the checkpoint's best value and early stopping's patience, as if never interrupted.
+    The CSV log is written before the backup, so an epoch is never missing from the log."""
     t = paper.training
     monitor, mode = monitor_of(paper)
+    logged = resume_log(folder, stage)
+    seen = logged[monitor].dropna().tolist() if monitor in logged else []
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(folder / "backup" / stage)),
+        keras.callbacks.CSVLogger(str(folder / "logs" / f"history_{stage}.csv"), append=True),
         keras.callbacks.ModelCheckpoint(
             str(folder / "checkpoints" / f"{stage}.weights.h5"), monitor=monitor, mode=mode,
             save_best_only=True, save_weights_only=True,
+            initial_value_threshold=(max(seen) if mode == "max" else min(seen)) if seen else None,
         ),
+        keras.callbacks.BackupAndRestore(str(folder / "backup" / stage), double_checkpoint=True),
         keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.CSVLogger(str(folder / "logs" / f"history_{stage}.csv"), append=True),
         keras.callbacks.TensorBoard(str(folder / "logs" / "tensorboard" / stage), write_graph=False),
     ]
     if t.early_stopping:
         e = t.early_stopping
-        callbacks.append(keras.callbacks.EarlyStopping(monitor=e.monitor, mode=mode, patience=e.patience, min_delta=e.min_delta))
+        early = ResumedEarlyStopping(monitor=e.monitor, mode=mode, patience=e.patience, min_delta=e.min_delta)
+        early.logged = logged[e.monitor].tolist() if e.monitor in logged else []
+        callbacks.append(early)
     if t.schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=t.decay, patience=t.plateau_patience))
     return callbacks
+
+
+def resume_log(folder, stage):
+    """The stage's CSV log cut back to the epochs its BackupAndRestore state holds (a killed run
+    may have logged an epoch it did not back up: that epoch runs again, so its row goes)."""
+    log = Path(folder) / "logs" / f"history_{stage}.csv"
+    meta = Path(folder) / "backup" / stage / "training_metadata.json"
+    backed_up = json.loads(meta.read_text())["epoch"] if meta.exists() else 0
+    if not log.exists() or not log.stat().st_size:
+        return pd.DataFrame()
+    frame = pd.read_csv(log)
+    kept = frame[frame["epoch"] < backed_up]
+    if len(kept) < len(frame):
+        atomic_write(log, kept.to_csv(index=False))
+    return kept
+
+
+class ResumedEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping that replays the epochs logged before a restart, so patience carries over."""
+
+    logged = ()
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        for epoch, value in enumerate(self.logged):
+            self.on_epoch_end(epoch, {self.monitor: value})
+        self.model.stop_training = False
 
 
 def fit_stages(model, paper, data, folder, *, weights_used="random", epochs=None, batch_size=None,
