@@ -1,0 +1,476 @@
+"""Hyperparameter search: Keras Tuner random search, coarse -> fine, then the best retrained.
+
+runs/<paper>__<dataset>/tuning/
+    coarse/, fine/          one Keras Tuner project per stage (oracle.json, trial_*/trial.json),
+                            plus our trial_*/meta.json (status, reason, epochs, seed, seconds, worker)
+                            and each trial's training logs
+    fine_space.json         the narrowed space, fixed when the fine stage first starts
+    trials.csv              every trial of both stages, rewritten whenever a trial ends
+    summary.json            the spaces, the best trial and the edge-of-range warnings
+    config.resolved.yaml    the configuration searched (another one moves tuning/ aside)
+runs/<paper>__<dataset>/tuned/   the best values retrained like the baseline, + best_hyperparameters.json
+
+Distributed, on Keras Tuner's chief/worker mode (KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP,
+KERASTUNER_ORACLE_PORT): the chief runs each stage's oracle (coarse on PORT, fine on PORT+1),
+writes trials.csv and retrains the winner; workers run the trials. Every process must see the
+same runs/ folder (a shared filesystem), as Keras Tuner's own trial checkpoints do.
+"""
+
+import math
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+import keras
+import keras_tuner
+import tensorflow as tf
+
+from project import runtime
+from project.artifacts import archive, atomic_write, is_complete, read_json, run_root, write_json
+from project.cards import with_values
+from project.data import prepare
+from project.errors import UserError
+from project.model import build_model
+from project.schema import SEARCHABLE
+from project.search_space import boundary_values, card_space, card_values, decode, edge_warnings, narrow
+from project.training import combined_history, fit_stages, seed_runs, train_run
+
+STAGES = ("coarse", "fine")
+OBJECTIVES = ("val_accuracy", "val_loss", "accuracy", "loss")  # what every trial's history holds
+EXPLOSION = 3.0  # a trial explodes when its training loss exceeds this times its first value
+META = "meta.json"
+NO_LIMIT = 10**9  # max_consecutive_failed_trials: failed trials never end the search
+
+
+class TrialExploded(keras_tuner.errors.FailedTrialError):
+    """The training loss exploded: Keras Tuner marks the trial FAILED and never retries it."""
+
+
+class ExplosionGuard(keras.callbacks.Callback):
+    """Ends a trial within the epoch where the training loss exceeds EXPLOSION x its first
+    recorded value, or is NaN/inf (Keras's running mean of the epoch, checked every batch)."""
+
+    def __init__(self, factor=EXPLOSION):
+        super().__init__()
+        self.factor, self.first, self.epochs, self.reason = factor, None, 0, ""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs += 1
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not logs or "loss" not in logs:
+            return
+        loss = float(logs["loss"])
+        if not math.isfinite(loss):
+            self.reason = f"exploded: training loss is {loss} in epoch {self.epochs}, batch {batch + 1}"
+        elif self.first is None:
+            self.first = loss
+        elif loss > self.factor * self.first:
+            self.reason = (f"exploded: training loss {loss:.4g} > {self.factor:g}x its first value {self.first:.4g} "
+                           f"in epoch {self.epochs}, batch {batch + 1}")
+        if self.reason:
+            raise TrialExploded(self.reason)
+
+
+# ------------------------------------------------------------------ who runs what
+
+
+def role():
+    """local, chief or worker (Keras Tuner's distributed mode, from its environment variables)."""
+    if not os.environ.get("KERASTUNER_ORACLE_IP"):
+        return "local"
+    missing = [v for v in ("KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID") if not os.environ.get(v)]
+    if missing:
+        raise UserError(f"distributed tuning: KERASTUNER_ORACLE_IP is set but {' and '.join(missing)} not "
+                        f"(set all three, as `make tune-chief` and `make tune-worker WORKER=n` do)")
+    if not os.environ["KERASTUNER_ORACLE_PORT"].isdigit():
+        raise UserError(f"KERASTUNER_ORACLE_PORT must be a port number, got {os.environ['KERASTUNER_ORACLE_PORT']!r}")
+    return "chief" if "chief" in os.environ["KERASTUNER_TUNER_ID"] else "worker"
+
+
+def worker_id():
+    return os.environ.get("KERASTUNER_TUNER_ID") or "local"
+
+
+@contextmanager
+def stage_port(offset):
+    """Each stage has its own oracle: the fine stage's listens on KERASTUNER_ORACLE_PORT + 1."""
+    port = os.environ.get("KERASTUNER_ORACLE_PORT")
+    if port is None or not offset:
+        yield
+        return
+    os.environ["KERASTUNER_ORACLE_PORT"] = str(int(port) + offset)
+    try:
+        yield
+    finally:
+        os.environ["KERASTUNER_ORACLE_PORT"] = port
+
+
+# ------------------------------------------------------------------ the hypermodel
+
+
+def declare(hp, space):
+    """Register the space's hyperparameters; return this trial's values."""
+    values = {}
+    for name, e in space.items():
+        if e["type"] == "choice":
+            values[name] = hp.Choice(name, e["choices"])
+        elif e["type"] == "fixed":
+            values[name] = hp.Fixed(name, e["value"])
+        elif e["type"] == "int":
+            values[name] = hp.Int(name, e["min"], e["max"], step=e["step"], sampling=e["sampling"])
+        else:
+            values[name] = hp.Float(name, e["min"], e["max"], step=e["step"], sampling=e["sampling"])
+    return values
+
+
+def trial_config(config, space, values):
+    return with_values(config, card_values(space, values, len(config.paper.model.head.hidden)))
+
+
+class CardHyperModel(keras_tuner.HyperModel):
+    """build: the card with the trial's values -> project.model.build_model. fit: the card's training
+    stages (project.training.fit_stages, so trials train like the baseline) with the trial's batch
+    size; each training stage runs the search stage's epochs per trial."""
+
+    def __init__(self, config, data, objective):
+        super().__init__(name=config.run_name)
+        self.config, self.data, self.objective = config, data, objective
+        paper = config.paper
+        needs_stats = paper.model.preprocessing in ("per_channel_mean", "mean_image")
+        self.stats = data.stats(paper) if needs_stats else None  # input size is not searched: once
+        self.space, self.epochs, self.declaring = {}, 1, True
+        self.settings = {"jit_compile": False, "replicas": 1}  # project.runtime's choice for this machine
+        self.folder, self.trial_config, self.weights_used, self.guard = None, None, "random", None
+
+    def build(self, hp):
+        values = declare(hp, self.space)
+        if self.declaring:  # Keras Tuner builds while it sets up the space: no model (nor weights) needed
+            return None
+        self.trial_config = trial_config(self.config, self.space, values)
+        keras.utils.set_random_seed(self.trial_config.paper.seed)  # after Keras Tuner's clear_session
+        model, self.weights_used = build_model(self.trial_config.paper, self.data.num_classes, self.stats)
+        return model
+
+    def fit(self, hp, model, *args, callbacks=(), verbose=1, **kwargs):
+        """The tuner's callbacks (best-epoch checkpoint, its hooks) ride along with ours."""
+        paper = self.trial_config.paper
+        self.guard = ExplosionGuard()
+        fit_stages(
+            model, paper, self.data, self.folder, weights_used=self.weights_used, epochs=self.epochs,
+            batch_size=paper.training.batch_size * self.settings["replicas"], extra_callbacks=[*callbacks, self.guard],
+            verbose=verbose, jit_compile=self.settings["jit_compile"],
+        )
+        return best_epoch(trial_history(self.folder, paper), self.objective)
+
+
+def trial_history(folder, paper):
+    return combined_history(folder, [s.name for s in paper.training.stages])
+
+
+def best_epoch(history, objective):
+    """The metrics of the trial's best epoch, for the oracle."""
+    name = objective.name
+    if name not in history or history[name].isna().all():
+        raise keras_tuner.errors.FailedTrialError(f"no {name} recorded (NaN or missing)")
+    values = history[name]
+    row = history.loc[values.idxmax() if objective.direction == "max" else values.idxmin()]
+    return {k: float(row[k]) for k in history.columns if k not in ("stage", "epoch", "global_epoch") and pd.notna(row[k])}
+
+
+# ------------------------------------------------------------------ tuner and oracle
+
+
+class StageOracle(keras_tuner.oracles.RandomSearchOracle):
+    """Keras Tuner's random search oracle, rewriting trials.csv whenever a trial ends: the oracle is
+    the one place that sees every trial end, locally and as the distributed chief."""
+
+    def __init__(self, folder, **kwargs):
+        super().__init__(**kwargs)
+        self.folder = Path(folder)
+
+    @keras_tuner.synchronized
+    def end_trial(self, trial):
+        super().end_trial(trial)
+        write_trials_csv(self.folder, self.objective.name)
+
+
+class StageTuner(keras_tuner.Tuner):
+    """Keras Tuner's Tuner (RandomSearch = Tuner + RandomSearchOracle) that writes meta.json per trial."""
+
+    def __init__(self, *args, stage, **kwargs):
+        self.stage = stage
+        super().__init__(*args, **kwargs)
+
+    def run_trial(self, trial, *args, **kwargs):
+        model = self.hypermodel
+        folder = Path(self.get_trial_dir(trial.trial_id))
+        path = folder / META
+        meta = read_json(path) if path.exists() else {"starts": 0, "wall_seconds": 0.0}
+        meta.update(stage=self.stage, worker=worker_id(), seed=model.config.paper.seed, status="running",
+                    reason="", starts=meta["starts"] + 1)
+        write_json(path, meta)
+        model.folder, model.trial_config, model.guard = folder, None, None
+        start = time.perf_counter()
+        try:
+            results = super().run_trial(trial, *args, **kwargs)
+            meta["status"] = "completed"
+            return results
+        except TrialExploded as error:
+            meta.update(status="exploded", reason=str(error))
+            raise
+        except UserError as error:  # the card cannot work: stop the search, say why
+            meta.update(status="failed", reason=str(error))
+            raise keras_tuner.errors.FatalError(str(error)) from error
+        except Exception as error:
+            meta.update(status="failed", reason=f"{type(error).__name__}: {error}")
+            raise
+        finally:
+            meta["wall_seconds"] = round(meta["wall_seconds"] + time.perf_counter() - start, 2)
+            meta.update(outcome(folder, model, meta["status"] == "exploded"))
+            write_json(path, meta)
+
+
+def outcome(folder, model, exploded):
+    """Best and last objective and epochs run, from the trial's training logs."""
+    paper = (model.trial_config or model.config).paper
+    history = trial_history(folder, paper)
+    name = model.objective.name
+    values = history[name].dropna() if name in history else pd.Series(dtype=float)
+    best = (values.max() if model.objective.direction == "max" else values.min()) if len(values) else None
+    return {
+        "best": None if best is None else float(best),
+        "last": float(values.iloc[-1]) if len(values) else None,
+        "epochs_run": len(history) + (1 if exploded else 0),  # the epoch it exploded in counts
+    }
+
+
+# ------------------------------------------------------------------ trials.csv
+
+
+def read_trials(folder, stage):
+    """(trial.json, meta.json) of each trial of a stage, in trial order."""
+    found = []
+    for path in sorted((Path(folder) / stage).glob("trial_*/trial.json")):
+        meta_path = path.with_name(META)
+        found.append((read_json(path), read_json(meta_path) if meta_path.exists() else {}))
+    return found
+
+
+def trial_row(stage, trial, meta, objective):
+    status = {"COMPLETED": "completed", "RUNNING": "running"}.get(trial["status"], "failed")
+    reason = ""
+    if status == "failed":
+        status = "exploded" if meta.get("status") == "exploded" else "failed"
+        lines = [line for line in (trial.get("message") or "").splitlines() if line.strip()]
+        reason = meta.get("reason") or (lines[-1] if lines else "")
+    return {
+        "trial_id": trial["trial_id"], "stage": stage, **trial["hyperparameters"]["values"],
+        f"best_{objective}": meta.get("best", trial.get("score")), f"last_{objective}": meta.get("last"),
+        "epochs_run": meta.get("epochs_run"), "status": status, "failure_reason": reason, "seed": meta.get("seed"),
+        "wall_seconds": meta.get("wall_seconds"), "worker": meta.get("worker", ""), "score": trial.get("score"),
+    }
+
+
+def trials_table(folder, objective):
+    rows = [trial_row(stage, trial, meta, objective) for stage in STAGES for trial, meta in read_trials(folder, stage)]
+    fixed = ["trial_id", "stage", f"best_{objective}", f"last_{objective}", "epochs_run", "status",
+             "failure_reason", "seed", "wall_seconds", "worker"]
+    names = list(dict.fromkeys(k for row in rows for k in row if k not in fixed and k != "score"))
+    return pd.DataFrame(rows, columns=[*fixed[:2], *names, *fixed[2:], "score"]).drop(columns="score")
+
+
+def write_trials_csv(folder, objective):
+    table = trials_table(folder, objective)
+    atomic_write(Path(folder) / "trials.csv", table.to_csv(index=False))
+    return table
+
+
+def ranked(folder, stages, direction):
+    """Completed trials of the given stages, best first: (stage, trial) pairs."""
+    done = [(stage, t) for stage in stages for t, _ in read_trials(folder, stage)
+            if t["status"] == "COMPLETED" and t.get("score") is not None and math.isfinite(t["score"])]
+    return sorted(done, key=lambda pair: pair[1]["score"], reverse=direction == "max")
+
+
+def ended(folder, stage):
+    return sum(t["status"] in ("COMPLETED", "FAILED") for t, _ in read_trials(folder, stage))
+
+
+# ------------------------------------------------------------------ the search
+
+
+def check_search(config):
+    """The card's search section as a space, every end of every range checked against the schema."""
+    search = config.paper.search
+    if search is None:
+        raise UserError(f"{config.paper_file}: the paper card has no search section "
+                        f"(objective, coarse, fine and space; see project/papers/demo.yaml)")
+    if search.objective not in OBJECTIVES:
+        raise UserError(f"{config.paper_file}: search.objective {search.objective!r} is not recorded per epoch; "
+                        f"accepted: {', '.join(OBJECTIVES)}")
+    space = card_space(search)
+    for name, entry in space.items():
+        for value in boundary_values(entry):
+            try:
+                trial_config(config, space, {name: value})
+            except UserError as error:
+                raise UserError(f"{config.paper_file}: search.space.{name}: {decode(entry, value)!r} is not a valid "
+                                f"{SEARCHABLE[name]} ({str(error).split(': ', 1)[-1]})") from None
+    return search, space
+
+
+def search_identity(config):
+    """What makes two searches the same: the cards, except trial counts and epochs per stage."""
+    data = config.model_dump(mode="json", exclude={"paper_file", "dataset_file", "overrides"})
+    for stage in STAGES:
+        data["paper"]["search"].pop(stage, None)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def prepare_folder(folder, config, fresh, who):
+    """Resume the same search; move a different (or --fresh) one aside. Workers never move anything."""
+    identity, saved = search_identity(config), folder / "config.resolved.yaml"
+    if who == "worker":
+        if fresh:
+            print("--fresh is ignored on a worker: the chief moves the previous search aside")
+        if saved.exists() and saved.read_text() != identity:
+            raise UserError(f"{saved} was written for another configuration: start the workers with the chief's cards and --set")
+        return
+    if folder.exists() and (fresh or (saved.exists() and saved.read_text() != identity)):
+        print(f"previous search moved to {archive(folder)}")
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(saved, identity)
+
+
+def strategy_of(card_runtime):
+    """project.runtime's settings, and its strategy for Keras Tuner to build each trial under
+    (Keras Tuner clears the session between trials, so a scope cannot stay open around the search)."""
+    settings, scope = runtime.apply(card_runtime)
+    with scope:
+        strategy = tf.distribute.get_strategy()
+    return settings, strategy if settings["distribution"] == "mirrored" else None
+
+
+def run_stage(stage, model, space, folder, search, trials, epochs, verbose, strategy=None):
+    if ended(folder, stage) >= trials:
+        print(f"[{stage}] all {trials} trials done (rerun with --fresh to search again)")
+        return
+    model.space, model.epochs = space, epochs
+    offset = STAGES.index(stage)
+    oracle = StageOracle(
+        folder, objective=keras_tuner.Objective(search.objective, search.direction), max_trials=trials,
+        seed=search.seed + offset, max_consecutive_failed_trials=NO_LIMIT,
+    )
+    with stage_port(offset):
+        model.declaring = True
+        tuner = StageTuner(oracle=oracle, hypermodel=model, directory=str(folder), project_name=stage, overwrite=False,
+                           distribution_strategy=strategy, stage=stage)
+        model.declaring = False
+        print(f"[{stage}] {trials} trials of {epochs} epochs, {worker_id()}")
+        try:
+            tuner.search(verbose=verbose)
+        except keras_tuner.errors.FatalError as error:
+            if isinstance(error.__cause__, UserError):
+                raise error.__cause__ from None
+            raise
+
+
+def fine_space(folder, space, search, who):
+    """Narrowed around the top-k coarse trials once, then kept (a resumed search keeps its space).
+    A worker that comes before the chief has narrowed declares the card's space: the values it
+    runs come from the chief's oracle."""
+    path = folder / "fine_space.json"
+    if path.exists():
+        return read_json(path)["space"]
+    if who == "worker":
+        return space
+    top = ranked(folder, ["coarse"], search.direction)[: search.top_k]
+    fine = narrow(space, [trial["hyperparameters"]["values"] for _, trial in top])
+    write_json(path, {"top_k": [trial["trial_id"] for _, trial in top], "space": fine})
+    return fine
+
+
+def summarize(folder, config, space, stages, seconds, trial_seconds):
+    search = config.paper.search
+    best = ranked(folder, stages, search.direction)
+    if not best:
+        raise UserError(f"no trial of {', '.join(stages)} completed: see {folder / 'trials.csv'} for why, then fix the card's search ranges")
+    stage, trial = best[0]
+    values = trial["hyperparameters"]["values"]
+    fine = folder / "fine_space.json"
+    stage_space = read_json(fine)["space"] if stage == "fine" and fine.exists() else space
+    warnings = edge_warnings(space, values)
+    summary = {
+        "objective": search.objective, "direction": search.direction, "stages": stages,
+        "coarse_space": space, "fine_space": read_json(fine)["space"] if fine.exists() else None,
+        "best": {
+            "stage": stage, "trial_id": trial["trial_id"], "score": trial["score"], "objective": search.objective,
+            "hyperparameters": {k: decode(stage_space.get(k, {}), v) for k, v in values.items()},
+            "card_values": card_values(stage_space, values, len(config.paper.model.head.hidden)),
+        },
+        "warnings": warnings, "search_seconds": round(seconds, 1), "trial_seconds": round(float(trial_seconds), 1),
+    }
+    write_json(folder / "summary.json", summary)
+    print(f"best: {stage} trial {trial['trial_id']}, {search.objective} {trial['score']:.4f}, {summary['best']['hyperparameters']}")
+    for warning in warnings:
+        print(f"!!! warning: {warning}")
+    return summary
+
+
+def retrain(config, root, best, fresh, seeds, verbose):
+    """The best values with the card's full epochs, on the baseline's split.csv, like the baseline."""
+    tuned = with_values(config, best["card_values"])
+    results = []
+    for name, seed in seed_runs("tuned", config.paper.seed, seeds):
+        metrics = train_run(tuned, root, name, seed=seed, fresh=fresh, verbose=verbose)
+        write_json(Path(root) / name / "best_hyperparameters.json", best)
+        results.append(metrics)
+    baseline = Path(root) / "baseline"
+    if is_complete(baseline):
+        before, after = read_json(baseline / "metrics.json")["test_accuracy"], results[0]["test_accuracy"]
+        print(f"test accuracy: baseline {before:.4f} -> tuned {after:.4f} ({after - before:+.4f})")
+    else:
+        print(f"test accuracy: tuned {results[0]['test_accuracy']:.4f} (no baseline in {baseline} yet: `make train`)")
+    return results
+
+
+def tune(config, root, *, trials=None, epochs=None, stage="all", fresh=False, seeds=1, verbose=1):
+    """Search coarse -> fine, record every trial, retrain the best into root/tuned. Returns the summary."""
+    if stage not in ("coarse", "fine", "all"):
+        raise UserError(f"--stage {stage!r}: accepted: coarse, fine, all")
+    search, space = check_search(config)
+    for value, flag in ((trials, "--trials"), (epochs, "--epochs")):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be at least 1, got {value}")
+    who, folder = role(), Path(root) / "tuning"
+    data = prepare(config, root)  # refuses a dataset card whose split differs from root/split.csv
+    prepare_folder(folder, config, fresh, who)
+    model = CardHyperModel(config, data, keras_tuner.Objective(search.objective, search.direction))
+    counts = {s: (trials or getattr(search, s).trials, epochs or getattr(search, s).epochs) for s in STAGES}
+    model.settings, strategy = strategy_of(config.paper.runtime)
+    start = time.perf_counter()
+    if stage in ("coarse", "all"):
+        run_stage("coarse", model, space, folder, search, *counts["coarse"], verbose, strategy)
+    if stage in ("fine", "all"):
+        if who != "worker" and ended(folder, "coarse") < counts["coarse"][0]:
+            raise UserError(f"the coarse stage in {folder / 'coarse'} is not finished: run --stage coarse (or all) first")
+        run_stage("fine", model, fine_space(folder, space, search, who), folder, search, *counts["fine"], verbose, strategy)
+    if who == "worker":
+        print(f"worker {worker_id()}: no trials left")
+        return None
+    table = write_trials_csv(folder, search.objective)
+    stages = ["coarse"] if stage == "coarse" else list(STAGES)
+    summary = summarize(folder, config, space, stages, time.perf_counter() - start, table.wall_seconds.sum())
+    if stage != "coarse":
+        retrain(config, root, summary["best"], fresh, seeds, verbose)
+    return summary
+
+
+def cli(config, args):
+    tune(config, run_root(config, args.runs_dir), trials=args.trials, epochs=args.epochs, stage=args.stage,
+         fresh=args.fresh, seeds=args.seeds, verbose=2 if args.quiet else 1)
