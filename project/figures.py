@@ -9,6 +9,7 @@ import io
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator
 
 DPI = 100
 STAGE_COLOURS = {"coarse": "#1f77b4", "fine": "#ff7f0e"}
@@ -77,10 +78,11 @@ def confusion(matrix, class_names, title):
     return png_bytes(fig)
 
 
-def trial_scatter(trials, name, objective, log):
+def trial_scatter(trials, name, objective, log, bounds=None):
     """Val objective of each trial against one hyperparameter; failed trials as red crosses on the floor.
 
     trials: a DataFrame with columns `name`, "objective" (NaN when failed), "stage", "failed".
+    bounds: the searched range (min, max), drawn as dotted lines so that a best value at its edge shows.
     """
     fig = Figure(figsize=(5, 3.6))
     ax = fig.subplots()
@@ -93,6 +95,20 @@ def trial_scatter(trials, name, objective, log):
                    s=40, clip_on=False, label="failed / exploded")
     if log:
         ax.set_xscale("log")
+        ax.xaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="x", which="both", labelsize=8, labelrotation=30)
+    if bounds is not None:
+        low, high = bounds
+        for edge in bounds:
+            ax.axvline(edge, color="grey", linestyle=":", linewidth=1)
+        if log:
+            ax.set_xlim(low / 1.2, high * 1.2)
+        else:
+            margin = 0.04 * (high - low)
+            ax.set_xlim(low - margin, high + margin)
     ax.set_xlabel(f"{name}{' (log axis)' if log else ''}")
     ax.set_ylabel(f"val {objective}" if not objective.startswith("val") else objective)
     ax.grid(alpha=0.3)

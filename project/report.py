@@ -162,28 +162,28 @@ def run_config(run):
 # ------------------------------------------------------------------ hyperparameters
 
 
+def dotted(node, prefix=""):
+    """{dotted key: value} of a card's nested sections; list items by index (training.stages.0.epochs),
+    each augmentation transform whole (augmentation.0)."""
+    flat = {}
+    if isinstance(node, dict) and node:
+        for key, value in node.items():
+            flat.update(dotted(value, f"{prefix}.{key}" if prefix else str(key)))
+    elif isinstance(node, list) and node and all(isinstance(n, dict) for n in node):
+        for i, item in enumerate(node):
+            flat.update({f"{prefix}.{i}": item} if prefix == "augmentation" else dotted(item, f"{prefix}.{i}"))
+    else:
+        flat[prefix] = node
+    return flat
+
+
 def flatten(paper):
-    """The trained-on values of a paper card (a resolved-config dict) as dotted keys."""
-    flat = {"seed": paper["seed"]}
-
-    def walk(prefix, node):
-        if isinstance(node, dict):
-            for key in node:
-                walk(f"{prefix}.{key}", node[key])
-        elif isinstance(node, list) and node and all(isinstance(n, dict) for n in node):
-            for i, item in enumerate(node):
-                walk(f"{prefix}.{i}", item) if prefix != "augmentation" else flat.__setitem__(f"{prefix}.{i}", item)
-        else:
-            flat[prefix] = node
-
+    """The trained-on values of a paper card (a resolved-config dict): seed, model, training, augmentation."""
     model = dict(paper["model"])
     if model.get("backbone") != "scratch":
         model.pop("scratch", None)
-    walk("model", model)
-    walk("training", paper["training"])
-    walk("augmentation", paper["augmentation"] or [])
-    flat["augmentation_strength"] = paper["augmentation_strength"]
-    return flat
+    return {"seed": paper["seed"], **dotted(model, "model"), **dotted(paper["training"], "training"),
+            **dotted(paper["augmentation"] or [], "augmentation"), "augmentation_strength": paper["augmentation_strength"]}
 
 
 def _covers(keys, key):
@@ -192,23 +192,7 @@ def _covers(keys, key):
 
 def card_keys(paper_file):
     """The dotted keys a paper card file sets itself (the rest are the template's defaults)."""
-    keys = set()
-
-    def walk(prefix, node):
-        if isinstance(node, dict) and node:
-            for key, value in node.items():
-                walk(f"{prefix}.{key}" if prefix else str(key), value)
-        elif isinstance(node, list) and node and all(isinstance(n, dict) for n in node) and prefix != "augmentation":
-            for i, item in enumerate(node):
-                walk(f"{prefix}.{i}", item)
-        elif isinstance(node, list) and prefix == "augmentation":
-            keys.update(f"augmentation.{i}" for i in range(len(node)))
-        else:
-            keys.add(prefix)
-
-    if paper_file and Path(paper_file).is_file():
-        walk("", read_yaml(paper_file))
-    return keys
+    return set(dotted(read_yaml(paper_file))) if paper_file and Path(paper_file).is_file() else set()
 
 
 def override_keys(overrides):
@@ -303,7 +287,7 @@ def summary(runs, target, target_source, cmd):
     seeds = len(runs["baseline"]) > 1 or len(runs["tuned"]) > 1
     head = ["metric", "before (baseline)", "after (tuned)", "change"]
     if seeds:
-        head += [f"before, mean ± std ({len(runs['baseline'])} seeds)", f"after, mean ± std ({len(runs['tuned'])} seeds)"]
+        head += [f"before, mean ± std ({_seeds(len(runs['baseline']))})", f"after, mean ± std ({_seeds(len(runs['tuned']))})"]
     rows = []
     for label, key in SUMMARY_METRICS:
         row = [label, f4(before[key]), f4(after[key]) if after else MISSING, signed(after[key] - before[key]) if after else ""]
@@ -333,10 +317,14 @@ def summary(runs, target, target_source, cmd):
 
 
 def _mean_std_text(group, key):
-    if not group:
-        return MISSING
+    if len(group) < 2:
+        return MISSING if not group else f"{group[0]['metrics'][key]:.4f} (one seed)"
     mean, std = mean_std([r["metrics"][key] for r in group])
     return f"{mean:.4f} ± {std:.4f}"
+
+
+def _seeds(count):
+    return f"{count} seed{'s' if count != 1 else ''}"
 
 
 def _per_seed_table(runs):
@@ -507,8 +495,9 @@ def search_section(runs, root, cmd, figs):
         values = view[[name, "objective", "stage", "failed"]].copy()
         values[name] = pd.to_numeric(values[name], errors="coerce")
         file = f"trials_{name}.png"
-        figs[file] = figures.trial_scatter(values, name, search["objective"], param.get("sampling") == "log")
-        blocks.append(figure(file, f"val objective against {name}; failed trials as red crosses"))
+        bounds = (param["min"], param["max"]) if param.get("choices") is None else None
+        figs[file] = figures.trial_scatter(values, name, search["objective"], param.get("sampling") == "log", bounds)
+        blocks.append(figure(file, f"val objective against {name} (dotted: the card's range); failed trials as red crosses"))
     return blocks, trials
 
 
@@ -540,7 +529,7 @@ def _stage_table(view, search):
             str(int((status == "failed").sum())), str(int((status == "exploded").sum())),
             str(planned.get("epochs", "—")), "—" if epochs.isna().all() else span(epochs.min(), epochs.max()),
         ])
-    return table(["stage", "trials run", "trials in card", "completed", "failed", "exploded", "epochs per trial (card)", "epochs run"], rows)
+    return table(["stage", "trials run", "trials in card", "completed", "failed", "exploded", "epochs per stage of a trial (card)", "epochs run"], rows)
 
 
 def _top_table(view, space, search):

@@ -191,6 +191,27 @@ def test_search_section(made):
     assert (made["folder"] / "trials.csv").read_bytes() == (made["root"] / "tuning" / "trials.csv").read_bytes()
 
 
+def test_failed_and_exploded_trials_are_counted_and_marked():
+    """A hand-written trials.csv in the tuning step's columns: one completed, one failed, one exploded trial."""
+    trials = pd.DataFrame({
+        "trial_id": ["0", "1", "2"], "stage": ["coarse"] * 3, "learning_rate": [0.001, 0.01, 5.0],
+        "best_val_accuracy": [0.8, None, None], "last_val_accuracy": [0.8, None, None], "epochs_run": [2, 0, 1],
+        "status": ["completed", "failed", "exploded"], "failure_reason": ["", "ValueError: bad", "exploded: loss 1e9"],
+        "seed": [1, 1, 1], "wall_seconds": [3.0, 0.5, 1.0], "worker": ["local"] * 3,
+    })
+    space = {"learning_rate": {"min": 1e-4, "max": 10.0, "sampling": "log"}}
+    search = {"objective": "val_accuracy", "direction": "max", "coarse": {"trials": 3, "epochs": 2}, "fine": {"trials": 1, "epochs": 2}}
+    view = report_module.normalise_trials(trials, space)
+    assert view["status"].tolist() == ["completed", "failed", "exploded"] and view["failed"].tolist() == [False, True, True]
+    assert report_module._stage_table(view, search)["rows"] == [["coarse", "3", "3", "1", "1", "1", "2", "0–2"]]
+    top = report_module._top_table(view, space, search)["rows"]
+    assert [row[1] for row in top] == ["0", "1", "2"] and top[0][4] == "0.8000" and top[2][-1] == "exploded"
+    png = report_module.figures.trial_scatter(view[["learning_rate", "objective", "stage", "failed"]], "learning_rate",
+                                              "val_accuracy", True, (1e-4, 10.0))
+    with Image.open(io.BytesIO(png)) as image:
+        image.verify()
+
+
 def test_paper_vs_reproduction_notes_the_other_dataset(made):
     paper = section(made["md"], 2)
     assert "Table 2" in paper and "0.9900" in paper
