@@ -27,6 +27,7 @@ def run_root(config, runs_dir=None):
 def atomic_write(path, data):
     """Write text or bytes to a temporary file beside `path`, then rename: never a partial file."""
     path = Path(path)
+    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -35,10 +36,12 @@ def atomic_write(path, data):
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except OSError as error:
-        if "tmp" in locals() and os.path.exists(tmp):
+    except BaseException as error:  # an interrupt too: never leave the temporary file behind
+        if tmp and os.path.exists(tmp):
             os.unlink(tmp)
-        raise UserError(f"cannot write {path}: {error.strerror or error} (is the folder writable, is the disk full?)") from None
+        if isinstance(error, OSError):
+            raise UserError(f"cannot write {path}: {error.strerror or error} (is the folder writable, is the disk full?)") from None
+        raise
 
 
 def write_json(path, data):
