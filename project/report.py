@@ -8,6 +8,7 @@ is the completion time of the newest run used, so the same runs give byte-identi
 """
 
 import base64
+import io
 import json
 import re
 import subprocess
@@ -691,8 +692,6 @@ def load_images(config, root, sources):
         if data.sources.kind == "array":
             images.append(np.asarray(item))
             continue
-        import io
-
         handle = Image.open(item if data.sources.kind == "files" else io.BytesIO(item))
         image = ImageOps.exif_transpose(handle).convert("RGB")
         image.thumbnail((128, 128))
@@ -971,7 +970,8 @@ def build(config, root, target=None):
     return {
         "title": f"{config.paper_name} on {config.dataset_name}: before and after optimisation",
         "citation": card.citation.title, "generated_at": completed, "run_name": config.run_name,
-        "sections": sections, "figures": figs, "hyperparameters": hyper_data, "metrics": metrics, "trials": trials,
+        "sections": sections, "figures": figs, "hyperparameters": hyper_data, "metrics": metrics,
+        "trials_file": root / "tuning" / "trials.csv" if trials is not None else None,
         "summary_table": next(b for b in sections[0]["blocks"] if b["type"] == "table"),
     }
 
@@ -1015,8 +1015,8 @@ def write(report, folder):
     atomic_write(folder / "report.html", html)
     write_json(folder / "hyperparameters.json", report["hyperparameters"])
     write_json(folder / "metrics.json", report["metrics"])
-    if report["trials"] is not None:
-        atomic_write(folder / "trials.csv", report["trials"].to_csv(index=False))
+    if report["trials_file"] is not None:
+        atomic_write(folder / "trials.csv", report["trials_file"].read_bytes())
     return folder / "report.md", folder / "report.html"
 
 
