@@ -18,6 +18,8 @@ from project.errors import UserError
 
 RUNS_DIR = Path(os.environ.get("PROJECT_RUNS", "runs"))
 COMPLETE = "COMPLETE"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def run_root(config, runs_dir=None):
@@ -31,6 +33,7 @@ def atomic_write(path, data):
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files owner-only; outputs are ordinary files
         with os.fdopen(fd, "wb") as handle:
             handle.write(data.encode("utf-8") if isinstance(data, str) else data)
             handle.flush()

@@ -175,6 +175,21 @@ def with_values(config, values):
     return config.model_copy(update={"paper": paper})
 
 
+# what describes a card rather than what it trains: editing these never invalidates a run
+DESCRIPTIVE = {
+    "paper": {"citation", "reported", "summary", "caveats", "intended_use", "target_accuracy", "search", "assumed"},
+    "dataset": {"description", "source", "license", "num_classes", "num_images", "resolution", "layout"},
+}
+
+
+def recipe(resolved):
+    """The part of a resolved config (as a dict) that decides what a training run produces."""
+    return {
+        part: {k: v for k, v in resolved.get(part, {}).items() if k not in DESCRIPTIVE[part]}
+        for part in ("paper", "dataset")
+    }
+
+
 def resolved_yaml(config):
     """The fully resolved configuration, as written next to every run's outputs."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 import keras
 
 from project.artifacts import archive, atomic_write, is_complete, mark_complete, read_json, write_json
-from project.cards import resolved_yaml
+from project.cards import recipe, resolved_yaml
 from project import runtime
 from project.data import prepare
 from project.metrics import class_weights, classification_metrics
@@ -228,6 +229,22 @@ def versions():
     }
 
 
+def git_commit():
+    """The code's commit (with '+dirty' for uncommitted changes), or None outside a git checkout."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "project"],
+                               cwd=root, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def device():
     import tensorflow as tf
 
@@ -239,10 +256,12 @@ def device():
 
 
 def prepare_folder(folder, config_text, fresh=False):
-    """Resume the same configuration; move a different (or --fresh) previous run aside."""
+    """Resume the same recipe; move a different (or --fresh) previous run aside. Descriptive card
+    fields (citation, caveats, search, ...) and card paths may change without a retrain."""
     folder = Path(folder)
     saved = folder / "config.resolved.yaml"
-    if folder.exists() and (fresh or not saved.exists() or saved.read_text() != config_text):
+    same = saved.exists() and recipe(yaml.safe_load(saved.read_text())) == recipe(yaml.safe_load(config_text))
+    if folder.exists() and (fresh or not same):
         moved = archive(folder)
         print(f"previous run moved to {moved}")
     folder.mkdir(parents=True, exist_ok=True)
@@ -288,6 +307,7 @@ def train_run(config, root, name="baseline", seed=None, fresh=False, verbose=1, 
         "wall_seconds": round(wall, 2),
         "train_images_per_second": round(sum(s["images_per_second"] * s["seconds"] for s in stages) / train_seconds, 1) if train_seconds else 0.0,
         "device": device(), "versions": versions(), "runtime": settings,
+        "git_commit": git_commit(),
     }
     metrics["update_ratio"] = ratio_summary(history.get("update_ratio", []))
     metrics["diagnosis"] = diagnose(history, target=paper.target_accuracy)
