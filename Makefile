@@ -86,10 +86,10 @@ bench: setup ## measure pipeline, overhead and tuner figures -> reports/bench/
 bench-data: setup ## measure input pipeline throughput -> reports/bench/bench_data.json
 	$(PY) -m project bench-data $(ARGS)
 
-test: setup ## the fast test suite (under 10 minutes on 2 cores)
-	$(PY) -m pytest -m "not slow and not browser" -q $(ARGS)
+test: setup ## the fast test suite, the report opened in headless Chromium included (under 10 minutes on 2 cores)
+	$(PY) -m pytest -m "not slow" -q $(ARGS)
 
-test-all: setup ## every test, heavy ones and the browser test included
+test-all: setup ## every test, the heavy (slow) ones included
 	$(PY) -m pytest -q $(ARGS)
 
 clean-runs: ## move runs/ aside (never deletes)
