@@ -1,23 +1,35 @@
 """Input pipeline: tf.data from sources to batches of raw 0-255 RGB images and one-hot labels.
 
-decode (files or encoded bytes; grey and RGBA become RGB) -> resize to the model's input size
--> cache as uint8 -> [train only: shuffle, albumentations] -> batch -> prefetch.
+[train: shuffle the sources] -> decode (files or encoded bytes; grey and RGBA become RGB)
+-> resize to the model's input size -> cache as uint8 -> [train: shuffle] -> batch
+-> [train: albumentations on the batch] -> float32 + one-hot -> prefetch.
 
-Decoding and resizing are TensorFlow ops (parallel, no GIL). Augmentation runs the card's
-albumentations Compose through `tf.numpy_function` on a parallel map: OpenCV releases the GIL
-inside its kernels, which is what lets it scale across cores (`make bench-data` measures it).
-Images are cached after resizing and before augmentation, so epoch 2 on skips decoding.
+Why it is built this way (`make bench-data` measures it, see reports/bench/bench_data.json):
+- Decoding is a TensorFlow op (parallel, no GIL). Resizing is OpenCV through `tf.numpy_function`
+  (skipped when the size is already right): half the CPU time of TensorFlow's resize kernels,
+  the call's overhead included, and OpenCV releases the GIL.
+- Augmentation calls the card's albumentations Compose once per *batch* (one numpy_function call
+  per batch, not per image), on a parallel map: the GIL is held only for albumentations' Python
+  bookkeeping, OpenCV's kernels run in parallel.
+- OpenCV's own thread pool is switched off (cv2.setNumThreads(0)): tf.data already runs one call
+  per core, nested threads would oversubscribe them.
+- Images are cached after resizing and before augmentation, so epoch 2 on skips decoding. Without
+  a memory cache, training shuffles the sources (file names) before decoding, so memory holds the
+  index, not a buffer of decoded images.
 """
 
 import os
 import sys
 
+import cv2
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 
 AUTOTUNE = tf.data.AUTOTUNE
+SHUFFLE_BYTES = 256 * 2**20  # shuffle buffer of decoded images behind a disk cache
+cv2.setNumThreads(0)
 
 
 def _to_rgb(image):
@@ -33,19 +45,37 @@ def decode(item, from_file=True):
     return tf.ensure_shape(image, [None, None, 3])
 
 
+def resize_array(image, size):
+    """uint8 HxWx3 to `size` with OpenCV: bilinear; pixel-area averaging (antialiased) when
+    shrinking by 2x or more, where bilinear sampling would alias."""
+    height, width = size
+    if image.shape[:2] == (height, width):
+        return image
+    shrink = min(image.shape[0] / height, image.shape[1] / width)
+    method = cv2.INTER_AREA if shrink >= 2 else cv2.INTER_LINEAR
+    return cv2.resize(image, (width, height), interpolation=method).reshape(height, width, -1)
+
+
 def resize(image, size):
-    image = tf.image.resize(image, size, method="bilinear", antialias=True)
-    return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+    """An RGB image tensor to uint8 at `size`."""
+    height, width = size
+    if image.dtype != tf.uint8:
+        image = tf.cast(tf.clip_by_value(tf.round(tf.cast(image, tf.float32)), 0.0, 255.0), tf.uint8)
+    same = tf.reduce_all(tf.shape(image)[:2] == [height, width])
+    out = tf.cond(same, lambda: image, lambda: tf.numpy_function(
+        lambda array: resize_array(array, (height, width)), [image], tf.uint8, stateful=False))
+    return tf.ensure_shape(out, [height, width, 3])
 
 
-def decoded_dataset(items, labels, kind, size):
-    """(resized uint8 RGB image, label) per source, in order; unreadable files are skipped
-    (ignore_errors, counted) rather than ending the run."""
+def decoded_dataset(items, labels, kind, size, shuffle_seed=None):
+    """(resized uint8 RGB image, label) per source, in order (or reshuffled every epoch with
+    `shuffle_seed`); unreadable files are skipped (ignore_errors, counted) rather than ending the run."""
     labels = np.asarray(labels, dtype=np.int32)
     if kind == "array":
-        data = tf.data.Dataset.from_tensor_slices((np.asarray(items), labels))
+        data = _shuffled(tf.data.Dataset.from_tensor_slices((np.asarray(items), labels)), len(labels), shuffle_seed)
         return data.map(lambda image, y: (resize(_to_rgb(image), size), y), num_parallel_calls=AUTOTUNE)
     data = tf.data.Dataset.from_tensor_slices((tf.constant(list(items), dtype=tf.string), labels))
+    data = _shuffled(data, len(labels), shuffle_seed)
     data = data.map(lambda item, y: (resize(decode(item, kind == "files"), size), y), num_parallel_calls=AUTOTUNE)
     return count_skipped(data.ignore_errors(), len(labels), size)
 
@@ -64,21 +94,26 @@ def count_skipped(data, expected, size):
     return data.concatenate(end).scan(tf.constant(0, tf.int64), step).filter(lambda image, y: y >= 0)
 
 
-def augment_fn(compose, size):
-    """A tf.data map function applying an albumentations Compose to one uint8 image."""
+def _shuffled(data, count, seed, buffer=None):
+    if seed is None:
+        return data
+    return data.shuffle(max(1, min(count, buffer or count)), seed=seed, reshuffle_each_iteration=True)
+
+
+def augment_batch_fn(compose, size):
+    """A tf.data map function applying an albumentations Compose to each image of a uint8 batch."""
     height, width = size
 
-    def apply(image):
-        out = compose(image=image)["image"]
-        if out.shape[:2] != (height, width):
-            import cv2
+    def apply(images):
+        out = np.empty((len(images), height, width, 3), np.uint8)
+        for i, image in enumerate(images):
+            result = compose(image=image)["image"]
+            out[i] = result if result.shape[:2] == (height, width) else resize_array(result, size)
+        return out
 
-            out = cv2.resize(out, (width, height), interpolation=cv2.INTER_LINEAR)
-        return np.ascontiguousarray(out, dtype=np.uint8)
-
-    def map_fn(image, label):
-        out = tf.numpy_function(apply, [image], tf.uint8, stateful=True)
-        return tf.ensure_shape(out, [height, width, 3]), label
+    def map_fn(images, labels):
+        out = tf.numpy_function(apply, [images], tf.uint8, stateful=True)
+        return tf.ensure_shape(out, [None, height, width, 3]), labels
 
     return map_fn
 
@@ -92,17 +127,33 @@ def make_dataset(
     cache: "memory", "none", or a file path prefix for an on-disk cache (data larger than memory).
     """
     size = tuple(int(s) for s in size)
-    data = decoded_dataset(items, labels, kind, size)
+    count = len(labels)
+    cached = cache not in ("none", None)
+    if training and cached and cache != "memory":
+        # a disk cache is read back in the order it was written, and only a bounded buffer of
+        # decoded images can be reshuffled: write it in a seeded random order
+        order = np.random.default_rng(seed).permutation(count)
+        items = items[order] if isinstance(items, np.ndarray) else [items[i] for i in order]
+        labels = np.asarray(labels)[order]
+    data = decoded_dataset(items, labels, kind, size, shuffle_seed=seed if training and not cached else None)
     if cache == "memory":
         data = data.cache()
-    elif cache not in ("none", None):
+    elif cached:
         data = data.cache(str(cache))
-    if training:
-        data = data.shuffle(min(len(labels), 20000), seed=seed, reshuffle_each_iteration=True)
-        if augmentation is not None:
-            data = data.map(augment_fn(augmentation, size), num_parallel_calls=AUTOTUNE, deterministic=False)
-    data = data.map(lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, num_classes)), num_parallel_calls=AUTOTUNE)
-    return data.batch(batch_size).prefetch(AUTOTUNE)
+    if training and cached:
+        # behind a memory cache the buffer holds references to the cached images: a full shuffle
+        buffer = None if cache == "memory" else SHUFFLE_BYTES // (size[0] * size[1] * 3)
+        data = _shuffled(data, count, seed, buffer)
+    data = data.batch(batch_size)
+    augment = augment_batch_fn(augmentation, size) if training and augmentation is not None else None
+
+    def finish(images, y):
+        if augment is not None:
+            images, y = augment(images, y)
+        return tf.cast(images, tf.float32), tf.one_hot(y, num_classes)
+
+    data = data.map(finish, num_parallel_calls=AUTOTUNE, deterministic=augment is None)
+    return data.prefetch(AUTOTUNE)
 
 
 def channel_stats(items, kind, size, limit=5000):
