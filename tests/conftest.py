@@ -8,9 +8,11 @@ run takes seconds on two CPU cores.
 """
 
 import copy
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -172,3 +174,75 @@ def project_env(tmp_path, monkeypatch):
     env = ProjectEnv(tmp_path)
     monkeypatch.setenv("PROJECT_RUNS", str(env.runs))
     return env
+
+
+# What needs a fresh interpreter with an empty KERAS_HOME and no network (Keras reads KERAS_HOME once,
+# at import): the keras dataset adapter and ImageNet weights. One interpreter for both, because
+# importing TensorFlow is most of the cost.
+OFFLINE_SCRIPT = """
+import json, os, time
+import numpy as np
+from project.adapters import load_sources
+from project.errors import UserError
+from project.model import backbone_of, build_model
+from project.schema import Paper
+
+out = {}
+start = time.time()
+try:
+    load_sources("keras", {"name": "mnist"}, None)
+except UserError as error:
+    out["dataset_error"] = str(error)
+out["dataset_seconds"] = time.time() - start
+
+BASE = json.loads(os.environ["TINY_PAPER_JSON"])
+FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96_no_top.h5"
+
+
+def card(**model):
+    data = dict(BASE)
+    data["model"] = {**BASE["model"], "backbone": "MobileNetV2", "width": 0.35, "input_size": 96, **model}
+    return Paper.model_validate(data)
+
+
+def same(model, reference):
+    pairs = list(zip(backbone_of(model).get_weights(), reference.get_weights()))
+    return len(pairs) == len(reference.get_weights()) and all(np.array_equal(a, b) for a, b in pairs)
+
+
+start = time.time()
+try:
+    build_model(card(weights="imagenet"), 3)
+except UserError as error:
+    out["weights_error"] = str(error)
+out["weights_seconds"] = time.time() - start
+model, out["fallback"] = build_model(card(weights="imagenet", weights_fallback="random"), 3)
+
+# weights no initialiser produces, saved under the exact name keras.applications looks for
+reference = backbone_of(model)
+rng = np.random.default_rng(7)
+reference.set_weights([rng.normal(size=w.shape).astype(w.dtype) for w in reference.get_weights()])
+reference.save(os.path.join(os.environ["KERAS_HOME"], "models", FILE))  # the legacy HDF5 layout of the published files
+model, out["imagenet"] = build_model(card(weights="imagenet"), 3)
+out["imagenet_equal"] = same(model, reference)
+mine = os.path.join(os.environ["KERAS_HOME"], "mine.weights.h5")
+reference.save_weights(mine)
+model, out["file"] = build_model(card(weights=mine), 3)
+out["file_equal"] = same(model, reference)
+print("RESULT " + json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="session")
+def offline_keras(tmp_path_factory):
+    """OFFLINE_SCRIPT run once with an empty KERAS_HOME and every download refused:
+    {"home": KERAS_HOME, "out": its results, "stdout": ..., "seconds": wall time}."""
+    home = tmp_path_factory.mktemp("keras_home")
+    env = ProjectEnv(tmp_path_factory.mktemp("offline"))
+    start = time.monotonic()
+    result = env.python(OFFLINE_SCRIPT, timeout=600, env={
+        "KERAS_HOME": str(home), "TINY_PAPER_JSON": json.dumps(TINY_PAPER), **OFFLINE})
+    seconds = time.monotonic() - start
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    return {"home": home, "out": out, "stdout": result.stdout, "seconds": seconds}

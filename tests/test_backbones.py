@@ -1,15 +1,11 @@
 """Backbones and the classifier: every family builds, takes raw 0-255 images, loads weights from a file
 or the Keras cache (no network), and the fine-tuning stages freeze exactly what they should."""
 
-import json
-import textwrap
-import time
-
 import keras
 import numpy as np
 import pytest
 
-from conftest import OFFLINE, TINY_PAPER, _merge
+from conftest import TINY_PAPER, _merge
 from project.backbones import BACKBONES, preprocessing_layers
 from project.errors import UserError
 from project.model import apply_stage, backbone_of, build_model, count_params
@@ -145,70 +141,16 @@ def test_missing_weights_file_is_named(tmp_path):
 
 # ------------------------------------------------------------------ ImageNet weights from the Keras cache, offline
 
-WEIGHTS_SCRIPT = """
-import json, os, time
-import numpy as np
-import keras
-from project.errors import UserError
-from project.model import backbone_of, build_model
-from project.schema import Paper
-
-BASE = json.loads({base!r})
-FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96_no_top.h5"
-cache = os.path.join(os.environ["KERAS_HOME"], "models")
-
-
-def card(**model):
-    data = dict(BASE)
-    data["model"] = {{**BASE["model"], "backbone": "MobileNetV2", "width": 0.35, "input_size": 96, **model}}
-    return Paper.model_validate(data)
-
-
-def same(model, reference):
-    pairs = list(zip(backbone_of(model).get_weights(), reference.get_weights()))
-    return len(pairs) == len(reference.get_weights()) and all(np.array_equal(a, b) for a, b in pairs)
-
-
-out = {{}}
-start = time.time()
-try:
-    build_model(card(weights="imagenet"), 3)
-except UserError as error:
-    out["missing"] = str(error)
-out["missing_seconds"] = time.time() - start
-model, out["fallback"] = build_model(card(weights="imagenet", weights_fallback="random"), 3)
-
-# weights no initialiser produces, saved under the exact name keras.applications looks for
-reference = backbone_of(model)
-rng = np.random.default_rng(7)
-reference.set_weights([rng.normal(size=w.shape).astype(w.dtype) for w in reference.get_weights()])
-reference.save(os.path.join(cache, FILE))  # the legacy HDF5 layout of the published files
-model, out["imagenet"] = build_model(card(weights="imagenet"), 3)
-out["imagenet_equal"] = same(model, reference)
-mine = os.path.join(os.environ["KERAS_HOME"], "mine.weights.h5")
-reference.save_weights(mine)
-model, out["file"] = build_model(card(weights=mine), 3)
-out["file_equal"] = same(model, reference)
-print("RESULT " + json.dumps(out))
-"""
-
-
-def test_imagenet_weights_come_from_the_keras_cache_without_network(project_env, tmp_path):
-    keras_home = tmp_path / "keras_home"
-    code = WEIGHTS_SCRIPT.format(base=json.dumps(TINY_PAPER))
-    start = time.monotonic()
-    result = project_env.python(code, timeout=600, env={"KERAS_HOME": str(keras_home), **OFFLINE})
-    seconds = time.monotonic() - start
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))[7:])
+def test_imagenet_weights_come_from_the_keras_cache_without_network(offline_keras):
+    out, home = offline_keras["out"], offline_keras["home"]
     # missing: one clear error naming the file, the cache folder and `make weights`, at once (no hang)
-    message = out.get("missing", "")
+    message = out["weights_error"]
     assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96_no_top.h5" in message
-    assert str(keras_home / "models") in message and "make weights" in message and "weights_fallback" in message
-    assert out["missing_seconds"] < 60 and seconds < 600
+    assert str(home / "models") in message and "make weights" in message and "weights_fallback" in message
+    assert out["weights_seconds"] < 60
     # weights_fallback: random goes on, loudly, and says what it used
     assert out["fallback"] == "random (fallback: imagenet weights unavailable)"
-    assert "WARNING" in result.stdout and "RANDOM" in result.stdout
+    assert "WARNING" in offline_keras["stdout"] and "RANDOM" in offline_keras["stdout"]
     # a file placed in $KERAS_HOME/models is what `imagenet` loads; a weights path loads that file
     assert out["imagenet"] == "imagenet" and out["imagenet_equal"] is True
     assert out["file"].startswith("file: ") and out["file_equal"] is True
