@@ -83,3 +83,8 @@ def test_train_with_a_missing_dataset_path_names_it(tmp_path, capsys, image_fold
     single = write_card(tmp_path / "single.yaml", {"adapter": "folder", "options": {"path": "one_class"}})
     assert main(["train", "--paper", str(card), "--dataset", str(single), *runs]) == 2
     assert "a classifier needs at least 2" in one_error_line(capsys.readouterr().err)
+
+
+def test_no_command_prints_the_help(capsys):
+    assert main([]) == 0
+    assert "validate" in capsys.readouterr().out

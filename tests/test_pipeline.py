@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import write_tiny_paper_card
+from conftest import write_card, write_tiny_paper_card
 from project import pipeline
 from project.augment import build_augmentation
 from project.cards import load_config
@@ -148,3 +148,15 @@ def test_disk_cache(tmp_path):
         x, _ = batches(pipeline.make_dataset(images, [0, 1, 0], "array", size=(4, 4), num_classes=2, batch_size=2, cache=str(prefix)))
         assert np.all(x == 9.0)
     assert any(p.name.startswith("train") for p in prefix.parent.iterdir())
+
+
+def test_a_folder_of_grey_jpegs_end_to_end(tmp_path, image_folder):
+    image_folder(tmp_path / "data", {"a": 10, "b": 10, "c": 10}, size=(20, 14), mode="L", fmt="jpg")
+    card = write_card(tmp_path / "grey.yaml", {"adapter": "folder", "options": {"path": "data"}, "split": {"val": 0.2, "test": 0.2}})
+    config = load_config(str(write_tiny_paper_card(tmp_path)), str(card))
+    data = prepare(config, tmp_path / "run")
+    assert data.class_names == ["a", "b", "c"] and data.counts()["test"] == {"a": 2, "b": 2, "c": 2}
+    for subset in ("train", "val", "test"):
+        x, y = batches(data.dataset(subset, config.paper))
+        assert x.shape == (len(data.indices(subset)), 16, 16, 3) and y.shape == (len(x), 3)
+        assert np.array_equal(x[..., 0], x[..., 2]) and 0 <= x.min() and x.max() <= 255
