@@ -148,7 +148,7 @@ def fit_stages(model, paper, data, folder, *, weights_used="random", epochs=None
         done = folder / "checkpoints" / f"{stage.name}.done.json"
         if done.exists():  # finished before an interruption: reuse it
             model.load_weights(best)
-            infos.append(dict(pd.read_json(done, typ="series")))
+            infos.append(read_json(done))  # json, not pandas: exact floats and plain ints
             continue
         compile_model(model, paper, stage.learning_rate or t.learning_rate, steps, stage_epochs, jit_compile)
         start = time.perf_counter()
