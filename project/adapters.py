@@ -15,6 +15,7 @@ from typing import Optional
 import numpy as np
 
 from project.errors import UserError
+from project.network import download_timeout
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 SUBSET_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
@@ -238,7 +239,8 @@ def keras(name, base=None, classes=None):
     import keras as K
 
     try:
-        (x_train, y_train), (x_test, y_test) = getattr(K.datasets, name).load_data()
+        with download_timeout():
+            (x_train, y_train), (x_test, y_test) = getattr(K.datasets, name).load_data()
     except Exception as error:
         cache = os.path.join(os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras")), "datasets")
         raise UserError(

@@ -11,6 +11,7 @@ import os
 import re
 
 from project.errors import UserError
+from project.network import download_timeout
 
 # preprocessing mode of keras.applications.<module>.preprocess_input:
 #   caffe: RGB->BGR, minus the ImageNet mean; tf: scale to [-1, 1]; torch: [0, 1] then
@@ -113,10 +114,11 @@ def build_application(name, input_shape, weights, width=1.0):
             raise UserError(f"model.weights: weights file {file} does not exist (accepted: imagenet, none, or a path)")
     constructor = getattr(keras.applications, name)
     try:
-        model = constructor(weights=weights, **kwargs)
+        with download_timeout():
+            model = constructor(weights=weights, **kwargs)
     except Exception as error:  # a failed download surfaces as a bare Exception from keras.utils.get_file
-        if weights != "imagenet" or "URL fetch failure" not in str(error):
-            raise
+        if weights != "imagenet" or not ("URL fetch failure" in str(error) or isinstance(error, OSError)):
+            raise  # OSError: a download that timed out
         url = re.search(r"URL fetch failure on (\S+?):? ", str(error) + " ")
         fname = os.path.basename(url.group(1)) if url else "(see the URL above)"
         raise UserError(

@@ -34,7 +34,8 @@ cv2.setNumThreads(0)
 
 def _to_rgb(image):
     channels = tf.shape(image)[-1]
-    image = tf.cond(channels == 1, lambda: tf.image.grayscale_to_rgb(image[..., :1]), lambda: image[..., :3])
+    # grey (1) and grey + alpha (2) become grey RGB; RGBA loses its alpha
+    image = tf.cond(channels < 3, lambda: tf.image.grayscale_to_rgb(image[..., :1]), lambda: image[..., :3])
     return tf.ensure_shape(image, [None, None, 3])
 
 

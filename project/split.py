@@ -39,6 +39,9 @@ def make_split(labels, split, presplit=None):
             train, val = _carve(pool, labels, split.val, split.seed)
             subsets[train], subsets[val] = "train", "val"
         return subsets.astype(str)
+    if presplit is not None:
+        print("note: the data comes pre-split, but the dataset card's split is not `provided`: "
+              "all subsets are pooled and split again (set split: {provided: true} to keep the given test subset)")
     if split.provided:
         raise UserError("dataset card split: provided, but the adapter returned no subsets; give val/test fractions instead")
     rest, test = _carve(everything, labels, split.test, split.seed)

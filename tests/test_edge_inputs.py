@@ -1,0 +1,25 @@
+"""Inputs at the edges: grey + alpha arrays, pre-split data without `split: provided`."""
+
+import numpy as np
+
+from project.pipeline import make_dataset
+from project.schema import Split
+from project.split import make_split
+
+
+def test_grey_plus_alpha_arrays_become_grey_rgb():
+    images = np.zeros((4, 6, 6, 2), dtype=np.uint8)
+    images[..., 0] = 200  # grey
+    images[..., 1] = 10  # alpha, dropped
+    x, y = next(iter(make_dataset(images, [0, 1, 0, 1], "array", size=(6, 6), num_classes=2, batch_size=4)))
+    assert x.shape == (4, 6, 6, 3)
+    assert np.allclose(x.numpy(), 200.0)
+
+
+def test_presplit_data_without_provided_is_split_again_with_a_note(capsys):
+    labels = np.array([0, 1] * 20)
+    presplit = np.array(["train"] * 30 + ["test"] * 10)
+    subsets = make_split(labels, Split(val=0.2, test=0.2, seed=0), presplit)
+    assert "pre-split" in capsys.readouterr().out
+    assert sorted(set(subsets)) == ["test", "train", "val"]
+    assert not np.array_equal(subsets == "test", presplit == "test"), "the given test subset is not kept"
