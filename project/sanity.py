@@ -32,7 +32,7 @@ from project.artifacts import run_root, write_json
 from project.backbones import BACKBONES
 from project.cards import with_values
 from project.data import prepare
-from project.model import build_model
+from project.model import apply_stage, build_model
 from project.training import make_optimizer
 
 INITIAL_LOSS_TOLERANCE = 0.25  # |loss / ln(C) - 1| above this: FAIL
@@ -193,7 +193,9 @@ def read_sweep(sweep, window=7):
            "lr_explodes": float(lrs[exploded]) if exploded is not None else None, "smoothed": smoothed.tolist(),
            "fell": bool(smoothed[i_min] < 0.9 * start)}
     if i_min >= 2:
-        slope = np.gradient(smoothed[: i_min + 1], np.log10(lrs_used[: i_min + 1]))
+        # the slope over about a decade: a one-step slope of a noisy curve points anywhere
+        steady = pd.Series(losses[usable]).rolling(2 * window - 1, center=True, min_periods=1).mean().to_numpy()
+        slope = np.gradient(steady[: i_min + 1], np.log10(lrs_used[: i_min + 1]))
         steep = int(np.argmin(slope))
         fast = slope <= 0.5 * slope[steep]
         low = high = steep
@@ -488,13 +490,28 @@ def reset(model, weights):
         variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
 
 
+def tiny_batch(data, paper, size=OVERFIT_EXAMPLES):
+    """One batch of `size` stratified training examples, no augmentation."""
+    index = data.indices("train")[stratified(data.labels("train"), size, paper.seed)]
+    items = data.sources.items
+    tiny = pipeline.make_dataset(
+        items[index] if isinstance(items, np.ndarray) else [items[i] for i in index], data.sources.labels[index],
+        data.sources.kind, size=paper.model.input_size, num_classes=data.num_classes, batch_size=len(index), cache="none",
+    )
+    return _numpy_batches(tiny, 1)[0]
+
+
 def run_checks(config, root, log=print):
-    """All six checks on one model built from the card; returns the results in checklist order."""
+    """All six checks on one model built from the card, trainable as in its first stage (and at
+    that stage's learning rate); returns the results in checklist order."""
     paper, clean = config.paper, clean_config(config)
     keras.utils.set_random_seed(paper.seed)
     data = prepare(config, root)
     stats = data.stats(paper) if paper.model.preprocessing in ("per_channel_mean", "mean_image") else None
     model, weights_used = build_model(clean.paper, data.num_classes, stats)
+    first = next(s for s in paper.training.stages if s.epochs > 0)
+    freeze_bn = not weights_used.startswith("random")
+    apply_stage(model, first.unfreeze, freeze_bn)  # train what the first stage trains
     initial = model.get_weights()
     plain = _numpy_batches(data.dataset("train", clean.paper, training=True), 3)
     results = {}
@@ -506,27 +523,23 @@ def run_checks(config, root, log=print):
 
     timed("initial_loss", check_initial_loss, model, plain, data.num_classes)
     l2_model, _ = build_model(with_values(clean, {"training.l2": L2_FACTOR}).paper, data.num_classes, stats)
+    apply_stage(l2_model, first.unfreeze, freeze_bn)
     l2_model.set_weights(initial)
     timed("regularisation", check_regularisation, model, l2_model, plain[:2])
     del l2_model
-    real = data.dataset("train", paper)  # the card's training batches, augmentation included
-    timed("preprocessing", check_preprocessing, model, next(iter(real))[0].numpy(), expected_mode(paper))
-    pretrained = not weights_used.startswith("random")
-    timed("activations", check_activations, model, plain[0][0], fail_fraction=None if pretrained else 0.5)
 
-    # one compiled model for the sweep and the overfit: a training step traces once per model
+    # one compiled model for the overfit and the sweep, reset in between: a model traces its
+    # training step once (and once more for a second batch size)
     t = clean.paper.training
-    model.compile(optimizer=make_optimizer(t, t.learning_rate, 1, 1), loss="categorical_crossentropy", metrics=["accuracy"])
-    timed("lr_sweep", check_lr_sweep, model, real, current_lr=t.learning_rate)
+    lr = first.learning_rate or t.learning_rate
+    model.compile(optimizer=make_optimizer(t, lr, 1, 1), loss="categorical_crossentropy", metrics=["accuracy"])
+    timed("overfit", check_overfit, model, [tiny_batch(data, paper)])
     reset(model, initial)
-    model.optimizer.learning_rate = t.learning_rate
-    index = data.indices("train")[stratified(data.labels("train"), OVERFIT_EXAMPLES, paper.seed)]
-    items = data.sources.items
-    tiny = pipeline.make_dataset(
-        items[index] if isinstance(items, np.ndarray) else [items[i] for i in index], data.sources.labels[index],
-        data.sources.kind, size=paper.model.input_size, num_classes=data.num_classes, batch_size=len(index), cache="none",
-    )
-    timed("overfit", check_overfit, model, _numpy_batches(tiny, 1))
+    real = data.dataset("train", paper)  # the card's training batches, augmentation included
+    timed("lr_sweep", check_lr_sweep, model, real, current_lr=lr)
+    reset(model, initial)
+    timed("activations", check_activations, model, plain[0][0], fail_fraction=None if freeze_bn else 0.5)
+    timed("preprocessing", check_preprocessing, model, next(iter(real))[0].numpy(), expected_mode(paper))
     return [results[name] for name in TITLES], weights_used
 
 
