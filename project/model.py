@@ -32,8 +32,11 @@ def build_model(paper, num_classes, stats=None):
             x = keras.layers.Dropout(m.head.dropout, name=f"head_dropout{i + 1}")(x)
     if m.head.dropout and not m.head.hidden:
         x = keras.layers.Dropout(m.head.dropout, name="head_dropout")(x)
-    # float32 output keeps softmax stable under mixed precision
-    outputs = keras.layers.Dense(num_classes, activation="softmax", kernel_regularizer=reg, dtype="float32", name="predictions")(x)
+    # float32 keeps softmax stable under mixed precision; small weights make the initial loss ln(C)
+    outputs = keras.layers.Dense(
+        num_classes, activation="softmax", kernel_regularizer=reg, dtype="float32", name="predictions",
+        kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
+    )(x)
     return keras.Model(inputs, outputs, name=f"{m.backbone}_classifier"), weights_used
 
 
