@@ -395,7 +395,7 @@ def fine_space(folder, space, search, who):
     return fine
 
 
-def summarize(folder, config, space, stages, seconds, trial_seconds):
+def summarize(folder, config, space, stages, trial_seconds):
     search = config.paper.search
     best = ranked(folder, stages, search.direction)
     if not best:
@@ -413,7 +413,7 @@ def summarize(folder, config, space, stages, seconds, trial_seconds):
             "hyperparameters": {k: decode(stage_space.get(k, {}), v) for k, v in values.items()},
             "card_values": card_values(stage_space, values, len(config.paper.model.head.hidden)),
         },
-        "warnings": warnings, "search_seconds": round(seconds, 1), "trial_seconds": round(float(trial_seconds), 1),
+        "warnings": warnings, "trial_seconds": round(float(trial_seconds), 1),  # all trials, all workers
     }
     write_json(folder / "summary.json", summary)
     print(f"best: {stage} trial {trial['trial_id']}, {search.objective} {trial['score']:.4f}, {summary['best']['hyperparameters']}")
@@ -453,7 +453,6 @@ def tune(config, root, *, trials=None, epochs=None, stage="all", fresh=False, se
     model = CardHyperModel(config, data, keras_tuner.Objective(search.objective, search.direction))
     counts = {s: (trials or getattr(search, s).trials, epochs or getattr(search, s).epochs) for s in STAGES}
     model.settings, strategy = strategy_of(config.paper.runtime)
-    start = time.perf_counter()
     if stage in ("coarse", "all"):
         run_stage("coarse", model, space, folder, search, *counts["coarse"], verbose, strategy)
     if stage in ("fine", "all"):
@@ -465,7 +464,7 @@ def tune(config, root, *, trials=None, epochs=None, stage="all", fresh=False, se
         return None
     table = write_trials_csv(folder, search.objective)
     stages = ["coarse"] if stage == "coarse" else list(STAGES)
-    summary = summarize(folder, config, space, stages, time.perf_counter() - start, table.wall_seconds.sum())
+    summary = summarize(folder, config, space, stages, table.wall_seconds.sum())
     if stage != "coarse":
         retrain(config, root, summary["best"], fresh, seeds, verbose)
     return summary

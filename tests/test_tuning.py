@@ -75,7 +75,7 @@ def test_search_marks_exploded_trials_goes_on_narrows_and_retrains_on_the_baseli
     train_run(config, root, "baseline", verbose=0)
     split = (root / "split.csv").read_text()
 
-    summary = tune(config, root, verbose=0)
+    summary = tune(config, root, verbose=0, seeds=2)
 
     trials = pd.read_csv(root / "tuning" / "trials.csv", dtype={"trial_id": str})
     coarse, fine = trials[trials.stage == "coarse"], trials[trials.stage == "fine"]
@@ -104,6 +104,7 @@ def test_search_marks_exploded_trials_goes_on_narrows_and_retrains_on_the_baseli
 
     tuned = root / "tuned"
     assert all((tuned / name).exists() for name in ARTIFACTS)
+    assert all((root / f"tuned-seed{config.paper.seed + 1}" / name).exists() for name in [*ARTIFACTS, "best_hyperparameters.json"])
     assert read_json(tuned / "best_hyperparameters.json") == best
     assert (root / "split.csv").read_text() == split
     baseline_ids = pd.read_csv(root / "baseline" / "predictions.csv").source.tolist()
@@ -112,7 +113,7 @@ def test_search_marks_exploded_trials_goes_on_narrows_and_retrains_on_the_baseli
     assert "test accuracy: baseline" in capsys.readouterr().out
 
     # a rerun resumes: nothing is trained again
-    tune(config, root, verbose=0)
+    tune(config, root, verbose=0, seeds=2)
     again = pd.read_csv(root / "tuning" / "trials.csv", dtype={"trial_id": str})
     pd.testing.assert_frame_equal(again, trials)
 
