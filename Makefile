@@ -40,11 +40,11 @@ tune: setup ## random search coarse -> fine, then retrain the best (TRIALS= EPOC
 	$(PY) -m project tune $(CARDS) $(TUNE_ARGS) $(ARGS)
 
 tune-chief: setup ## distributed search: the chief (oracle) on KERASTUNER_ORACLE_IP:PORT
-	KERASTUNER_TUNER_ID=chief KERASTUNER_ORACLE_IP=$${KERASTUNER_ORACLE_IP:-127.0.0.1} KERASTUNER_ORACLE_PORT=$${KERASTUNER_ORACLE_PORT:-8000} \
+	KERASTUNER_TUNER_ID=chief KERASTUNER_ORACLE_IP=$(or $(KERASTUNER_ORACLE_IP),127.0.0.1) KERASTUNER_ORACLE_PORT=$(or $(KERASTUNER_ORACLE_PORT),8000) \
 	  $(PY) -m project tune $(CARDS) $(TUNE_ARGS) $(ARGS)
 
 tune-worker: setup ## distributed search: worker WORKER=n
-	KERASTUNER_TUNER_ID=tuner$(WORKER) KERASTUNER_ORACLE_IP=$${KERASTUNER_ORACLE_IP:-127.0.0.1} KERASTUNER_ORACLE_PORT=$${KERASTUNER_ORACLE_PORT:-8000} \
+	KERASTUNER_TUNER_ID=tuner$(WORKER) KERASTUNER_ORACLE_IP=$(or $(KERASTUNER_ORACLE_IP),127.0.0.1) KERASTUNER_ORACLE_PORT=$(or $(KERASTUNER_ORACLE_PORT),8000) \
 	  $(PY) -m project tune $(CARDS) $(TUNE_ARGS) $(ARGS)
 
 sanity: setup ## babysitting checks before training (FORCE=1 goes on after a FAIL)
