@@ -1,11 +1,12 @@
-"""The report's figures (matplotlib, Agg, no pyplot state): learning curves, confusion matrices,
-trial scatter plots and a grid of misclassified images.
+"""Figures (matplotlib, Agg, no pyplot state): the report's learning curves, confusion matrices,
+trial scatter plots and grid of misclassified images, and the sanity checks' plots.
 
 Every figure is saved with fixed size, dpi and no "Software" metadata, so the same inputs give
 byte-identical PNG files and a regenerated report diffs cleanly.
 """
 
 import io
+import math
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -141,3 +142,60 @@ def image_grid(images, captions, title, columns=6):
     fig.suptitle(title)
     fig.tight_layout()
     return png_bytes(fig)
+
+
+# ------------------------------------------------------------------ sanity checks
+
+
+def lr_sweep(check):
+    curve, n = check["curve"], check["numbers"]
+    fig = Figure(figsize=(7, 4), layout="tight")
+    ax = fig.subplots()
+    ax.semilogx(curve["lr"], curve["loss"], color="0.75", lw=1, label="loss per step")
+    ax.semilogx(curve["lr"][: len(curve["smoothed"])], curve["smoothed"], color="C0", lw=2, label="smoothed")
+    ax.axvspan(*n["suggested_range"], color="C2", alpha=0.15, label="suggested coarse range")
+    ax.axvline(n["lr_steepest"], color="C1", ls="--", label=f"falls fastest {n['lr_steepest']:.1e}")
+    if n["lr_explodes"]:
+        ax.axvline(n["lr_explodes"], color="C3", ls="--", label=f"explodes {n['lr_explodes']:.1e}")
+    if n.get("card_lr"):
+        ax.axvline(n["card_lr"], color="k", ls=":", label=f"card {n['card_lr']:g}")
+    finite = [v for v in curve["loss"] if math.isfinite(v)]
+    ax.set_ylim(min(finite) * 0.9, min(max(finite), 3 * n["start_loss"]) * 1.05)
+    ax.set(xlabel="learning rate", ylabel="training loss", title="learning-rate sweep")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def activations(check):
+    rows = check["layers"]
+    depth = np.arange(1, len(rows) + 1)
+    fig = Figure(figsize=(max(7, len(rows) * 0.25), 6), layout="tight")
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    top.plot(depth, [r["mean"] for r in rows], "o-", label="mean")
+    top.plot(depth, [r["std"] for r in rows], "s-", label="std")
+    top.axhline(check["collapsed_std"], color="C3", ls=":", lw=1, label=f"collapse std {check['collapsed_std']:g}")
+    top.set(ylabel="activation", title="activations at initialisation by depth")
+    top.legend(fontsize=8)
+    zeros = [np.nan if r["zero_fraction"] is None else r["zero_fraction"] for r in rows]
+    saturated = [np.nan if r["saturated_fraction"] is None else r["saturated_fraction"] for r in rows]
+    bottom.plot(depth, zeros, "o-", label="zero fraction (ReLU)")
+    bottom.plot(depth, saturated, "s-", label="saturated fraction (tanh/sigmoid)")
+    for r, d in zip(rows, depth):
+        if r["flags"]:
+            bottom.annotate(",".join(r["flags"]), (d, 1.0), fontsize=6, rotation=90, va="top", color="C3")
+    bottom.set(ylabel="fraction", ylim=(-0.02, 1.02), xlabel="layer")
+    bottom.set_xticks(depth, [r["layer"].split("/")[-1] for r in rows], rotation=90, fontsize=6)
+    bottom.legend(fontsize=8)
+    return fig
+
+
+def overfit(check):
+    history = check["history"]
+    fig = Figure(figsize=(6, 3.5), layout="tight")
+    ax = fig.subplots()
+    epochs = [h["epoch"] for h in history]
+    ax.plot(epochs, [h["loss"] for h in history], label="loss")
+    ax.plot(epochs, [h["accuracy"] for h in history], label="accuracy")
+    ax.set(xlabel="epoch", title=f"overfitting {check['numbers']['examples']} examples")
+    ax.legend()
+    return fig

@@ -28,7 +28,8 @@ import pandas as pd
 import keras
 
 from project import pipeline
-from project.artifacts import run_root, write_json
+from project import figures
+from project.artifacts import atomic_write, run_root, write_json
 from project.backbones import BACKBONES
 from project.cards import with_values
 from project.data import prepare
@@ -313,7 +314,7 @@ def check_activations(model, x, fail_fraction=0.5):
     counts = {flag: sum(flag in r["flags"] for r in rows) for flag in ("collapsed", "dead", "saturated")}
     numbers = {"layers": len(rows), "flagged": len(flagged), **counts,
                "std_first": rows[0]["std"] if rows else None, "std_last": rows[-1]["std"] if rows else None}
-    extra = {"layers": rows}
+    extra = {"layers": rows, "collapsed_std": COLLAPSED_STD}
     if not rows:
         return result("activations", "WARN", numbers, "no layer with an activation was found", **extra)
     if not flagged:
@@ -393,79 +394,7 @@ def check_preprocessing(model, x, mode):
                   f"{'; '.join(problems)} but the backbone expects {spec['text']}: {hint}check model.preprocessing and that the pipeline feeds raw 0-255 RGB")
 
 
-# ---------------------------------------------------------------- plots
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_sweep(check, path):
-    plt = _pyplot()
-    curve, n = check["curve"], check["numbers"]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.semilogx(curve["lr"], curve["loss"], color="0.75", lw=1, label="loss per step")
-    ax.semilogx(curve["lr"][: len(curve["smoothed"])], curve["smoothed"], color="C0", lw=2, label="smoothed")
-    ax.axvspan(*n["suggested_range"], color="C2", alpha=0.15, label="suggested coarse range")
-    ax.axvline(n["lr_steepest"], color="C1", ls="--", label=f"falls fastest {n['lr_steepest']:.1e}")
-    if n["lr_explodes"]:
-        ax.axvline(n["lr_explodes"], color="C3", ls="--", label=f"explodes {n['lr_explodes']:.1e}")
-    if n.get("card_lr"):
-        ax.axvline(n["card_lr"], color="k", ls=":", label=f"card {n['card_lr']:g}")
-    finite = [v for v in curve["loss"] if math.isfinite(v)]
-    ax.set_ylim(min(finite) * 0.9, min(max(finite), 3 * n["start_loss"]) * 1.05)
-    ax.set(xlabel="learning rate", ylabel="training loss", title="learning-rate sweep")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_activations(check, path):
-    plt = _pyplot()
-    rows = check["layers"]
-    depth = np.arange(1, len(rows) + 1)
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(7, len(rows) * 0.25), 6), sharex=True)
-    top.plot(depth, [r["mean"] for r in rows], "o-", label="mean")
-    top.plot(depth, [r["std"] for r in rows], "s-", label="std")
-    top.axhline(COLLAPSED_STD, color="C3", ls=":", lw=1, label=f"collapse std {COLLAPSED_STD:g}")
-    top.set(ylabel="activation", title="activations at initialisation by depth")
-    top.legend(fontsize=8)
-    zeros = [r["zero_fraction"] if r["zero_fraction"] is not None else np.nan for r in rows]
-    saturated = [r["saturated_fraction"] if r["saturated_fraction"] is not None else np.nan for r in rows]
-    bottom.plot(depth, zeros, "o-", label="zero fraction (ReLU)")
-    bottom.plot(depth, saturated, "s-", label="saturated fraction (tanh/sigmoid)")
-    for r, d in zip(rows, depth):
-        if r["flags"]:
-            bottom.annotate(",".join(r["flags"]), (d, 1.0), fontsize=6, rotation=90, va="top", color="C3")
-    bottom.set(ylabel="fraction", ylim=(-0.02, 1.02), xlabel="layer")
-    bottom.set_xticks(depth, [r["layer"].split("/")[-1] for r in rows], rotation=90, fontsize=6)
-    bottom.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_overfit(check, path):
-    plt = _pyplot()
-    history = check["history"]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    epochs = [h["epoch"] for h in history]
-    ax.plot(epochs, [h["loss"] for h in history], label="loss")
-    ax.plot(epochs, [h["accuracy"] for h in history], label="accuracy")
-    ax.set(xlabel="epoch", title=f"overfitting {check['numbers']['examples']} examples")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-PLOTS = {"lr_sweep": plot_sweep, "activations": plot_activations, "overfit": plot_overfit}
+PLOTS = {"lr_sweep": figures.lr_sweep, "activations": figures.activations, "overfit": figures.overfit}
 
 
 # ---------------------------------------------------------------- the runner
@@ -563,7 +492,7 @@ def write_results(folder, config, checks, weights_used, seconds):
     for check in checks:
         if check["name"] in PLOTS:
             path = folder / f"sanity_{check['name']}.png"
-            PLOTS[check["name"]](check, path)
+            atomic_write(path, figures.png_bytes(PLOTS[check["name"]](check)))
             check["plot"] = path.name
     status = "FAIL" if any(c["status"] == "FAIL" for c in checks) else ("WARN" if any(c["status"] == "WARN" for c in checks) else "PASS")
     summary = {"paper": config.paper_name, "dataset": config.dataset_name, "status": status, "weights_used": weights_used,
