@@ -228,7 +228,9 @@ def check_lr_sweep(model, batches, current_lr=None, **sweep_options):
     extra = {"curve": {"lr": sweep["lr"], "loss": sweep["loss"], "smoothed": found["smoothed"]}}
     if not found["fell"]:
         return result("lr_sweep", "WARN", numbers,
-                      f"no learning rate in {options['min_lr']:g}..{options['max_lr']:g} lowered the loss by 10%: check data, labels and trainable layers (see the overfit check)", **extra)
+                      f"no learning rate in {options['min_lr']:g}..{options['max_lr']:g} lowered the loss by 10% within the sweep: "
+                      f"a network trained from random initialisation may need more steps than the sweep has (if the overfit check "
+                      f"passed, use the suggested range); otherwise check data, labels and trainable layers", **extra)
     where = ""
     if current_lr is not None:
         if found["lr_explodes"] is not None and current_lr >= found["lr_explodes"]:
