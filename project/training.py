@@ -5,6 +5,7 @@ A killed run resumes: each stage keeps a Keras BackupAndRestore state and a CSV 
 finished stage leaves its best weights and a marker, so a rerun skips it.
 """
 
+import contextlib
 import json
 import platform
 import time
@@ -20,6 +21,7 @@ from project.artifacts import archive, atomic_write, is_complete, mark_complete,
 from project.cards import recipe, resolved_yaml
 from project import runtime
 from project.data import prepare
+from project.errors import UserError
 from project.metrics import class_weights, classification_metrics
 from project.model import apply_stage, build_model, count_params
 from project.monitors import diagnose, monitor_callbacks, ratio_summary
@@ -120,6 +122,21 @@ class ResumedEarlyStopping(keras.callbacks.EarlyStopping):
         self.model.stop_training = False
 
 
+@contextlib.contextmanager
+def out_of_memory_advice(batch_size):
+    """An accelerator out of memory becomes one line naming the batch size and a smaller one."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except tf.errors.ResourceExhaustedError:
+        raise UserError(
+            f"out of memory while training with batch size {batch_size}: try "
+            f"--set training.batch_size={max(1, batch_size // 2)} (or a smaller input size / backbone); "
+            f"the run resumes from its last completed epoch"
+        ) from None
+
+
 def fit_stages(model, paper, data, folder, *, weights_used="random", epochs=None, batch_size=None,
                extra_callbacks=(), verbose=1, jit_compile=False):
     """Train every stage of the card in turn; after each, keep its best-on-val weights.
@@ -152,11 +169,12 @@ def fit_stages(model, paper, data, folder, *, weights_used="random", epochs=None
             continue
         compile_model(model, paper, stage.learning_rate or t.learning_rate, steps, stage_epochs, jit_compile)
         start = time.perf_counter()
-        history = model.fit(
-            train, validation_data=val, epochs=stage_epochs, class_weight=weights, shuffle=False,
-            # monitors first: they add update_ratio to the epoch logs before CSVLogger writes them
-            callbacks=monitor_callbacks() + stage_callbacks(paper, folder, stage.name) + list(extra_callbacks), verbose=verbose,
-        )
+        with out_of_memory_advice(batch_size or t.batch_size):
+            history = model.fit(
+                train, validation_data=val, epochs=stage_epochs, class_weight=weights, shuffle=False,
+                # monitors first: they add update_ratio to the epoch logs before CSVLogger writes them
+                callbacks=monitor_callbacks() + stage_callbacks(paper, folder, stage.name) + list(extra_callbacks), verbose=verbose,
+            )
         seconds = time.perf_counter() - start
         ran = len(history.epoch)
         if best.exists():

@@ -23,3 +23,18 @@ def test_presplit_data_without_provided_is_split_again_with_a_note(capsys):
     assert "pre-split" in capsys.readouterr().out
     assert sorted(set(subsets)) == ["test", "train", "val"]
     assert not np.array_equal(subsets == "test", presplit == "test"), "the given test subset is not kept"
+
+
+def test_out_of_memory_names_the_batch_size_and_a_smaller_one():
+    import pytest
+    import tensorflow as tf
+
+    from project.errors import UserError
+    from project.training import out_of_memory_advice
+
+    with pytest.raises(UserError) as error:
+        with out_of_memory_advice(256):
+            raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape[256,112,112,96]")
+    assert "batch size 256" in str(error.value) and "training.batch_size=128" in str(error.value)
+    with out_of_memory_advice(8):
+        pass  # nothing else is touched
