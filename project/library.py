@@ -77,6 +77,15 @@ KERAS_CACHE = {
 # ------------------------------------------------------------------ list
 
 
+def new_card_path(folder, name, command, example):
+    """Where a new card goes; refuses an existing one (new cards never overwrite)."""
+    name = card_name(name, command, example)
+    target = Path(folder) / f"{name}.yaml"
+    if target.exists():
+        raise UserError(f"{target} already exists; {command} never overwrites a card: choose another NAME, or edit that card")
+    return name, target
+
+
 def card_name(name, command, example):
     """A new card's name: letters, digits, _ . - ; no '__' (it separates paper and dataset in run names)."""
     name = (name or "").strip()
@@ -212,10 +221,7 @@ def list_cli(args, papers_dir=None, datasets_dir=None):
 
 def new_paper_cli(args, papers_dir=None):
     papers_dir = Path(papers_dir or cards.PAPERS_DIR)
-    name = card_name(args.name, "new-paper", "make new-paper NAME=smith2021 [FROM=kermany2018]")
-    target = papers_dir / f"{name}.yaml"
-    if target.exists():
-        raise UserError(f"{target} already exists; new-paper never overwrites a card: choose another NAME, or edit that card")
+    name, target = new_card_path(papers_dir, args.name, "new-paper", "make new-paper NAME=smith2021 [FROM=kermany2018]")
     source = _source_card(args.from_card, papers_dir) if getattr(args, "from_card", None) else None
     text = paper_card_text(name, source)
     _write_new(target, text)
@@ -318,10 +324,7 @@ def _write_new(target, text):
 
 def new_dataset_cli(args, datasets_dir=None):
     datasets_dir = Path(datasets_dir or cards.DATASETS_DIR)
-    name = card_name(args.name, "new-dataset", "make new-dataset NAME=mydata DATA=path/to/images [ADAPTER=folder]")
-    target = datasets_dir / f"{name}.yaml"
-    if target.exists():
-        raise UserError(f"{target} already exists; new-dataset never overwrites a card: choose another NAME, or edit that card")
+    name, target = new_card_path(datasets_dir, args.name, "new-dataset", "make new-dataset NAME=mydata DATA=path/to/images [ADAPTER=folder]")
     adapter = args.adapter or "folder"
     options = dataset_options(adapter, args.path, getattr(args, "overrides", []), datasets_dir)
     scan = scan_dataset(adapter, options, datasets_dir)
