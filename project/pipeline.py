@@ -8,11 +8,12 @@ Why it is built this way (`make bench-data` measures it, see reports/bench/bench
 - Decoding is a TensorFlow op (parallel, no GIL). Resizing is OpenCV through `tf.numpy_function`
   (skipped when the size is already right): half the CPU time of TensorFlow's resize kernels,
   the call's overhead included, and OpenCV releases the GIL.
-- Augmentation calls the card's albumentations Compose once per *batch* (one numpy_function call
-  per batch, not per image), on a parallel map: the GIL is held only for albumentations' Python
-  bookkeeping, OpenCV's kernels run in parallel.
+- Augmentation calls the card's albumentations Compose on a whole batch per numpy_function call
+  (one call per batch, not per image).
+- Augmentation runs in worker processes (project.augment_pool) when several CPUs are usable:
+  albumentations' Python code holds the GIL, so threads cannot scale it.
 - OpenCV's own thread pool is switched off (cv2.setNumThreads(0)): tf.data already runs one call
-  per core, nested threads would oversubscribe them.
+  per core, nested threads would oversubscribe them; tf.data's autotuner is off (see make_dataset).
 - Images are cached after resizing and before augmentation, so epoch 2 on skips decoding. Without
   a memory cache, training shuffles the sources (file names) before decoding, so memory holds the
   index, not a buffer of decoded images.
@@ -23,6 +24,8 @@ import sys
 
 import cv2
 import numpy as np
+
+from project.augment_pool import batch_function
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
@@ -101,16 +104,11 @@ def _shuffled(data, count, seed, buffer=None):
     return data.shuffle(max(1, min(count, buffer or count)), seed=seed, reshuffle_each_iteration=True)
 
 
-def augment_batch_fn(compose, size):
-    """A tf.data map function applying an albumentations Compose to each image of a uint8 batch."""
+def augment_batch_fn(compose, size, seed=0):
+    """A tf.data map function applying an albumentations Compose to each image of a uint8 batch
+    (in worker processes when several CPUs are usable: see project.augment_pool)."""
     height, width = size
-
-    def apply(images):
-        out = np.empty((len(images), height, width, 3), np.uint8)
-        for i, image in enumerate(images):
-            result = compose(image=image)["image"]
-            out[i] = result if result.shape[:2] == (height, width) else resize_array(result, size)
-        return out
+    apply = batch_function(compose, seed)
 
     def map_fn(images, labels):
         out = tf.numpy_function(apply, [images], tf.uint8, stateful=True)
@@ -146,7 +144,7 @@ def make_dataset(
         buffer = None if cache == "memory" else SHUFFLE_BYTES // (size[0] * size[1] * 3)
         data = _shuffled(data, count, seed, buffer)
     data = data.batch(batch_size)
-    augment = augment_batch_fn(augmentation, size) if training and augmentation is not None else None
+    augment = augment_batch_fn(augmentation, size, seed) if training and augmentation is not None else None
 
     def finish(images, y):
         if augment is not None:
@@ -154,7 +152,12 @@ def make_dataset(
         return tf.cast(images, tf.float32), tf.one_hot(y, num_classes)
 
     data = data.map(finish, num_parallel_calls=AUTOTUNE, deterministic=augment is None)
-    return data.prefetch(AUTOTUNE)
+    # tf.data's autotuner at times drops the maps to one call at a time and the pipeline runs
+    # serially (measured: ~385 instead of ~650 images/s on 2 cores, epoch to epoch at random);
+    # without it, AUTOTUNE means one call per core, steadily
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return data.prefetch(AUTOTUNE).with_options(options)
 
 
 def channel_stats(items, kind, size, limit=5000):

@@ -1,0 +1,193 @@
+"""Augmentation in worker processes. albumentations' Python code holds the GIL: two threads run a
+Compose no faster than one (`make bench-data` shows it), so tf.data's threads cannot scale it.
+A batch goes to the workers through shared memory, each worker augments a slice of it in place,
+the caller copies the result out. With one usable CPU it all stays in the calling process.
+
+No TensorFlow here: the workers import only this module (numpy, OpenCV, albumentations) and
+start from a clean forkserver, never as forks of a process running TensorFlow's threads; they
+exit when their parent goes. Shared-memory blocks belong to the parent, which unlinks them at
+exit (its resource tracker does it if the parent is killed).
+"""
+
+import atexit
+import itertools
+import os
+import pickle
+import sys
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import get_context, shared_memory
+
+import numpy as np
+
+KEEP = 8  # composes and shared-memory blocks a worker keeps open
+SHM = "/dev/shm"
+_lock = threading.Lock()
+_pool = None
+_tokens = itertools.count()
+_unavailable = []  # why the workers cannot run in this process, once found
+
+
+def usable_cpus():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def workers():
+    """Augmentation processes: PROJECT_AUGMENT_WORKERS, else one per usable CPU; 1 = in-process."""
+    value = os.environ.get("PROJECT_AUGMENT_WORKERS", "").strip()
+    return max(1, int(value)) if value.isdigit() else usable_cpus()
+
+
+def augment_in_place(compose, images, start, stop, seed=None):
+    """images[start:stop] = compose(image) each, resized back to the batch's size if needed."""
+    import cv2
+
+    height, width = images.shape[1:3]
+    if seed is not None:
+        compose.set_random_seed(seed)
+    for i in range(start, stop):
+        out = compose(image=images[i].copy())["image"]
+        images[i] = out if out.shape[:2] == (height, width) else cv2.resize(out, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+# ------------------------------------------------------------------ worker side
+
+_composes, _blocks = OrderedDict(), OrderedDict()
+
+
+def _alive(pid):
+    if os.name != "posix":  # spawned directly by the caller
+        return os.getppid() == pid
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _start_worker(caller):
+    import cv2
+
+    cv2.setNumThreads(0)
+
+    def watch():  # the caller is gone (killed, say): nothing will come; the forkserver then exits too
+        while _alive(caller):
+            time.sleep(1)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _cached(cache, key, make):
+    if key not in cache:
+        cache[key] = make()
+        if len(cache) > KEEP:
+            old = cache.popitem(last=False)[1]
+            if hasattr(old, "close"):
+                old.close()
+    cache.move_to_end(key)
+    return cache[key]
+
+
+def _work(key, blob, name, shape, start, stop, seed):
+    compose = _cached(_composes, key, lambda: pickle.loads(blob))
+    block = _cached(_blocks, name, lambda: shared_memory.SharedMemory(name=name))
+    augment_in_place(compose, np.ndarray(shape, np.uint8, buffer=block.buf), start, stop, seed)
+
+
+# ------------------------------------------------------------------ parent side
+
+
+class Pool:
+    """Worker processes plus reusable shared-memory blocks, one block per batch in flight."""
+
+    def __init__(self, count):
+        context = get_context("forkserver" if os.name == "posix" else "spawn")
+        if context.get_start_method() == "forkserver":
+            context.set_forkserver_preload([__name__, "cv2", "albumentations"])
+        self.count = count
+        self.executor = ProcessPoolExecutor(count, mp_context=context, initializer=_start_worker, initargs=(os.getpid(),))
+        self.free, self.every, self.lock = {}, [], threading.Lock()
+
+    def _take(self, size):
+        with self.lock:
+            if self.free.get(size):
+                return self.free[size].pop()
+        if os.path.isdir(SHM) and os.statvfs(SHM).f_bavail * os.statvfs(SHM).f_frsize < 2 * size:
+            raise OSError(f"{SHM} has less than {2 * size / 2**20:.0f} MB free")  # writing past it is a SIGBUS
+        block = shared_memory.SharedMemory(create=True, size=size)
+        with self.lock:
+            self.every.append(block)
+        return block
+
+    def augment(self, key, blob, images, seed):
+        """A uint8 batch (N, H, W, 3) augmented by the workers, as a new array."""
+        block = self._take(images.nbytes)
+        try:
+            shared = np.ndarray(images.shape, np.uint8, buffer=block.buf)
+            shared[...] = images
+            bounds = np.linspace(0, len(images), min(self.count, len(images)) + 1).astype(int)
+            seeds = np.random.SeedSequence(seed).generate_state(len(bounds) - 1)
+            futures = [self.executor.submit(_work, key, blob, block.name, images.shape, int(a), int(b), int(s))
+                       for a, b, s in zip(bounds[:-1], bounds[1:], seeds)]
+            for future in futures:
+                future.result()
+            return shared.copy()
+        finally:
+            with self.lock:
+                self.free.setdefault(block.size, []).append(block)
+
+    def close(self):
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        for block in self.every:
+            block.close()
+            block.unlink()
+        self.every, self.free = [], {}
+
+
+def pool(count):
+    global _pool
+    with _lock:
+        if _pool is None or _pool.count != count:
+            if _pool is not None:
+                _pool.close()
+            _pool = Pool(count)
+            atexit.register(_pool.close)
+        return _pool
+
+
+def batch_function(compose, seed=0):
+    """numpy (N, H, W, 3) uint8 -> augmented copy: in worker processes when more than one CPU is
+    usable and the Compose pickles, else in this process. If the workers cannot run (no room in
+    /dev/shm, a script without `if __name__ == "__main__":`), it says so once and stays here."""
+    count, blob = workers(), None
+    if count > 1 and not _unavailable:
+        try:
+            blob = pickle.dumps(compose)
+        except Exception:  # e.g. A.Lambda with a local function
+            blob = None
+    state = {"here": blob is None}
+    key, batches = f"{os.getpid()}-{next(_tokens)}", itertools.count()
+
+    def apply(images):
+        if not state["here"] and not _unavailable:
+            try:
+                return pool(count).augment(key, blob, images, [seed, next(batches)])
+            except (BrokenProcessPool, OSError) as error:
+                if not _unavailable:
+                    _unavailable.append(f"{type(error).__name__}: {error}")
+                    print(f"warning: augmentation worker processes unavailable ({_unavailable[0]}); augmenting in this "
+                          "process, on one core (a script that trains needs `if __name__ == '__main__':`)", file=sys.stderr)
+        out = images.copy()
+        augment_in_place(compose, out, 0, len(out))
+        return out
+
+    return apply
