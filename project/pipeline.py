@@ -5,15 +5,13 @@
 -> [train: albumentations on the batch] -> float32 + one-hot -> prefetch.
 
 Why it is built this way (`make bench-data` measures it, see reports/bench/bench_data.json):
-- Decoding is a TensorFlow op (parallel, no GIL). Resizing is OpenCV through `tf.numpy_function`
-  (skipped when the size is already right): half the CPU time of TensorFlow's resize kernels,
-  the call's overhead included, and OpenCV releases the GIL.
+- Decoding and resizing are TensorFlow ops (parallel, no GIL); the resize is bilinear, area
+  averaging from 2x shrinking on (TensorFlow's antialiased bilinear costs 4x more CPU).
 - Augmentation calls the card's albumentations Compose on a whole batch per numpy_function call
   (one call per batch, not per image).
 - Augmentation runs in worker processes (project.augment_pool) when several CPUs are usable:
   albumentations' Python code holds the GIL, so threads cannot scale it.
-- OpenCV's own thread pool is switched off (cv2.setNumThreads(0)): tf.data already runs one call
-  per core, nested threads would oversubscribe them; tf.data's autotuner is off (see make_dataset).
+- tf.data's autotuner is off (see make_dataset).
 - Images are cached after resizing and before augmentation, so epoch 2 on skips decoding. Without
   a memory cache, training shuffles the sources (file names) before decoding, so memory holds the
   index, not a buffer of decoded images.
@@ -22,7 +20,6 @@ Why it is built this way (`make bench-data` measures it, see reports/bench/bench
 import os
 import sys
 
-import cv2
 import numpy as np
 
 from project.augment_pool import batch_function
@@ -32,7 +29,6 @@ import tensorflow as tf  # noqa: E402
 
 AUTOTUNE = tf.data.AUTOTUNE
 SHUFFLE_BYTES = 256 * 2**20  # shuffle buffer of decoded images behind a disk cache
-cv2.setNumThreads(0)
 
 
 def _to_rgb(image):
@@ -49,25 +45,22 @@ def decode(item, from_file=True):
     return tf.ensure_shape(image, [None, None, 3])
 
 
-def resize_array(image, size):
-    """uint8 HxWx3 to `size` with OpenCV: bilinear; pixel-area averaging (antialiased) when
-    shrinking by 2x or more, where bilinear sampling would alias."""
-    height, width = size
-    if image.shape[:2] == (height, width):
-        return image
-    shrink = min(image.shape[0] / height, image.shape[1] / width)
-    method = cv2.INTER_AREA if shrink >= 2 else cv2.INTER_LINEAR
-    return cv2.resize(image, (width, height), interpolation=method).reshape(height, width, -1)
-
-
 def resize(image, size):
-    """An RGB image tensor to uint8 at `size`."""
+    """An RGB image tensor to uint8 at `size`: bilinear, or pixel-area averaging (antialiased)
+    when shrinking by 2x or more, where bilinear sampling would alias; untouched at the size."""
     height, width = size
     if image.dtype != tf.uint8:
-        image = tf.cast(tf.clip_by_value(tf.round(tf.cast(image, tf.float32)), 0.0, 255.0), tf.uint8)
-    same = tf.reduce_all(tf.shape(image)[:2] == [height, width])
-    out = tf.cond(same, lambda: image, lambda: tf.numpy_function(
-        lambda array: resize_array(array, (height, width)), [image], tf.uint8, stateful=False))
+        image = tf.saturate_cast(tf.round(tf.cast(image, tf.float32)), tf.uint8)
+    shape = tf.shape(image)
+
+    def scaled():
+        shrink = tf.minimum(shape[0] / height, shape[1] / width)
+        out = tf.cond(shrink >= 2, lambda: tf.image.resize(image, size, method="area"),
+                      lambda: tf.image.resize(image, size, method="bilinear"))
+        return tf.saturate_cast(tf.round(out), tf.uint8)
+
+    same = tf.reduce_all(shape[:2] == [height, width])
+    out = tf.cond(same, lambda: image, scaled)
     return tf.ensure_shape(out, [height, width, 3])
 
 
