@@ -48,7 +48,7 @@ TUNER_LABELS = {"tuner_outside_fit_share": "tuner: time outside model.fit per tr
 DATA_FIGURES = [
     "bare_loop", "template_one_core", "template_all_cores", "keras_io", "template_vs_keras_io",
     "cache_second_epoch", "cache_second_epoch_augmented", "albumentations_threads", "threads_all_cores",
-    "per_image_one_core", "per_image_all_cores",
+    "processes_all_cores", "per_image_one_core", "per_image_all_cores",
 ]
 BENCH_FIGURES = DATA_FIGURES + [
     "template_overhead", "template_overhead_per_epoch", "tuner_outside_fit_share", "tuner_peak_rss", "size_peak_rss", "size_images_per_second",
@@ -325,6 +325,12 @@ def _median(samples, key="images_per_second"):
     return statistics.median(values) if values else None
 
 
+def augment_workers_default():
+    from project.augment_pool import workers
+
+    return workers()
+
+
 def data_figures(samples, cores):
     """The pipeline's figures from the samples of every round."""
     rate = {name: _median(runs) for name, runs in samples.items() if name not in ("method", "cache", "cache_augmented", "threads")}
@@ -338,7 +344,8 @@ def data_figures(samples, cores):
                                     f"{pinned}: augmentation in the calling process"),
         "template_all_cores": figure(f"template pipeline, all {cores} cores", rate["template_all_cores"], "images/s",
                                      "template, 1 core", rate["template_one_core"], (">=", scaling),
-                                     f"target 0.8 x {cores} cores; augmentation in {cores} worker processes"),
+                                     f"target 0.8 x {cores} cores; augmentation in "
+                                     + (f"{augment_workers_default()} worker processes" if augment_workers_default() > 1 else "tf.data's threads")),
         "keras_io": figure("keras.io: image_dataset_from_directory + Keras layers", rate["keras_io"], "images/s",
                            note="RandomZoom + RandomFlip + RandomColorJitter mapped in tf.data, all cores"),
         "template_vs_keras_io": figure("template, all cores vs keras.io", rate["template_all_cores"], "images/s",
@@ -352,11 +359,15 @@ def data_figures(samples, cores):
         rows[key] = figure(f"memory cache, epoch 2 ({name.replace('_', ', ')})", second, "images/s", "epoch 1", first, target, note)
     threads = {k: statistics.median(s[k] for s in samples["threads"]) for k in ("one_thread", "threads")}
     rows["albumentations_threads"] = figure(
-        f"why processes: the Compose alone in {cores} threads", threads["threads"], "images/s", "1 thread",
+        f"the GIL: the Compose alone in {cores} threads", threads["threads"], "images/s", "1 thread",
         threads["one_thread"], note="albumentations' Python code holds the GIL: threads do not add up")
+    chosen = "processes" if augment_workers_default() > 1 else "threads"
     rows["threads_all_cores"] = figure(
-        f"alternative: augmentation in tf.data threads (numpy_function per batch), all {cores} cores",
-        rate["threads_all_cores"], "images/s", "template, 1 core", rate["template_one_core"], note="the design not chosen")
+        f"design: augmentation in tf.data's threads, all {cores} cores", rate["threads_all_cores"], "images/s",
+        "template, 1 core", rate["template_one_core"], note=f"numpy_function per batch; the template's choice here: {chosen}")
+    rows["processes_all_cores"] = figure(
+        f"design: augmentation in {cores} worker processes, all {cores} cores", rate["processes_all_cores"], "images/s",
+        "template, 1 core", rate["template_one_core"], note=f"shared-memory batches; the template's choice here: {chosen}")
     rows["per_image_one_core"] = figure(
         "alternative: numpy_function per image, 1 core", rate["per_image_one_core"], "images/s", "template, 1 core",
         rate["template_one_core"], note="the first design: one numpy_function call per image")
@@ -380,9 +391,12 @@ def measure_data(settings, log=print):
         compose = build_augmentation(augmentation(size), seed=0, source="the bench's augmentation")
         with augment_workers(1):
             threads = template_dataset(files, labels, size, batch, compose)
+        with augment_workers(cores):
+            processes = template_dataset(files, labels, size, batch, compose)
         datasets = {
             "template_all_cores": template_dataset(files, labels, size, batch, compose),
             "threads_all_cores": threads,
+            "processes_all_cores": processes,
             "per_image_all_cores": per_image_dataset(files, labels, size, batch, compose),
             "keras_io": keras_io_dataset(folder, size, batch),
         }

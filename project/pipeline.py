@@ -9,8 +9,8 @@ Why it is built this way (`make bench-data` measures it, see reports/bench/bench
   averaging from 2x shrinking on (TensorFlow's antialiased bilinear costs 4x more CPU).
 - Augmentation calls the card's albumentations Compose on a whole batch per numpy_function call
   (one call per batch, not per image).
-- Augmentation runs in worker processes (project.augment_pool) when several CPUs are usable:
-  albumentations' Python code holds the GIL, so threads cannot scale it.
+- albumentations' Python code holds the GIL, so tf.data's threads give augmentation one core at
+  most: from 3 usable CPUs on it runs in worker processes (project.augment_pool).
 - tf.data's autotuner is off (see make_dataset).
 - Images are cached after resizing and before augmentation, so epoch 2 on skips decoding. Without
   a memory cache, training shuffles the sources (file names) before decoding, so memory holds the
@@ -99,7 +99,7 @@ def _shuffled(data, count, seed, buffer=None):
 
 def augment_batch_fn(compose, size, seed=0):
     """A tf.data map function applying an albumentations Compose to each image of a uint8 batch
-    (in worker processes when several CPUs are usable: see project.augment_pool)."""
+    (in worker processes from 3 usable CPUs on: see project.augment_pool)."""
     height, width = size
     apply = batch_function(compose, seed)
 
