@@ -2,7 +2,7 @@
 
 runs/<paper>__<dataset>/tuning/
     coarse/, fine/          one Keras Tuner project per stage (oracle.json, trial_*/trial.json),
-                            plus our trial_*/meta.json (status, reason, epochs, seed, seconds, worker)
+                            plus our trial_*/meta.json (status, reason, epochs, seed, wall and fit seconds, worker)
                             and each trial's training logs
     fine_space.json         the narrowed space, fixed when the fine stage first starts
     trials.csv              every trial of both stages, rewritten whenever a trial ends
@@ -76,6 +76,23 @@ class ExplosionGuard(keras.callbacks.Callback):
             raise TrialExploded(self.reason)
 
 
+class FitClock(keras.callbacks.Callback):
+    """Seconds inside model.fit, an exploded fit included (on_train_end never comes then): the
+    rest of a trial's wall time is the search's own overhead (build, datasets, bookkeeping)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds, self.start = 0.0, None
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+
+    def on_train_end(self, logs=None):
+        if self.start is not None:
+            self.seconds += time.perf_counter() - self.start
+            self.start = None
+
+
 # ------------------------------------------------------------------ who runs what
 
 
@@ -145,7 +162,7 @@ class CardHyperModel(keras_tuner.HyperModel):
         self.stats = data.stats(paper) if needs_stats else None  # input size is not searched: once
         self.space, self.epochs, self.declaring = {}, 1, True
         self.settings = {"jit_compile": False, "replicas": 1}  # project.runtime's choice for this machine
-        self.folder, self.trial_config, self.weights_used, self.guard = None, None, "random", None
+        self.folder, self.trial_config, self.weights_used, self.guard, self.clock = None, None, "random", None, FitClock()
 
     def build(self, hp):
         values = declare(hp, self.space)
@@ -162,8 +179,8 @@ class CardHyperModel(keras_tuner.HyperModel):
         self.guard = ExplosionGuard()
         fit_stages(
             model, paper, self.data, self.folder, weights_used=self.weights_used, epochs=self.epochs,
-            batch_size=paper.training.batch_size * self.settings["replicas"], extra_callbacks=[*callbacks, self.guard],
-            verbose=verbose, jit_compile=self.settings["jit_compile"],
+            batch_size=paper.training.batch_size * self.settings["replicas"], extra_callbacks=[*callbacks, self.guard, self.clock],
+            verbose=verbose, jit_compile=self.settings["jit_compile"], reload_last=False,
         )
         return best_epoch(trial_history(self.folder, paper), self.objective)
 
@@ -214,7 +231,7 @@ class StageTuner(keras_tuner.Tuner):
         meta.update(stage=self.stage, worker=worker_id(), seed=model.config.paper.seed, status="running",
                     reason="", starts=meta["starts"] + 1)
         write_json(path, meta)
-        model.folder, model.trial_config, model.guard = folder, None, None
+        model.folder, model.trial_config, model.guard, model.clock = folder, None, None, FitClock()
         start = time.perf_counter()
         try:
             results = super().run_trial(trial, *args, **kwargs)
@@ -230,7 +247,9 @@ class StageTuner(keras_tuner.Tuner):
             meta.update(status="failed", reason=f"{type(error).__name__}: {error}")
             raise
         finally:
+            model.clock.on_train_end()  # an exception skipped it
             meta["wall_seconds"] = round(meta["wall_seconds"] + time.perf_counter() - start, 2)
+            meta["fit_seconds"] = round(meta.get("fit_seconds", 0.0) + model.clock.seconds, 2)
             meta.update(outcome(folder, model, meta["status"] == "exploded"))
             write_json(path, meta)
 
@@ -272,14 +291,14 @@ def trial_row(stage, trial, meta, objective):
         "trial_id": trial["trial_id"], "stage": stage, **trial["hyperparameters"]["values"],
         f"best_{objective}": meta.get("best", trial.get("score")), f"last_{objective}": meta.get("last"),
         "epochs_run": meta.get("epochs_run"), "status": status, "failure_reason": reason, "seed": meta.get("seed"),
-        "wall_seconds": meta.get("wall_seconds"), "worker": meta.get("worker", ""), "score": trial.get("score"),
+        "wall_seconds": meta.get("wall_seconds"), "fit_seconds": meta.get("fit_seconds"), "worker": meta.get("worker", ""), "score": trial.get("score"),
     }
 
 
 def trials_table(folder, objective):
     rows = [trial_row(stage, trial, meta, objective) for stage in STAGES for trial, meta in read_trials(folder, stage)]
     fixed = ["trial_id", "stage", f"best_{objective}", f"last_{objective}", "epochs_run", "status",
-             "failure_reason", "seed", "wall_seconds", "worker"]
+             "failure_reason", "seed", "wall_seconds", "fit_seconds", "worker"]
     names = list(dict.fromkeys(k for row in rows for k in row if k not in fixed and k != "score"))
     return pd.DataFrame(rows, columns=[*fixed[:2], *names, *fixed[2:], "score"]).drop(columns="score")
 

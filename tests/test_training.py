@@ -168,6 +168,39 @@ def test_two_stages_freeze_exactly_what_they_should(tmp_path, small_data):
     assert again == stages
 
 
+class FinalWeights(keras.callbacks.Callback):
+    def on_train_end(self, logs=None):
+        self.weights = [w.copy() for w in self.model.get_weights()]
+
+
+@pytest.mark.parametrize("reload_last", [True, False])
+def test_the_best_epoch_is_reloaded_unless_the_caller_drops_the_model(tmp_path, digits_card, reload_last):
+    # a high learning rate: val accuracy wanders, so the best epoch is not the last
+    card = write_tiny_paper_card(tmp_path, **{"training.learning_rate": 1.0, "training.stages.0.epochs": 4})
+    config = load_config(str(card), str(digits_card))
+    data = prepare(config, tmp_path / "run")
+    model, _ = build_model(config.paper, data.num_classes, data.stats(config.paper))
+    final = FinalWeights()
+    folder = tmp_path / "run" / "baseline"
+    fit_stages(model, config.paper, data, folder, extra_callbacks=[final], verbose=0, reload_last=reload_last)
+
+    history = pd.read_csv(folder / "logs" / "history_train.csv")
+    assert history.val_accuracy.idxmax() != len(history) - 1  # else the two cases are the same
+    best = keras.models.clone_model(model)
+    best.load_weights(folder / "checkpoints" / "train.weights.h5")
+    expected = best.get_weights() if reload_last else final.weights
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), expected))
+
+
+def test_the_optimizer_is_built_before_the_first_traced_step(tmp_path, tiny_config):
+    # its variables made inside the traced step would leave functions in TF's library for good
+    from project.training import compile_model
+
+    model, _ = build_model(tiny_config.paper, 10, prepare(tiny_config, tmp_path / "run").stats(tiny_config.paper))
+    compile_model(model, tiny_config.paper, 0.01, steps_per_epoch=10, epochs=1)
+    assert model.optimizer.built and len(model.optimizer.variables) > len(model.trainable_variables)
+
+
 # ------------------------------------------------------------------ optimizers and class weights
 
 

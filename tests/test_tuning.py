@@ -88,6 +88,8 @@ def test_search_marks_exploded_trials_goes_on_narrows_and_retrains_on_the_baseli
     assert (coarse[~exploding].status == "completed").all() and (coarse[~exploding].epochs_run == 2).all()
     assert fine.status.tolist() == ["completed"] and fine.epochs_run.tolist() == [1]
     assert set(trials.worker) == {"local"} and set(trials.seed) == {config.paper.seed} and (trials.wall_seconds > 0).all()
+    # time inside model.fit, exploded fits included; the rest of the wall time is the search's own
+    assert ((trials.fit_seconds > 0) & (trials.fit_seconds < trials.wall_seconds)).all()
     assert trials.best_val_accuracy[trials.status == "completed"].notna().all()
 
     # fine: only learning rate 0.05 completed, so it is fixed there; dropout narrows around the best
