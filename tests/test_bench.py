@@ -53,7 +53,9 @@ def test_bench_quick_writes_json_and_markdown_with_every_figure(tmp_path, digits
     assert [k for k in measured if not isinstance(figures[k]["value"], float)] == []
     if not tf.config.list_physical_devices("GPU"):
         assert figures["accelerator"]["value"] == "not measured: no accelerator"
-    assert report["details"]["tuner"]["2"]["fits"] == 2  # the resumed search ran its second trial only
+    tuner = report["details"]["tuner"]
+    assert tuner["1"]["trials"] == 1 and tuner["2"]["trials"] == 2  # the resumed search ran its second trial only
+    assert 0 < tuner["2"]["fit_seconds"] < tuner["2"]["trial_seconds"] < tuner["2"]["search_seconds"]
     markdown = (out / "bench.md").read_text()
     assert "| figure | value | reference | ratio | target | met |" in markdown
     assert all(row["figure"] in markdown for row in figures.values())
