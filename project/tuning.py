@@ -93,6 +93,25 @@ class FitClock(keras.callbacks.Callback):
             self.start = None
 
 
+@contextmanager
+def released_step_graphs():
+    """TensorFlow 2.21 leak (tensorflow/tensorflow#97697, fix pending upstream): every traced train
+    step registers a CustomGradient-N function in TF's global gradient registry whose closure pins
+    the whole step graph, ~100 MB per MobileNetV2 trial, never freed. A trial's train step is never
+    differentiated again once the trial is over: drop the entries it registered (a private dict,
+    hence the guard; the same purge as keras-team/tf-keras#898 proposes for clear_session)."""
+    from tensorflow.python.framework import ops
+
+    registry = getattr(getattr(ops, "_gradient_registry", None), "_registry", None)
+    before = set(registry) if isinstance(registry, dict) else None
+    try:
+        yield
+    finally:
+        for key in set(registry) - before if before is not None else ():
+            if key.startswith("CustomGradient-"):
+                del registry[key]
+
+
 # ------------------------------------------------------------------ who runs what
 
 
@@ -234,7 +253,8 @@ class StageTuner(keras_tuner.Tuner):
         model.folder, model.trial_config, model.guard, model.clock = folder, None, None, FitClock()
         start = time.perf_counter()
         try:
-            results = super().run_trial(trial, *args, **kwargs)
+            with released_step_graphs():
+                results = super().run_trial(trial, *args, **kwargs)
             meta["status"] = "completed"
             return results
         except TrialExploded as error:

@@ -120,6 +120,19 @@ def test_search_marks_exploded_trials_goes_on_narrows_and_retrains_on_the_baseli
     pd.testing.assert_frame_equal(again, trials)
 
 
+def test_trials_leave_no_step_graph_pinned_in_tensorflows_gradient_registry(tmp_path, tiny_paper_card, digits_card):
+    # each traced train step registers a CustomGradient-N entry that pins its graph (TF 2.21 leak)
+    from tensorflow.python.framework import ops
+
+    def pinned():
+        return sum(key.startswith("CustomGradient-") for key in ops._gradient_registry._registry)
+
+    config = config_with(tmp_path, tiny_paper_card, digits_card, CALM)
+    before = pinned()
+    tune(config, tmp_path / "run", stage="coarse", trials=2, verbose=0)
+    assert pinned() == before
+
+
 def test_a_tune_run_on_a_different_split_refuses(tmp_path, tiny_paper_card, digits_card, capsys):
     config = config_with(tmp_path, tiny_paper_card, digits_card, CALM)
     runs = tmp_path / "runs"
