@@ -107,9 +107,10 @@ def released_step_graphs():
     try:
         yield
     finally:
-        for key in set(registry) - before if before is not None else ():
-            if key.startswith("CustomGradient-"):
-                del registry[key]
+        if before is not None:
+            for key in set(registry) - before:
+                if key.startswith("CustomGradient-"):
+                    del registry[key]
 
 
 # ------------------------------------------------------------------ who runs what
