@@ -173,8 +173,8 @@ def pool(count):
 
 
 def batch_function(compose, seed=0):
-    """numpy (N, H, W, 3) uint8 -> augmented copy: in worker processes when more than one CPU is
-    usable and the Compose pickles, else in this process. If the workers cannot run (no room in
+    """numpy (N, H, W, 3) uint8 -> augmented copy: in worker processes when workers() gives more
+    than one and the Compose pickles, else in this process. If the workers cannot run (no room in
     /dev/shm, a script without `if __name__ == "__main__":`), it says so once and stays here."""
     count, blob = workers(), None
     if count > 1 and not _unavailable:
@@ -182,11 +182,10 @@ def batch_function(compose, seed=0):
             blob = pickle.dumps(compose)
         except Exception:  # e.g. A.Lambda with a local function
             blob = None
-    state = {"here": blob is None}
     key, batches = f"{os.getpid()}-{next(_tokens)}", itertools.count()
 
     def apply(images):
-        if not state["here"] and not _unavailable:
+        if blob is not None and not _unavailable:
             try:
                 return pool(count).augment(key, blob, images, [seed, next(batches)])
             except (BrokenProcessPool, OSError) as error:

@@ -574,13 +574,10 @@ def scaling_probe(arguments):
     """The template's training pipeline (no cache) on the first n of the generated images: images/s
     and peak RSS of one epoch, in a fresh process per n (so one size's leftovers do not count for the next)."""
     from project.augment import build_augmentation
-    from project.pipeline import make_dataset
 
     n, size = arguments["size"], (arguments["input_size"],) * 2
-    files, labels = arguments["files"][:n], np.arange(n) % CLASSES
     compose = build_augmentation(augmentation(size), seed=0, source="the bench's augmentation")
-    data = make_dataset(files, labels, "files", size=size, num_classes=CLASSES, batch_size=arguments["batch_size"],
-                        training=True, augmentation=compose, cache="none")
+    data = template_dataset(arguments["files"][:n], np.arange(n) % CLASSES, size, arguments["batch_size"], compose)
     for _ in data.take(2):  # warm up
         pass
     with PeakRSS() as peak:

@@ -59,7 +59,7 @@ def compile_model(model, paper, learning_rate, steps_per_epoch, epochs, jit_comp
     )
     # Built now, not inside the first traced train step (Keras' default without a strategy): variables
     # created while tracing leave two cond functions each in TensorFlow's global function library,
-    # never freed (~600 per MobileNetV2 trial of a search), and make that trace slower.
+    # never freed (~640 per MobileNetV2 model), and make that trace slower.
     with model.distribute_strategy.scope():
         model.optimizer.build(model.trainable_variables)
 
