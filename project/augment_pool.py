@@ -10,6 +10,7 @@ exit (its resource tracker does it if the parent is killed).
 """
 
 import atexit
+import copy
 import itertools
 import os
 import pickle
@@ -52,14 +53,20 @@ def workers():
     return cpus if cpus >= MIN_CPUS else 1
 
 
-def augment_in_place(compose, images, start, stop, seed=None):
-    """images[start:stop] = compose(image) each, resized back to the batch's size if needed."""
+def image_seeds(key, count):
+    """One seed per image of the batch keyed [seed, epoch, batch index]: the same images get the
+    same draws whichever process or thread augments them, and whatever the number of workers."""
+    return np.random.SeedSequence([int(k) for k in key]).generate_state(count)
+
+
+def augment_in_place(compose, images, start, stop, seeds):
+    """images[start:stop] = compose(image) each, with images[i] seeded by seeds[i - start],
+    resized back to the batch's size if needed."""
     import cv2
 
     height, width = images.shape[1:3]
-    if seed is not None:
-        compose.set_random_seed(seed)
-    for i in range(start, stop):
+    for i, seed in zip(range(start, stop), seeds):
+        compose.set_random_seed(int(seed))
         out = compose(image=images[i].copy())["image"]
         images[i] = out if out.shape[:2] == (height, width) else cv2.resize(out, (width, height), interpolation=cv2.INTER_LINEAR)
 
@@ -105,10 +112,10 @@ def _cached(cache, key, make):
     return cache[key]
 
 
-def _work(key, blob, name, shape, start, stop, seed):
+def _work(key, blob, name, shape, start, stop, seeds):
     compose = _cached(_composes, key, lambda: pickle.loads(blob))
     block = _cached(_blocks, name, lambda: shared_memory.SharedMemory(name=name))
-    augment_in_place(compose, np.ndarray(shape, np.uint8, buffer=block.buf), start, stop, seed)
+    augment_in_place(compose, np.ndarray(shape, np.uint8, buffer=block.buf), start, stop, seeds)
 
 
 # ------------------------------------------------------------------ parent side
@@ -136,16 +143,15 @@ class Pool:
             self.every.append(block)
         return block
 
-    def augment(self, key, blob, images, seed):
-        """A uint8 batch (N, H, W, 3) augmented by the workers, as a new array."""
+    def augment(self, key, blob, images, seeds):
+        """A uint8 batch (N, H, W, 3) augmented by the workers (images[i] seeded by seeds[i]), as a new array."""
         block = self._take(images.nbytes)
         try:
             shared = np.ndarray(images.shape, np.uint8, buffer=block.buf)
             shared[...] = images
             bounds = np.linspace(0, len(images), min(self.count, len(images)) + 1).astype(int)
-            seeds = np.random.SeedSequence(seed).generate_state(len(bounds) - 1)
-            futures = [self.executor.submit(_work, key, blob, block.name, images.shape, int(a), int(b), int(s))
-                       for a, b, s in zip(bounds[:-1], bounds[1:], seeds)]
+            futures = [self.executor.submit(_work, key, blob, block.name, images.shape, int(a), int(b), seeds[a:b])
+                       for a, b in zip(bounds[:-1], bounds[1:])]
             for future in futures:
                 future.result()
             return shared.copy()
@@ -172,29 +178,33 @@ def pool(count):
         return _pool
 
 
-def batch_function(compose, seed=0):
-    """numpy (N, H, W, 3) uint8 -> augmented copy: in worker processes when workers() gives more
-    than one and the Compose pickles, else in this process. If the workers cannot run (no room in
-    /dev/shm, a script without `if __name__ == "__main__":`), it says so once and stays here."""
+def batch_function(compose):
+    """(numpy (N, H, W, 3) uint8, key [seed, epoch, batch index]) -> augmented copy: in worker
+    processes when workers() gives more than one and the Compose pickles, else in this process;
+    the same result either way. If the workers cannot run (no room in /dev/shm, a script without
+    `if __name__ == "__main__":`), it says so once and stays here."""
     count, blob = workers(), None
     if count > 1 and not _unavailable:
         try:
             blob = pickle.dumps(compose)
         except Exception:  # e.g. A.Lambda with a local function
             blob = None
-    key, batches = f"{os.getpid()}-{next(_tokens)}", itertools.count()
+    token, local = f"{os.getpid()}-{next(_tokens)}", threading.local()
 
-    def apply(images):
+    def apply(images, key):
+        seeds = image_seeds(key, len(images))
         if blob is not None and not _unavailable:
             try:
-                return pool(count).augment(key, blob, images, [seed, next(batches)])
+                return pool(count).augment(token, blob, images, seeds)
             except (BrokenProcessPool, OSError) as error:
                 if not _unavailable:
                     _unavailable.append(f"{type(error).__name__}: {error}")
                     print(f"warning: augmentation worker processes unavailable ({_unavailable[0]}); augmenting in this "
                           "process, on one core (a script that trains needs `if __name__ == '__main__':`)", file=sys.stderr)
+        if not hasattr(local, "compose"):  # reseeded per image: one copy per tf.data thread
+            local.compose = copy.deepcopy(compose)
         out = images.copy()
-        augment_in_place(compose, out, 0, len(out))
+        augment_in_place(local.compose, out, 0, len(out), seeds)
         return out
 
     return apply

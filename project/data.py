@@ -49,8 +49,9 @@ class Data:
             for subset in ("train", "val", "test")
         }
 
-    def dataset(self, subset, paper, training=None, batch_size=None):
-        """The tf.data pipeline of one subset; augmentation only on train."""
+    def dataset(self, subset, paper, training=None, batch_size=None, epochs=(0, 1)):
+        """The tf.data pipeline of one subset; augmentation only on train, which spans the epochs
+        range(*epochs) (model.fit then needs steps_per_epoch=self.steps(subset, batch_size))."""
         training = subset == "train" if training is None else training
         augmentation = None
         if training:
@@ -59,8 +60,12 @@ class Data:
             self.items(subset), self.labels(subset), self.sources.kind,
             size=paper.model.input_size, num_classes=self.num_classes,
             batch_size=batch_size or paper.training.batch_size, training=training,
-            augmentation=augmentation, cache=self.cache_for(subset, paper), seed=paper.seed,
+            augmentation=augmentation, cache=self.cache_for(subset, paper), seed=paper.seed, epochs=epochs,
         )
+
+    def steps(self, subset, batch_size):
+        """Batches in one epoch of a subset."""
+        return -(-len(self.indices(subset)) // batch_size)
 
     def cache_for(self, subset, paper):
         """runtime.cache: memory, none, or an on-disk cache per subset and input size."""

@@ -93,11 +93,15 @@ def backbone_of(model):
     return model.get_layer("backbone")
 
 
+def backbone_layers(model):
+    return [layer for layer in backbone_of(model).layers if not isinstance(layer, keras.layers.InputLayer)]
+
+
 def apply_stage(model, unfreeze, freeze_batchnorm):
     """Make the top `unfreeze` backbone layers trainable (0, a count, 'all', or the name of the
     first trainable layer). Frozen BatchNormalization layers run in inference mode (Keras 3)."""
     backbone = backbone_of(model)
-    layers = [layer for layer in backbone.layers if not isinstance(layer, keras.layers.InputLayer)]
+    layers = backbone_layers(model)
     if unfreeze == "all":
         count = len(layers)
     elif isinstance(unfreeze, int):

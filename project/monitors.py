@@ -6,6 +6,11 @@ far below means the weights barely move (learning rate too low), far above means
 rewrites them (too high). It is measured on a few sampled steps per epoch (a weights snapshot
 before and after the step), not on every step, and logged as `update_ratio` (the median over
 layers) so that CSVLogger puts it into history.csv.
+
+A schedule lowers the learning rate on purpose (cosine ends near 0), and the ratio falls with it.
+So each epoch is judged at the stage's peak rate: `update_ratio_at_peak_lr` = the ratio x peak
+rate / the rate scheduled at the sampled steps (an update is proportional to the rate for SGD and
+Adam alike). A rate 100x too low is too low at its peak too; a cosine tail is not.
 """
 
 import math
@@ -34,9 +39,10 @@ class UpdateRatio(keras.callbacks.Callback):
     update, averaged over `samples` sampled steps of the epoch. Prints a WARN once per fit when
     it leaves [RATIO_LOW, RATIO_HIGH]. Put it before CSVLogger so the value reaches the CSV."""
 
-    def __init__(self, samples=4, verbose=True):
+    def __init__(self, samples=4, verbose=True, peak_lr=None):
         super().__init__()
         self.samples = samples
+        self.peak_lr = peak_lr  # the schedule's highest rate; None: the rate when the fit begins
         self.verbose = verbose
         self.epoch_values = []  # every epoch of every fit it took part in
         self.warnings = []
@@ -46,17 +52,22 @@ class UpdateRatio(keras.callbacks.Callback):
         layers = [layer.trainable_weights for layer in leaf_layers(self.model) if layer.trainable_weights]
         self._snapshot, self._measure = _ratio_functions(layers)
         self._count = len(layers)
-        steps = (self.params or {}).get("steps") or 40
+        params = self.params or {}
+        steps = params.get("steps") or 40
         self._every = max(1, steps // self.samples)
+        self._peak = self.peak_lr or current_learning_rate(self.model.optimizer)
         self._before = None
         self._warned = False
 
     def on_epoch_begin(self, epoch, logs=None):
         self._sums = np.zeros(self._count)
         self._counts = np.zeros(self._count)
+        self._rates = []
 
     def on_train_batch_begin(self, batch, logs=None):
         self._before = self._snapshot() if batch % self._every == 0 else None
+        if self._before is not None:
+            self._rates.append(current_learning_rate(self.model.optimizer))  # the rate this step applies
 
     def on_train_batch_end(self, batch, logs=None):
         if self._before is None:
@@ -73,19 +84,29 @@ class UpdateRatio(keras.callbacks.Callback):
         per_layer = self._sums[self._counts > 0] / self._counts[self._counts > 0]
         value = float(np.median(per_layer))
         value = value if math.isfinite(value) else math.inf  # weights became NaN: the update blew up
-        self.epoch_values.append(value)
+        rate = float(np.mean(self._rates))
+        at_peak = value * self._peak / rate if rate > 0 and self._peak else math.nan  # a rate of 0 says nothing
+        self.epoch_values.append(at_peak)
         if logs is not None:
             logs["update_ratio"] = value
-        summary = ratio_summary([value])
+            logs["update_ratio_at_peak_lr"] = at_peak
+        summary = ratio_summary([at_peak])
         if summary["status"] == "WARN" and not self._warned:
             self._warned = True
-            message = f"WARN  update/weight ratio {value:.1e} at epoch {epoch + 1} (median of {len(per_layer)} layers): {summary['advice']}"
+            scaled = f" ({value:.1e} at the scheduled rate {rate:.2g})" if rate != self._peak else ""
+            message = (f"WARN  update/weight ratio {at_peak:.1e} at the peak learning rate {self._peak:.2g}{scaled}, "
+                       f"epoch {epoch + 1} (median of {len(per_layer)} layers): {summary['advice']}")
             self.warnings.append(message)
             if self.verbose:
                 print(f"\n{message}")
 
     def summary(self):
         return ratio_summary(self.epoch_values)
+
+
+def current_learning_rate(optimizer):
+    """The rate the optimizer applies at its current step (a schedule evaluated, or the variable)."""
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
 
 def _ratio_functions(layers):
@@ -110,9 +131,10 @@ def _ratio_functions(layers):
     return snapshot, lambda before: norms(before, snapshot())
 
 
-def monitor_callbacks():
-    """The monitors to add to a training's callbacks (before CSVLogger)."""
-    return [UpdateRatio()]
+def monitor_callbacks(peak_lr=None):
+    """The monitors to add to a training's callbacks (before CSVLogger); `peak_lr`: the highest rate
+    the stage's schedule reaches (the card's rate for constant, step, exponential, cosine and plateau)."""
+    return [UpdateRatio(peak_lr=peak_lr)]
 
 
 def ratio_summary(values):
@@ -134,6 +156,12 @@ def ratio_summary(values):
     return {**summary, "status": "PASS", "advice": "update/weight ratio is within the healthy band around 1e-3"}
 
 
+def capacity_advice(frozen_layers):
+    if frozen_layers:
+        return "unfreeze more backbone layers, use a bigger head or a bigger backbone"
+    return "add capacity (more filters or blocks, a wider backbone, a hidden head layer) or train for more epochs"
+
+
 def _last(table, column, epochs=3):
     """Mean of the last few epochs (smooths one noisy epoch)."""
     if column not in table or not table[column].notna().any():
@@ -141,9 +169,12 @@ def _last(table, column, epochs=3):
     return float(table[column].dropna().tail(epochs).mean())
 
 
-def diagnose(history, target=0.9, gap=GAP):
+def diagnose(history, target=0.9, gap=GAP, frozen_layers=0):
     """What the curves say and what to change, from a history table (history.csv columns:
-    loss, accuracy, val_loss, val_accuracy, optionally update_ratio).
+    loss, accuracy, val_loss, val_accuracy, optionally update_ratio_at_peak_lr).
+
+    `frozen_layers`: backbone layers the last stage kept frozen; capacity advice suggests
+    unfreezing only when some are (a from-scratch network has nothing to unfreeze).
 
     `target`: the accuracy the card aims at; training accuracy below target - 0.05 with no gap
     means the model cannot even fit the training set (too little capacity or too short).
@@ -157,7 +188,7 @@ def diagnose(history, target=0.9, gap=GAP):
         return {"status": "n/a", "summary": "no training history", "findings": []}
     first, best, final = float(loss.iloc[0]), float(loss.min()), float(loss.iloc[-1])
     train_acc, val_acc = _last(table, "accuracy"), _last(table, "val_accuracy")
-    ratio = ratio_summary(table["update_ratio"]) if "update_ratio" in table else None
+    ratio = ratio_summary(table["update_ratio_at_peak_lr"]) if "update_ratio_at_peak_lr" in table else None
 
     exploded = not np.isfinite(loss).all() or (len(loss) > 1 and final > 2 * best and final > first)
     if exploded or (ratio and ratio["status"] == "WARN" and ratio["median"] > RATIO_HIGH):
@@ -185,7 +216,7 @@ def diagnose(history, target=0.9, gap=GAP):
         still = loss.iloc[-min(3, len(loss))] - final > 0.05 * final if len(loss) > 1 else False
         findings.append({"problem": "too little capacity", "evidence": f"train accuracy {train_acc:.3f} below the target {target:g} with no train/val gap"
                          + (f"; the loss was still falling ({final:.3g})" if still else ""),
-                         "advice": ("train longer (the loss is still falling), " if still else "") + "unfreeze more backbone layers, use a bigger head or a bigger backbone"})
+                         "advice": ("train longer (the loss is still falling), " if still else "") + capacity_advice(frozen_layers)})
 
     if not findings:
         return {"status": "ok", "summary": "training looks healthy: the loss fell, no large train/val gap, the ratio is in band", "findings": []}

@@ -1,4 +1,9 @@
-"""Accelerator defaults: mixed precision, XLA and multi-GPU, decided once per run and recorded.
+"""Runtime settings: determinism, and the accelerator defaults (mixed precision, XLA and
+multi-GPU), decided once per run and recorded.
+
+Deterministic (runtime.deterministic, the default): TensorFlow's op determinism, so that the same
+code, cards, data and seed on the same machine give identical numbers (the input pipeline is
+built to stay parallel under it: see project.pipeline).
 
 On a GPU, unless the card says otherwise: bf16 mixed precision where the GPU supports it
 (compute capability >= 8.0), float16 with loss scaling otherwise, XLA compilation. On a CPU
@@ -20,7 +25,7 @@ def _gpu_capability():
 
 
 def choose(runtime):
-    """The settings for this machine: {'precision', 'jit_compile', 'distribution', 'device'}."""
+    """The settings for this machine: {'precision', 'jit_compile', 'distribution', 'device', 'deterministic'}."""
     capability = _gpu_capability()
     precision = runtime.mixed_precision
     if precision == "auto":
@@ -34,6 +39,7 @@ def choose(runtime):
         "distribution": runtime.distribution,
         "device": "GPU" if capability is not None else "CPU",
         "replicas": 1,
+        "deterministic": runtime.deterministic,
     }
 
 
@@ -43,6 +49,7 @@ def apply(runtime):
     Keras applies loss scaling itself for a mixed_float16 policy; the output layer is float32.
     """
     settings = choose(runtime)
+    set_determinism(settings["deterministic"])
     keras.mixed_precision.set_global_policy(settings["precision"])
     scope = contextlib.nullcontext()
     if settings["distribution"] == "mirrored":
@@ -50,3 +57,13 @@ def apply(runtime):
         settings["replicas"] = strategy.num_replicas_in_sync
         scope = strategy.scope()
     return settings, scope
+
+
+def set_determinism(on):
+    """TensorFlow's op determinism on or off for this process (one process may run cards of both kinds)."""
+    from tensorflow.python.framework import config  # disable_op_determinism has no public alias
+
+    if on:
+        tf.config.experimental.enable_op_determinism()
+    else:
+        config.disable_op_determinism()

@@ -158,6 +158,8 @@ class Runtime(Strict):
     distribution: Literal["none", "mirrored"] = Field(
         default="none", description="mirrored: every GPU of this machine; batch_size is per replica")
     cache: Literal["memory", "disk", "none"] = Field(default="memory", description="decoded images: memory, disk (runs/<run>/cache), none")
+    deterministic: bool = Field(
+        default=True, description="TensorFlow op determinism: the same seed gives the same numbers on the same machine")
 
 
 class DataCheck(Strict):

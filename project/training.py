@@ -23,8 +23,11 @@ from project import runtime
 from project.data import prepare
 from project.errors import UserError
 from project.metrics import class_weights, classification_metrics
-from project.model import apply_stage, build_model, count_params
+from project.model import apply_stage, backbone_layers, build_model, count_params
 from project.monitors import diagnose, monitor_callbacks, ratio_summary
+
+# metrics.json keys that measure time, the only ones two deterministic runs may differ in (stages.*: each stage's)
+TIMING_FIELDS = ["wall_seconds", "train_images_per_second", "stages.*.seconds", "stages.*.images_per_second"]
 
 
 def make_optimizer(t, learning_rate, steps_per_epoch, epochs):
@@ -104,8 +107,7 @@ def resume_log(folder, stage):
     """The stage's CSV log cut back to the epochs its BackupAndRestore state holds (a killed run
     may have logged an epoch it did not back up: that epoch runs again, so its row goes)."""
     log = Path(folder) / "logs" / f"history_{stage}.csv"
-    meta = Path(folder) / "backup" / stage / "training_metadata.json"
-    backed_up = json.loads(meta.read_text())["epoch"] if meta.exists() else 0
+    backed_up = backed_up_epochs(folder, stage)
     if not log.exists() or not log.stat().st_size:
         return pd.DataFrame()
     frame = pd.read_csv(log)
@@ -113,6 +115,12 @@ def resume_log(folder, stage):
     if len(kept) < len(frame):
         atomic_write(log, kept.to_csv(index=False))
     return kept
+
+
+def backed_up_epochs(folder, stage):
+    """Epochs of a stage its BackupAndRestore state holds: where Keras resumes it."""
+    meta = Path(folder) / "backup" / stage / "training_metadata.json"
+    return json.loads(meta.read_text())["epoch"] if meta.exists() else 0
 
 
 class ResumedEarlyStopping(keras.callbacks.EarlyStopping):
@@ -154,17 +162,19 @@ def fit_stages(model, paper, data, folder, *, weights_used="random", epochs=None
     for sub in ("checkpoints", "logs", "backup"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     t = paper.training
-    train = data.dataset("train", paper, batch_size=batch_size)
+    batch_size = batch_size or t.batch_size
     val = data.dataset("val", paper, batch_size=batch_size)
-    steps = int(np.ceil(len(data.indices("train")) / (batch_size or t.batch_size)))
+    steps = data.steps("train", batch_size)
     weights = None
     if t.class_weight == "auto":
         weights = class_weights(data.labels("train"), data.num_classes)
     freeze_bn = not weights_used.startswith("random")
     infos = []
     stages = [s for s in t.stages if (s.epochs if epochs is None else epochs)]
+    offset = 0  # epochs are numbered across stages: each stage draws its own shuffles and augmentations
     for stage in stages:
         stage_epochs = stage.epochs if epochs is None else epochs
+        first_epoch, offset = offset, offset + stage_epochs
         unfrozen = apply_stage(model, stage.unfreeze, freeze_bn)
         params = count_params(model)
         best = folder / "checkpoints" / f"{stage.name}.weights.h5"
@@ -174,19 +184,22 @@ def fit_stages(model, paper, data, folder, *, weights_used="random", epochs=None
             infos.append(read_json(done))  # json, not pandas: exact floats and plain ints
             continue
         compile_model(model, paper, stage.learning_rate or t.learning_rate, steps, stage_epochs, jit_compile)
+        resumed = backed_up_epochs(folder, stage.name)
+        train = data.dataset("train", paper, batch_size=batch_size, epochs=(first_epoch + resumed, first_epoch + stage_epochs))
         start = time.perf_counter()
-        with out_of_memory_advice(batch_size or t.batch_size):
+        with out_of_memory_advice(batch_size):
             history = model.fit(
-                train, validation_data=val, epochs=stage_epochs, class_weight=weights, shuffle=False,
+                train, validation_data=val, epochs=stage_epochs, steps_per_epoch=steps, class_weight=weights, shuffle=False,
                 # monitors first: they add update_ratio to the epoch logs before CSVLogger writes them
-                callbacks=monitor_callbacks() + stage_callbacks(paper, folder, stage.name) + list(extra_callbacks), verbose=verbose,
+                callbacks=monitor_callbacks(stage.learning_rate or t.learning_rate) + stage_callbacks(paper, folder, stage.name) + list(extra_callbacks), verbose=verbose,
             )
         seconds = time.perf_counter() - start
         ran = len(history.epoch)
         if best.exists() and (reload_last or stage is not stages[-1]):
             model.load_weights(best)
         info = {
-            "stage": stage.name, "epochs": ran, "unfrozen_layers": unfrozen, "seconds": round(seconds, 3),
+            "stage": stage.name, "epochs": ran, "unfrozen_layers": unfrozen, "frozen_layers": len(backbone_layers(model)) - unfrozen,
+            "seconds": round(seconds, 3),
             "images_per_second": round(len(data.indices("train")) * ran / seconds, 1) if ran else 0.0,
             "learning_rate": stage.learning_rate or t.learning_rate, **{f"params_{k}": v for k, v in params.items()},
         }
@@ -228,15 +241,18 @@ def evaluate(model, data, paper, subset):
 
 
 def predictions_table(data, subset, probabilities, labels):
+    """One row per image; probabilities at float32 precision, not rounded: rounding can tie two classes
+    and show a prediction its own row's probabilities contradict."""
     names = np.array(data.class_names)
+    probabilities = np.asarray(probabilities, dtype=np.float32)
     table = pd.DataFrame({
         "source": data.ids(subset)[: len(labels)],
         "true": names[labels],
         "predicted": names[probabilities.argmax(axis=1)],
-        "confidence": probabilities.max(axis=1).round(6),
+        "confidence": probabilities.max(axis=1),
     })
     for i, name in enumerate(data.class_names):
-        table[f"p_{name}"] = probabilities[:, i].round(6)
+        table[f"p_{name}"] = probabilities[:, i]
     return table
 
 
@@ -330,11 +346,11 @@ def train_run(config, root, name="baseline", seed=None, fresh=False, verbose=1, 
         "stages": stages, "weights_used": weights_used, "seed": seed, "split_seed": config.dataset.split.seed,
         "wall_seconds": round(wall, 2),
         "train_images_per_second": round(sum(s["images_per_second"] * s["seconds"] for s in stages) / train_seconds, 1) if train_seconds else 0.0,
-        "device": device(), "versions": versions(), "runtime": settings,
-        "git_commit": git_commit(),
+        "device": device(), "versions": versions(), "runtime": settings, "deterministic": settings["deterministic"],
+        "git_commit": git_commit(), "timing_fields": TIMING_FIELDS,
     }
-    metrics["update_ratio"] = ratio_summary(history.get("update_ratio", []))
-    metrics["diagnosis"] = diagnose(history, target=paper.target_accuracy)
+    metrics["update_ratio"] = ratio_summary(history.get("update_ratio_at_peak_lr", []))
+    metrics["diagnosis"] = diagnose(history, target=paper.target_accuracy, frozen_layers=stages[-1]["frozen_layers"])
     write_json(folder / "metrics.json", metrics)
     mark_complete(folder)
     print(f"[{name}] test accuracy {test['accuracy']:.4f} (val {val['accuracy']:.4f}), {wall:.0f}s -> {folder}")

@@ -16,6 +16,9 @@ from project import augment_pool
 from project.augment import build_augmentation
 
 
+KEY = [0, 0, 0]  # [seed, epoch, batch index]
+
+
 def batch(count=5, size=12, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (count, size, size, 3), dtype=np.uint8)
 
@@ -31,14 +34,15 @@ def test_the_number_of_workers(monkeypatch):
 def test_worker_processes_apply_the_compose(monkeypatch):
     monkeypatch.setenv("PROJECT_AUGMENT_WORKERS", "2")
     images = batch()
-    flip = augment_pool.batch_function(build_augmentation([{"name": "HorizontalFlip", "p": 1.0}], seed=0), seed=0)
-    assert np.array_equal(flip(images), images[:, :, ::-1])
+    flip = augment_pool.batch_function(build_augmentation([{"name": "HorizontalFlip", "p": 1.0}], seed=0))
+    assert np.array_equal(flip(images, KEY), images[:, :, ::-1])
     assert augment_pool._pool is not None and augment_pool._pool.count == 2
     assert len(augment_pool._pool.executor._processes) == 2 and os.getpid() not in augment_pool._pool.executor._processes
-    crop = augment_pool.batch_function(build_augmentation([{"name": "RandomResizedCrop", "size": [8, 8]}], seed=0), seed=0)
-    first, second = crop(images), crop(images)
+    crop = augment_pool.batch_function(build_augmentation([{"name": "RandomResizedCrop", "size": [8, 8]}], seed=0))
+    first, second = crop(images, KEY), crop(images, [0, 0, 1])
     assert first.shape == (5, 12, 12, 3) and first.dtype == np.uint8  # resized back to the batch's size
     assert not np.array_equal(first, second)  # every batch draws new parameters
+    assert np.array_equal(first, crop(images, KEY))  # from its key alone
     assert np.array_equal(images, batch())  # the input is not touched
 
 
@@ -47,11 +51,11 @@ def test_one_worker_or_a_compose_that_does_not_pickle_stays_in_this_process(monk
     before = augment_pool._pool
     monkeypatch.setenv("PROJECT_AUGMENT_WORKERS", "1")
     flip = augment_pool.batch_function(build_augmentation([{"name": "VerticalFlip", "p": 1.0}], seed=0))
-    assert np.array_equal(flip(images), images[:, ::-1])
+    assert np.array_equal(flip(images, KEY), images[:, ::-1])
     monkeypatch.setenv("PROJECT_AUGMENT_WORKERS", "2")
     with pytest.warns(UserWarning, match="lambda"):  # albumentations knows it too
         invert = augment_pool.batch_function(A.Compose([A.Lambda(image=lambda image, **kwargs: 255 - image)]))
-    assert np.array_equal(invert(images), 255 - images)
+    assert np.array_equal(invert(images, KEY), 255 - images)
     assert augment_pool._pool is before  # no pool was started or replaced for these
 
 
@@ -63,7 +67,7 @@ def test_workers_exit_when_their_caller_is_killed():
         "if __name__ == '__main__':\n"
         "    os.environ['PROJECT_AUGMENT_WORKERS'] = '2'\n"
         "    apply = augment_pool.batch_function(build_augmentation([{'name': 'HorizontalFlip'}], seed=0))\n"
-        "    apply(np.zeros((4, 8, 8, 3), np.uint8))\n"
+        "    apply(np.zeros((4, 8, 8, 3), np.uint8), [0, 0, 0])\n"
         "    print(*augment_pool._pool.executor._processes, flush=True)\n"
         "    time.sleep(120)\n"
     )

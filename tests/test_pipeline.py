@@ -114,13 +114,17 @@ def test_augmentation_errors_name_the_transform():
     assert build_augmentation([]) is None
 
 
-def test_train_batches_change_across_epochs_val_batches_do_not(tmp_path, digits_card):
+def test_train_batches_change_across_epochs_are_derived_from_the_epoch_val_batches_do_not(tmp_path, digits_card):
     card = write_tiny_paper_card(tmp_path, augmentation=[{"name": "Affine", "rotate": [-30, 30], "p": 1.0}])
     config = load_config(str(card), str(digits_card))
     data = prepare(config, tmp_path / "run")
-    train = data.dataset("train", config.paper)
-    first, second = batches(train), batches(train)
-    assert first[0].shape == (len(data.indices("train")), 16, 16, 3)
+    train = data.dataset("train", config.paper, epochs=(0, 2))
+    both = batches(train)
+    count = len(data.indices("train"))
+    first, second = (both[0][:count], both[1][:count]), (both[0][count:], both[1][count:])
+    assert first[0].shape == second[0].shape == (count, 16, 16, 3)
+    again = batches(data.dataset("train", config.paper, epochs=(1, 2)))  # epoch 1 alone, as a resumed run starts it
+    assert np.array_equal(again[0], second[0]) and np.array_equal(again[1], second[1])
     # same images, reshuffled and re-augmented: even sorted, the pixels differ
     assert not np.array_equal(np.sort(first[0].reshape(len(first[0]), -1).sum(1)), np.sort(second[0].reshape(len(second[0]), -1).sum(1)))
     assert np.array_equal(np.sort(first[1].argmax(1)), np.sort(second[1].argmax(1)))

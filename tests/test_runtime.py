@@ -23,7 +23,8 @@ def test_cpu_defaults_change_nothing():
     from project import runtime
 
     settings = runtime.choose(Runtime())
-    assert settings == {"precision": "float32", "jit_compile": False, "distribution": "none", "device": "CPU", "replicas": 1}
+    assert settings == {"precision": "float32", "jit_compile": False, "distribution": "none", "device": "CPU", "replicas": 1,
+                        "deterministic": True}
 
 
 def test_mixed_precision_policy_applied_with_float32_output():
