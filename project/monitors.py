@@ -212,9 +212,11 @@ def diagnose(history, target=0.9, gap=GAP, frozen_layers=0):
         rising = f"; val_loss rose from {val_loss.min():.3g} to {val_loss.iloc[-1]:.3g}" if len(val_loss) and val_loss.iloc[-1] > 1.1 * val_loss.min() else ""
         findings.append({"problem": "overfitting", "evidence": f"train accuracy {train_acc:.3f} vs val {val_acc:.3f} (gap {train_acc - val_acc:.3f} > {gap:g}){rising}",
                          "advice": "more regularisation (dropout, l2, weight decay), stronger augmentation, more data, or stop earlier"})
-    elif train_acc is not None and train_acc < target - 0.05 and not findings:
+    elif train_acc is not None and train_acc < target - 0.05 and (val_acc is None or val_acc < target - 0.05) and not findings:
+        # both low: a low training accuracy alone is what augmentation and dropout do on purpose
         still = loss.iloc[-min(3, len(loss))] - final > 0.05 * final if len(loss) > 1 else False
-        findings.append({"problem": "too little capacity", "evidence": f"train accuracy {train_acc:.3f} below the target {target:g} with no train/val gap"
+        findings.append({"problem": "too little capacity", "evidence": f"train accuracy {train_acc:.3f} and val {val_acc if val_acc is not None else float('nan'):.3f} "
+                         f"below the target {target:g} with no train/val gap"
                          + (f"; the loss was still falling ({final:.3g})" if still else ""),
                          "advice": ("train longer (the loss is still falling), " if still else "") + capacity_advice(frozen_layers)})
 

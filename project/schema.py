@@ -117,8 +117,12 @@ class Stage(Strict):
         return value
 
 
+# what every training epoch records (history.csv), so what early stopping, checkpoints and the search can follow
+Recorded = Literal["val_accuracy", "val_macro_f1", "val_loss", "accuracy", "macro_f1", "loss"]
+
+
 class EarlyStopping(Strict):
-    monitor: str = "val_accuracy"
+    monitor: Recorded = "val_accuracy"
     patience: int = Field(default=5, ge=1)
     min_delta: float = Field(default=0.0, ge=0.0)
 

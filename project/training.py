@@ -57,7 +57,8 @@ def compile_model(model, paper, learning_rate, steps_per_epoch, epochs, jit_comp
     model.compile(
         optimizer=make_optimizer(t, learning_rate, steps_per_epoch, epochs),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
-        metrics=["accuracy"],
+        # macro-F1 over the epoch (argmax predictions): what an imbalanced dataset is better judged by
+        metrics=["accuracy", keras.metrics.F1Score(average="macro", name="macro_f1")],
         jit_compile=jit_compile,
     )
     # Built now, not inside the first traced train step (Keras' default without a strategy): variables

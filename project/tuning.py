@@ -21,6 +21,7 @@ import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import get_args
 
 import pandas as pd
 import yaml
@@ -35,12 +36,12 @@ from project.cards import with_values
 from project.data import prepare
 from project.errors import UserError
 from project.model import build_model
-from project.schema import SEARCHABLE
+from project.schema import SEARCHABLE, Recorded
 from project.search_space import boundary_values, card_space, card_values, decode, edge_warnings, narrow
 from project.training import combined_history, fit_stages, seed_runs, train_run
 
 STAGES = ("coarse", "fine")
-OBJECTIVES = ("val_accuracy", "val_loss", "accuracy", "loss")  # what every trial's history holds
+OBJECTIVES = get_args(Recorded)  # what every trial's history holds
 EXPLOSION = 3.0  # a trial explodes when its training loss exceeds this times its first value
 META = "meta.json"
 NO_LIMIT = 10**9  # max_consecutive_failed_trials: failed trials never end the search

@@ -27,6 +27,7 @@ def run(capsys, *argv):
     ("data.drop_duplicates=maybe", "data.drop_duplicates: Input should be a valid boolean"),
     ("training.stages.0.epochs=-1", "training.stages.0.epochs: Input should be greater than or equal to 0"),
     ("dataset.adapter=foo", "adapter: unknown adapter 'foo'; accepted: folder, csv, digits"),
+    ("training.early_stopping.monitor=val_acc", "training.early_stopping.monitor: Input should be 'val_accuracy', 'val_macro_f1'"),
 ])
 def test_a_bad_override_names_the_file_and_the_key(tmp_path, capsys, tiny_paper_card, digits_card, override, expected):
     paper = tiny_paper_card(tmp_path)

@@ -135,6 +135,13 @@ def test_diagnosis_too_little_capacity():
     assert "unfreeze" not in scratch["findings"][0]["advice"] and "add capacity" in scratch["findings"][0]["advice"]
 
 
+def test_no_capacity_finding_when_only_the_augmented_training_accuracy_is_low():
+    # the demo's shape: augmentation and dropout keep train accuracy below a val accuracy at the target
+    h = history(loss=[1.7, 0.9, 0.5, 0.33, 0.30, 0.24], accuracy=[0.42, 0.70, 0.83, 0.89, 0.91, 0.92],
+                val_loss=[1.1, 0.6, 0.3, 0.15, 0.10, 0.09], val_accuracy=[0.60, 0.80, 0.90, 0.95, 0.97, 0.97])
+    assert diagnose(h, target=0.97)["status"] == "ok"
+
+
 def test_diagnosis_healthy():
     h = history(loss=[1.0, 0.4, 0.2, 0.1], accuracy=[0.7, 0.9, 0.95, 0.97],
                 val_loss=[0.8, 0.35, 0.25, 0.2], val_accuracy=[0.75, 0.9, 0.93, 0.94],

@@ -45,7 +45,7 @@ def test_smoke_run_writes_every_artifact(smoke):
     assert Config.model_validate(yaml.safe_load((run / "config.resolved.yaml").read_text())) == smoke["config"]
     history = pd.read_csv(run / "history.csv")
     assert history["stage"].tolist() == ["train"] and history["global_epoch"].tolist() == [1]
-    assert {"accuracy", "loss", "val_accuracy", "val_loss"} <= set(history.columns)
+    assert {"accuracy", "loss", "val_accuracy", "val_loss", "macro_f1", "val_macro_f1"} <= set(history.columns)
 
 
 def test_smoke_metrics_agree_with_the_predictions(smoke):

@@ -21,7 +21,7 @@ from project.data import prepare
 from project.errors import UserError
 from project.search_space import card_space, edge_warnings
 from project.training import train_run
-from project.tuning import CardHyperModel, StageOracle, StageTuner, tune
+from project.tuning import CardHyperModel, StageOracle, StageTuner, check_search, tune
 
 # No normalization: plain SGD at learning rate 10 then explodes within a few batches.
 TINY = {"model.scratch.normalization": "none", "training.optimizer": "sgd", "training.batch_size": 64}
@@ -214,3 +214,9 @@ def test_a_chief_and_two_workers_search_both_stages_and_the_chief_retrains(tmp_p
     assert (trials.status == "completed").all() and set(trials.worker) == {"tuner1", "tuner2"}
     assert all((root / "tuned" / name).exists() for name in ARTIFACTS)  # retrained once, by the chief
     assert "test accuracy: tuned" in outputs[0] and "[tuned]" not in outputs[1] + outputs[2]
+
+
+def test_macro_f1_on_val_is_an_objective_every_trial_records(tmp_path, tiny_paper_card, digits_card):
+    config = load_config(str(tiny_paper_card(tmp_path / "cards", **TINY, search={**CALM, "objective": "val_macro_f1"})), str(digits_card))
+    search, _ = check_search(config)
+    assert search.objective == "val_macro_f1"
