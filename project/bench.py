@@ -42,16 +42,16 @@ QUICK = {
     "images": 24, "image_size": 256, "input_size": 224, "batch_size": 8, "rounds": 1,
     "overhead_pairs": 1, "steady_epochs": 2, "tuner_trials": [1, 2], "tuner_epochs": 1, "scaling_sizes": [24, 48, 96],
 }
-TARGETS = {"per_core": 0.70, "scaling_per_core": 0.8, "keras_io": 1.0, "cache": 3.0, "overhead": 1.10,
+TARGETS = {"per_core": 0.70, "scaling_per_core": 0.8, "keras_io": 1.0, "cache": 3.0, "overhead": 1.10, "determinism": 0.95,
            "tuner_share": 0.05, "tuner_rss": 1.25, "size_rss": 1.10, "size_speed": 0.85, "accelerator": 0.9}
 TUNER_LABELS = {"tuner_outside_fit_share": "tuner: time outside model.fit per trial", "tuner_peak_rss": "tuner: peak RSS"}
 DATA_FIGURES = [
     "bare_loop", "template_one_core", "template_all_cores", "keras_io", "template_vs_keras_io",
     "cache_second_epoch", "cache_second_epoch_augmented", "albumentations_threads", "threads_all_cores",
-    "processes_all_cores", "per_image_one_core", "per_image_all_cores",
+    "processes_all_cores", "per_image_one_core", "per_image_all_cores", "determinism_off_all_cores", "determinism_pipeline",
 ]
 BENCH_FIGURES = DATA_FIGURES + [
-    "template_overhead", "template_overhead_per_epoch", "tuner_outside_fit_share", "tuner_peak_rss", "size_peak_rss", "size_images_per_second",
+    "template_overhead", "template_overhead_per_epoch", "determinism_epoch", "tuner_outside_fit_share", "tuner_peak_rss", "size_peak_rss", "size_images_per_second",
     "accelerator",
 ]
 
@@ -131,6 +131,20 @@ class PeakRSS:
         self.running = False
         self.thread.join()
         self.peak = max(self.peak, rss_mb())
+
+
+@contextlib.contextmanager
+def determinism(on):
+    """TensorFlow's op determinism on or off inside (the template's runs have it on by default)."""
+    from project.runtime import set_determinism
+    from tensorflow.python.framework import config
+
+    before = config.is_op_determinism_enabled()
+    set_determinism(on)
+    try:
+        yield
+    finally:
+        set_determinism(before)
 
 
 def timed(work):
@@ -268,6 +282,7 @@ def one_core_probe(arguments):
     except AttributeError:  # not Linux
         method = "tf.data threading options"
     from project.augment import build_augmentation
+    from project.runtime import set_determinism
 
     files, size, batch = arguments["files"], tuple(arguments["size"]), arguments["batch_size"]
     labels = np.arange(len(files)) % CLASSES
@@ -280,6 +295,7 @@ def one_core_probe(arguments):
     for data in (template, per_image):
         for _ in data.take(2):
             pass
+    set_determinism(True)  # the template's default, as in every pipeline row
     return {
         "method": method,
         "bare_loop": timed(lambda: bare_loop(files, compose, size)),
@@ -368,6 +384,12 @@ def data_figures(samples, cores):
     rows["processes_all_cores"] = figure(
         f"design: augmentation in {cores} worker processes, all {cores} cores", rate["processes_all_cores"], "images/s",
         "template, 1 core", rate["template_one_core"], note=f"shared-memory batches; the template's choice here: {chosen}")
+    rows["determinism_off_all_cores"] = figure(
+        f"template pipeline, all {cores} cores, op determinism off", rate["determinism_off_all_cores"], "images/s",
+        note="runtime.deterministic: false; every other pipeline row has it on, the template's default")
+    rows["determinism_pipeline"] = figure(
+        "op determinism: the pipeline with it on vs off", rate["template_all_cores"], "images/s", "determinism off",
+        rate["determinism_off_all_cores"], (">=", TARGETS["determinism"]), "all cores, alternating rounds")
     rows["per_image_one_core"] = figure(
         "alternative: numpy_function per image, 1 core", rate["per_image_one_core"], "images/s", "template, 1 core",
         rate["template_one_core"], note="the first design: one numpy_function call per image")
@@ -410,7 +432,10 @@ def measure_data(settings, log=print):
             for name in ("method", "bare_loop", "template_one_core", "per_image_one_core"):
                 samples[name].append(pinned[name])
             for name, data in datasets.items():
-                samples[name].append(timed(lambda: epoch(data)))
+                with determinism(True):  # the template's default
+                    samples[name].append(timed(lambda: epoch(data)))
+            with determinism(False):
+                samples["determinism_off_all_cores"].append(timed(lambda: epoch(datasets["template_all_cores"])))
             samples["cache"].append(cache_epochs(files, labels, size, batch))
             samples["cache_augmented"].append(cache_epochs(files, labels, size, batch, compose))
             samples["threads"].append(thread_scaling(compose, resized, cores))
@@ -486,8 +511,10 @@ def measure_overhead(config, settings, log=print):
                 seconds[name].append(value)
             log(f"bench: overhead pair {k + 1}/{settings['overhead_pairs']}: template {seconds['template'][-1]:.2f}s, "
                 f"bare {seconds['bare'][-1]:.2f}s")
-        timers = {"template": EpochTimes(), "bare": EpochTimes()}
+        timers = {"template": EpochTimes(), "bare": EpochTimes(), "nondeterministic": EpochTimes()}
         pair(0, settings["steady_epochs"], timers)
+        with determinism(False):
+            template(settings["steady_epochs"], timers["nondeterministic"])
     steady = {name: statistics.median(timer.seconds[1:]) for name, timer in timers.items()}
     rows = {
         "template_overhead": figure(
@@ -498,6 +525,10 @@ def measure_overhead(config, settings, log=print):
             "template overhead: a later epoch (steady state)", steady["template"], "s", "bare model.fit, no callbacks",
             steady["bare"], note=f"median of epochs 2-{settings['steady_epochs']} of one pair of {settings['steady_epochs']}-epoch runs; "
                                  "no target in the spec, shown because tracing dominates a single epoch"),
+        "determinism_epoch": figure(
+            "op determinism: a later epoch via fit_stages, on vs off", steady["template"], "s", "determinism off",
+            steady["nondeterministic"], note=f"median of epochs 2-{settings['steady_epochs']}; runtime.deterministic: false "
+                                             "for the reference (the card's default is on)"),
     }
     return rows, {"one_epoch": seconds, "steady_epochs": {name: timer.seconds for name, timer in timers.items()}}
 
@@ -757,7 +788,8 @@ def cli(config, args):
     details = {"samples": samples}
     sections = (
         ("overhead", lambda: measure_overhead(config, settings),
-         {"template_overhead": "template overhead", "template_overhead_per_epoch": "template overhead per epoch"}),
+         {"template_overhead": "template overhead", "template_overhead_per_epoch": "template overhead per epoch",
+          "determinism_epoch": "op determinism, a later epoch"}),
         ("tuner", lambda: measure_tuner(config, settings), TUNER_LABELS),
         ("dataset size", lambda: measure_sizes(settings), {"size_peak_rss": "dataset size: peak RSS", "size_images_per_second": "dataset size: images/s"}),
         ("accelerator", lambda: _single("accelerator", measure_accelerator(config, settings)), {"accelerator": "accelerator"}),
