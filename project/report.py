@@ -23,7 +23,7 @@ from project import figures
 from project.artifacts import COMPLETE, atomic_write, read_json, require_complete, run_root, write_json
 from project.cards import read_yaml, validate
 from project.errors import UserError
-from project.metrics import wilson_interval
+from project.metrics import IMBALANCED, imbalance_ratio, wilson_interval
 from project.schema import SEARCHABLE, Config
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -274,106 +274,10 @@ def metric_summary(m):
     lo, hi = accuracy_ci(m)
     return {
         "run": m.get("run"), "seed": m.get("seed"), "test_accuracy": m["test_accuracy"], "test_accuracy_ci95": [lo, hi],
-        "test_macro_f1": m["test_macro_f1"], "test_loss": m["test_loss"], "test_count": m["test"]["count"],
+        "test_macro_f1": m["test_macro_f1"], "test_balanced_accuracy": m["test"]["balanced_accuracy"],
+        "test_loss": m["test_loss"], "test_count": m["test"]["count"], "test_majority_share": m["test"]["majority_share"],
         "val_accuracy": m.get("val_accuracy"), "per_class": m["per_class"], "confusion_matrix": m["confusion_matrix"],
     }
-
-
-SUMMARY_METRICS = [("test accuracy", "test_accuracy"), ("test macro-F1", "test_macro_f1"), ("test loss (cross-entropy)", "test_loss")]
-
-
-def summary(runs, target, target_source, cmd):
-    before = runs["baseline"][0]["metrics"]
-    after = runs["tuned"][0]["metrics"] if runs["tuned"] else None
-    seeds = len(runs["baseline"]) > 1 or len(runs["tuned"]) > 1
-    head = ["metric", "before (baseline)", "after (tuned)", "change"]
-    if seeds:
-        head += [f"before, mean ± std ({_seeds(len(runs['baseline']))})", f"after, mean ± std ({_seeds(len(runs['tuned']))})"]
-    rows = []
-    for label, key in SUMMARY_METRICS:
-        row = [label, f4(before[key]), f4(after[key]) if after else MISSING, signed(after[key] - before[key]) if after else ""]
-        if seeds:
-            row += [_mean_std_text(runs["baseline"], key), _mean_std_text(runs["tuned"], key)]
-        rows.append(row)
-        if key == "test_accuracy":
-            ci_row = ["95% CI of test accuracy (Wilson)", ci_text(accuracy_ci(before)), ci_text(accuracy_ci(after)) if after else MISSING, ""]
-            rows.append(ci_row + (["", ""] if seeds else []))
-    count_row = ["test images", str(before["test"]["count"]), str(after["test"]["count"]) if after else MISSING, ""]
-    rows.append(count_row + (["", ""] if seeds else []))
-    final, which = (after, "tuned") if after else (before, "baseline")
-    lo, hi = accuracy_ci(final)
-    met = final["test_accuracy"] >= target
-    verdict = (
-        f"**Target {'met' if met else 'not met'}.** The {which} model's test accuracy is {f4(final['test_accuracy'])} "
-        f"against the target {target:.4f} ({target_source}); its 95% interval {ci_text((lo, hi))} "
-        + ("lies entirely above the target." if lo >= target else "lies entirely below the target." if hi < target
-           else "includes the target, so the test set is too small to be sure either way.")
-    )
-    blocks = [table(head, rows), p(verdict)]
-    if not after:
-        blocks.insert(0, warning(f"No tuned run yet: the after column is missing. Run `{cmd['tune']}` and then this report again."))
-    if seeds:
-        blocks.append(_per_seed_table(runs))
-    return blocks
-
-
-def _mean_std_text(group, key):
-    if len(group) < 2:
-        return MISSING if not group else f"{group[0]['metrics'][key]:.4f} (one seed)"
-    mean, std = mean_std([r["metrics"][key] for r in group])
-    return f"{mean:.4f} ± {std:.4f}"
-
-
-def _seeds(count):
-    return f"{count} seed{'s' if count != 1 else ''}"
-
-
-def _per_seed_table(runs):
-    rows = [[r["name"], str(r["metrics"].get("seed", "")), f4(r["metrics"]["test_accuracy"]), f4(r["metrics"]["test_macro_f1"]),
-             f4(r["metrics"]["test_loss"])] for name in ("baseline", "tuned") for r in runs[name]]
-    return table(["run", "seed", "test accuracy", "test macro-F1", "test loss"], rows)
-
-
-# ------------------------------------------------------------------ paper vs reproduction
-
-
-def citation_text(c):
-    return f"{', '.join(c.authors)} ({c.year}). *{c.title}*. {c.venue}." + (f" {c.link}" if c.link else "")
-
-
-def paper_section(card, config, runs):
-    rows = []
-    for r in card.reported:
-        value = f"{r.value:.4f}" if r.value <= 1 else f"{r.value:g}"
-        ci = ci_text(wilson_interval(round(r.value * r.test_size), r.test_size)) if r.test_size and r.value <= 1 else "—"
-        rows.append([r.dataset, r.metric, value, r.where, str(r.test_size or "—"), ci, r.note])
-    blocks = [p(citation_text(card.citation))]
-    if card.summary.strip():
-        blocks.append(p(card.summary.strip()))
-    if rows:
-        blocks.append(table(["dataset", "metric", "reported", "where in the paper", "test size", "95% CI", "note"], rows))
-    else:
-        blocks.append(warning("The paper card lists no reported results (`reported:`): add the paper's numbers and where they are."))
-    before = runs["baseline"][0]["metrics"]
-    after = runs["tuned"][0]["metrics"] if runs["tuned"] else None
-    d = config.dataset
-    blocks.append(table(["dataset", "metric", "before (baseline)", "after (tuned)"], [[
-        config.dataset_name + (f" ({d.description.rstrip('.')})" if d.description else ""), "test accuracy",
-        f"{f4(before['test_accuracy'])} {ci_text(accuracy_ci(before))}",
-        f"{f4(after['test_accuracy'])} {ci_text(accuracy_ci(after))}" if after else MISSING,
-    ]]))
-    same = [r for r in card.reported if _same_dataset(r.dataset, config)]
-    if not same:
-        reported = ", ".join(sorted({r.dataset for r in card.reported})) or "no dataset"
-        blocks.append(warning(
-            f"The paper reports on {reported}; this reproduction uses {config.dataset_name}. The datasets differ, "
-            f"so the numbers are not directly comparable: the paper's recipe is reproduced, not its result."))
-    return blocks
-
-
-def _same_dataset(name, config):
-    a, b = name.lower(), config.dataset_name.lower()
-    return a == b or b in re.split(r"[^a-z0-9_]+", a)
 
 
 # ------------------------------------------------------------------ search
@@ -725,9 +629,7 @@ def data_section(runs, root):
     totals = [sum(counts[s].values()) for s in ("train", "val", "test")]
     rows.append(["total", *map(str, totals), str(sum(totals))])
     blocks.append(table(["class", "train", "val", "test", "total"], rows))
-    train = [v for v in counts["train"].values() if v > 0]
-    ratio = max(train) / min(train) if train else float("nan")
-    blocks.append(p(f"**Imbalance ratio** (largest / smallest class in train): {ratio:.2f}."))
+    blocks.append(p(f"**Imbalance ratio** (largest / smallest class in train): {imbalance_ratio(counts['train']):.2f}."))
     blocks += data_issues(Path(root) / "data_issues.csv")
     return blocks
 
@@ -914,16 +816,18 @@ def model_card_section(card, runs, target):
     lo, hi = accuracy_ci(m)
     if hi - lo > 0.05:
         recommendations.append(f"The test set is small ({m['test']['count']} images): the 95% interval {ci_text((lo, hi))} is wide.")
-    train = [v for v in m["counts"]["train"].values() if v > 0]
-    if train and max(train) / min(train) > 3:
-        recommendations.append("The classes are imbalanced (ratio above 3): read per-class recall, not only accuracy.")
+    if imbalance_ratio(m["counts"]["train"]) > IMBALANCED:
+        recommendations.append(f"The classes are imbalanced (ratio above {IMBALANCED:g}): "
+                               f"read per-class recall, not only accuracy.")
     return [ul([
         f"**Model:** {model['backbone']} classifier ({final['name']} run), reproducing {card.citation.title} ({card.citation.year}).",
         f"**Intended use:** {card.intended_use}",
         f"**Training data:** {final['config']['dataset_name']}" + (f" ({d['description'].rstrip('.')})" if d.get("description") else "")
         + f", {sum(m['counts']['train'].values())} training and {sum(m['counts']['val'].values())} validation images.",
         f"**Evaluation data:** the held-out test subset, {m['test']['count']} images, the same for before and after.",
-        f"**Metrics:** test accuracy {f4(m['test_accuracy'])} {ci_text((lo, hi))}, macro-F1 {f4(m['test_macro_f1'])}; "
+        f"**Metrics:** test accuracy {f4(m['test_accuracy'])} {ci_text((lo, hi))} (trivial baseline, the majority class's share: "
+        f"{f4(m['test']['majority_share'])}), macro-F1 {f4(m['test_macro_f1'])}, "
+        f"balanced accuracy {f4(m['test']['balanced_accuracy'])}; "
         f"weakest class {worst[0]} (F1 {f4(worst[1]['f1'])}).",
     ]), h3("Caveats and recommendations"), ul(recommendations or ["None stated in the paper card (`caveats:`)."])]
 
@@ -940,11 +844,14 @@ def build(config, root, target=None):
     goal_source = "TARGET= / --target" if target is not None else "the paper card's target_accuracy"
     cmd = commands(config)
     figs = {}
+    from project import report_summary  # it uses this module's block helpers: imported once this module is complete
+
+    compared = report_summary.comparison(runs, card, config)
     hyper_blocks, hyper_data = hyperparameters(runs, card, config)
     search_blocks, trials = search_section(runs, root, cmd, figs)
     bodies = [
-        summary(runs, goal, goal_source, cmd),
-        paper_section(card, config, runs),
+        report_summary.summary(compared, runs, goal, goal_source, cmd),
+        report_summary.paper_section(compared, card, config, runs),
         hyper_blocks,
         search_blocks,
         curves_section(runs, goal, figs),
@@ -963,16 +870,17 @@ def build(config, root, target=None):
     after = runs["tuned"][0]["metrics"] if runs["tuned"] else None
     metrics = {
         "before": metric_summary(before), "after": metric_summary(after) if after else None,
-        "change": {k: after[k] - before[k] for _, k in SUMMARY_METRICS} if after else None,
+        "change": {k: report_summary.value(after, k) - report_summary.value(before, k) for _, k in report_summary.SUMMARY_METRICS}
+        if after else None,
         "target": {"accuracy": goal, "source": goal_source, "met": (after or before)["test_accuracy"] >= goal},
         "seeds": {name: [metric_summary(r["metrics"]) | {"folder": r["name"]} for r in runs[name]] for name in runs},
     }
     return {
         "title": f"{config.paper_name} on {config.dataset_name}: before and after optimisation",
         "citation": card.citation.title, "generated_at": completed, "run_name": config.run_name,
-        "sections": sections, "figures": figs, "hyperparameters": hyper_data, "metrics": metrics,
+        "sections": sections, "figures": figs, "hyperparameters": hyper_data, "metrics": metrics, "comparison": compared,
         "trials_file": root / "tuning" / "trials.csv" if trials is not None else None,
-        "summary_table": next(b for b in sections[0]["blocks"] if b["type"] == "table"),
+        "summary_table": next(b for b in sections[0]["blocks"] if b["type"] == "table" and b["head"][0] == "metric"),
     }
 
 
@@ -1015,6 +923,7 @@ def write(report, folder):
     atomic_write(folder / "report.html", html)
     write_json(folder / "hyperparameters.json", report["hyperparameters"])
     write_json(folder / "metrics.json", report["metrics"])
+    write_json(folder / "comparison.json", report["comparison"])
     if report["trials_file"] is not None:
         atomic_write(folder / "trials.csv", report["trials_file"].read_bytes())
     return folder / "report.md", folder / "report.html"
@@ -1031,6 +940,7 @@ def cli(config, args):
     report = build(config, root, target=args.target)
     md_path, html_path = write(report, Path(args.reports_dir) / config.run_name)
     print(f"report: {md_path}\n        {html_path}\n")
+    print(report["comparison"]["headline"] + "\n")
     print(markdown_table(report["summary_table"]))
     verdict = next(b for b in report["sections"][0]["blocks"] if b["type"] == "p" and b["text"].startswith("**Target"))
     print("\n" + verdict["text"].replace("**", ""))

@@ -29,15 +29,35 @@ class Citation(Strict):
     link: str = ""
 
 
-class Reported(Strict):
-    """One result the paper reports, and where to find it."""
+# what the template computes on the test subset (project.metrics.classification_metrics), so what a paper can be held to
+ReportedMetric = Literal["accuracy", "macro_f1", "balanced_accuracy", "sensitivity", "specificity", "roc_auc", "top5_accuracy"]
 
-    dataset: str
-    metric: str = "accuracy"
-    value: float
+
+class Reported(Strict):
+    """One result the paper reports, and where to find it.
+
+    `dataset` names the dataset card the value was measured on, so the report compares it with the run on
+    that card; case, spaces, hyphens and underscores are ignored ("CIFAR-10" is the card cifar10). Any other
+    text ("ImageNet (ILSVRC 2012)", "none") means another dataset: the value is shown, never compared.
+    Say more about the data in `note`. `metric` is one the template computes; sensitivity and specificity
+    are of one class, `class_name` (default for a two-class dataset: its second, positive class).
+    `tolerance`: how close is close enough; reproduced means the paper's value lies inside our 95%
+    interval and that interval's half-width is at most the tolerance."""
+
+    dataset: str = Field(description='a dataset card name, or other text for another dataset ("none")')
+    metric: ReportedMetric = "accuracy"
+    class_name: Optional[str] = Field(default=None, description="the class of sensitivity or specificity")
+    value: float = Field(gt=0.0, le=1.0, description="a fraction: 0.928 for 92.8%")
     where: str = Field(description="table, figure or section of the paper")
     test_size: Optional[int] = Field(default=None, ge=1)
+    tolerance: float = Field(default=0.02, gt=0.0, lt=1.0, description="largest half-width of our interval that still decides")
     note: str = ""
+
+    @model_validator(mode="after")
+    def _class_for_per_class_metrics(self):
+        if self.class_name is not None and self.metric not in ("sensitivity", "specificity"):
+            raise ValueError(f"class_name is for sensitivity and specificity only, not {self.metric}")
+        return self
 
 
 class Head(Strict):

@@ -174,3 +174,27 @@ def test_with_values_revalidates(tiny_config):
     assert tiny_config.paper.training.batch_size == TINY_PAPER["training"]["batch_size"]
     with pytest.raises(UserError, match="training.batch_size"):
         with_values(tiny_config, {"training.batch_size": -1})
+
+
+def test_reported_metric_must_be_one_the_template_computes(tmp_path, digits_card):
+    entry = {"dataset": "digits", "metric": "top-1 accuracy", "value": 0.9, "where": "Table 1"}
+    card = write_tiny_paper_card(tmp_path, reported=[entry])
+    message = error_of(card, digits_card)
+    assert "reported.0.metric" in message and "'top-1 accuracy'" in message
+    for name in ("accuracy", "macro_f1", "balanced_accuracy", "sensitivity", "specificity", "roc_auc", "top5_accuracy"):
+        assert f"'{name}'" in message
+
+
+def test_reported_class_value_and_tolerance_are_checked(tmp_path, digits_card):
+    entry = {"dataset": "digits", "value": 0.9, "where": "Table 1"}
+    wrong_class = write_tiny_paper_card(tmp_path, "a", reported=[{**entry, "metric": "accuracy", "class_name": "3"}])
+    assert "class_name is for sensitivity and specificity only, not accuracy" in error_of(wrong_class, digits_card)
+    percent = write_tiny_paper_card(tmp_path, "b", reported=[{**entry, "value": 92.8}])
+    assert "reported.0.value" in error_of(percent, digits_card) and "less than or equal to 1" in error_of(percent, digits_card)
+    no_tolerance = write_tiny_paper_card(tmp_path, "c", reported=[{**entry, "tolerance": 0}])
+    assert "reported.0.tolerance" in error_of(no_tolerance, digits_card)
+    sensitivity = {**entry, "metric": "sensitivity", "class_name": "3", "tolerance": 0.05}
+    good = write_tiny_paper_card(tmp_path, "d", reported=[sensitivity])
+    reported = load_config(str(good), str(digits_card)).paper.reported[0]
+    assert (reported.metric, reported.class_name, reported.tolerance) == ("sensitivity", "3", 0.05)
+    assert load_config(str(write_tiny_paper_card(tmp_path, "e")), str(digits_card)).paper.reported[0].tolerance == 0.02

@@ -19,7 +19,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from markupsafe import escape
 from PIL import Image
+from scipy import stats
 
 from project import report as report_module
 from project.cards import load_config
@@ -148,6 +150,7 @@ def test_per_class_numbers_equal_metrics_json(made):
 def test_cli_prints_report_path_and_summary_table(made):
     printed = made["printed"]
     assert str(made["folder"] / "report.md") in printed
+    assert json.loads((made["folder"] / "comparison.json").read_text())["headline"] in printed
     assert f"| test accuracy | {made['before']['test_accuracy']:.4f} | {made['after']['test_accuracy']:.4f} |" in printed
     assert "Target" in printed
 
@@ -216,6 +219,8 @@ def test_paper_vs_reproduction_notes_the_other_dataset(made):
     paper = section(made["md"], 2)
     assert "Table 2" in paper and "0.9900" in paper
     assert "The datasets differ" in paper
+    assert "| not comparable: the paper measured it on MNIST, this run on the dataset card digits |" in paper
+    assert blocks(paper)[0].startswith("**Overall verdict against the paper: not comparable.**")
     lo, hi = wilson_interval(9900, 10000)
     assert f"[{lo:.4f}, {hi:.4f}]" in paper
 
@@ -273,6 +278,172 @@ def test_sanity_data_issues_and_diagnosis_when_present(made, tmp_path):
     assert "**overfitting**: gap 0.200 → more dropout" in section(md, 5)
 
 
+# ------------------------------------------------------------------ before/after comparison
+
+
+def blocks(md_section):
+    """The blocks of a report section (text between blank lines), its heading left out."""
+    return [b.strip() for b in md_section.split("\n\n")[1:] if b.strip()]
+
+
+def correct_by_image(root, run):
+    table = pd.read_csv(root / run / "predictions.csv", dtype=str).set_index("source").sort_index()
+    return table["true"] == table["predicted"]
+
+
+COMPARISON_KEYS = {"before", "after", "headline", "decision", "paired", "bootstrap", "seeds", "trivial_baseline",
+                   "train_imbalance_ratio", "imbalanced", "lead_metrics", "selection", "paper"}
+
+
+def test_summary_starts_with_the_headline_of_the_paired_comparison(made):
+    comparison = json.loads((made["folder"] / "comparison.json").read_text())
+    assert set(comparison) == COMPARISON_KEYS
+    summary = section(made["md"], 1)
+    assert blocks(summary)[0] == comparison["headline"]
+    assert blocks(summary)[1].startswith("**Overall verdict against the paper: not comparable.**")
+    first = re.search(r"<h2>1\. Summary</h2>\n<p>(.*?)</p>", made["html"]).group(1)
+    assert first == str(escape(comparison["headline"]))
+    # b and c counted here from the two predictions.csv, image by image
+    before, after = correct_by_image(made["root"], "baseline"), correct_by_image(made["root"], "tuned")
+    assert list(before.index) == list(after.index)
+    b, c = int((before & ~after).sum()), int((~before & after).sum())
+    paired = comparison["paired"]
+    assert (paired["b"], paired["c"], paired["n_discordant"]) == (b, c, b + c)
+    assert paired["p_value"] == pytest.approx(stats.binomtest(b, b + c).pvalue if b + c else 1.0)
+    boot = comparison["bootstrap"]
+    assert boot["difference"] == pytest.approx(made["after"]["test_accuracy"] - made["before"]["test_accuracy"])
+    assert (boot["images"], boot["resamples"], boot["seed"]) == (len(before), 2000, 0)
+    assert boot["ci95"][0] <= boot["difference"] <= boot["ci95"][1]
+    assert comparison["decision"]["by"] == "paired" and comparison["seeds"] is None
+    improved = boot["ci95"][0] > 0 and paired["p_value"] < 0.05
+    worse = boot["ci95"][1] < 0 and paired["p_value"] < 0.05
+    start = "Optimisation improved" if improved else "Optimisation made test accuracy worse" if worse else "The difference ("
+    assert comparison["headline"].startswith(start) and f"paired on the same {len(before)} test images" in comparison["headline"]
+    assert f"| b: right before, wrong after | {b} |" in summary and f"| c: wrong before, right after | {c} |" in summary
+    lo, hi = boot["ci95"]
+    assert f"| paired bootstrap 95% CI of the difference (images resampled) | [{lo:.4f}, {hi:.4f}] |" in summary
+    assert "| bootstrap resamples, seed | 2000, seed 0 |" in summary
+
+
+def test_every_accuracy_stands_next_to_the_trivial_baseline(made):
+    comparison = json.loads((made["folder"] / "comparison.json").read_text())
+    truth = pd.read_csv(made["root"] / "tuned" / "predictions.csv", dtype=str)["true"]
+    share = truth.value_counts().max() / len(truth)
+    trivial = comparison["trivial_baseline"]
+    assert trivial["majority_share"] == pytest.approx(share) and trivial["accuracy"] == pytest.approx(share)
+    assert trivial["balanced_accuracy"] == pytest.approx(1 / truth.nunique())
+    assert made["after"]["test"]["majority_share"] == pytest.approx(share)
+    before, after = made["before"], made["after"]
+    summary = section(made["md"], 1)
+    row = f"| test accuracy | {before['test_accuracy']:.4f} | {after['test_accuracy']:.4f} | " \
+          f"{after['test_accuracy'] - before['test_accuracy']:+.4f} | {share:.4f} |"
+    assert row in summary
+    balanced = [m["test"]["balanced_accuracy"] for m in (before, after)]
+    assert f"| test balanced accuracy | {balanced[0]:.4f} | {balanced[1]:.4f} |" in summary
+    assert f"{share:.4f} |" in section(made["md"], 2).split("| digits (scikit-learn digits) | test accuracy |")[1].splitlines()[0]
+    assert f"(trivial baseline, the majority class's share: {share:.4f})" in section(made["md"], 13)
+    assert comparison["imbalanced"] is False and comparison["lead_metrics"] == ["accuracy"]
+    assert "**Lead metric:** accuracy" in summary and "imbalanced" not in summary
+
+
+def test_selection_metrics_come_from_the_resolved_config(made, tmp_path):
+    comparison = json.loads((made["folder"] / "comparison.json").read_text())
+    assert comparison["selection"] == {"checkpoint": "val_accuracy", "early_stopping": False, "search": "val_accuracy",
+                                       "search_direction": "max"}
+    root = copy_root(made, tmp_path)
+    path = root / "tuned" / "config.resolved.yaml"
+    config = yaml.safe_load(path.read_text())
+    config["paper"]["training"]["early_stopping"] = {"monitor": "val_macro_f1", "patience": 3, "min_delta": 0.0}
+    config["paper"]["search"]["objective"] = "val_macro_f1"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    report = report_module.build(made["config"], root)
+    assert report["comparison"]["selection"]["checkpoint"] == "val_macro_f1"
+    texts = [b["text"] for b in report["sections"][0]["blocks"] if b["type"] == "p"]
+    selection = next(text for text in texts if text.startswith("**Selection"))
+    assert "checkpoint and early stopping used `val_macro_f1`" in selection
+    assert "the search ranked its trials by `val_macro_f1` (maximise)" in selection
+
+
+def test_imbalanced_training_classes_lead_with_macro_f1_and_balanced_accuracy(made, tmp_path):
+    root = copy_root(made, tmp_path)
+    path = root / "tuned" / "metrics.json"
+    metrics = json.loads(path.read_text())
+    metrics["counts"]["train"]["0"] = 400  # against about 100 in the smallest class
+    path.write_text(json.dumps(metrics))
+    make_report(made["config"], root.parent, tmp_path / "reports")
+    folder = tmp_path / "reports" / made["config"].run_name
+    comparison = json.loads((folder / "comparison.json").read_text())
+    assert comparison["imbalanced"] is True and comparison["lead_metrics"] == ["macro_f1", "balanced_accuracy"]
+    summary = section((folder / "report.md").read_text(), 1)
+    test, trivial = made["after"]["test"], comparison["trivial_baseline"]
+    lead = next(b for b in blocks(summary) if b.startswith("**The training classes are imbalanced**"))
+    assert f"macro-F1 is {test['macro_f1']:.4f}, {test['macro_f1'] - trivial['macro_f1']:+.4f} against the trivial " \
+           f"baseline's {trivial['macro_f1']:.4f}" in lead
+    balanced, trivial_balanced = test["balanced_accuracy"], trivial["balanced_accuracy"]
+    assert f"accuracy {balanced:.4f}, {balanced - trivial_balanced:+.4f} against {trivial_balanced:.4f}" in lead
+    assert summary.index(lead) < summary.index("| metric |")
+    assert summary.index("| test macro-F1 |") < summary.index("| test balanced accuracy |") < summary.index("| test accuracy |")
+
+
+def test_predictions_on_different_test_images_are_refused(made, tmp_path):
+    root = copy_root(made, tmp_path)
+    path = root / "tuned" / "predictions.csv"
+    table = pd.read_csv(path, dtype=str)
+    dropped = table["source"].iloc[0]
+    table.iloc[1:].to_csv(path, index=False)
+    with pytest.raises(UserError, match=rf"not evaluated on the same test images: 1 only in {re.escape(str(root))}/baseline/"
+                                        rf"predictions\.csv \(e\.g\. {re.escape(dropped)}\)"):
+        report_module.build(made["config"], root)
+
+
+def test_paper_rows_get_a_verdict_against_our_interval(made, tmp_path):
+    after = made["after"]
+    count, accuracy = after["test"]["count"], after["test_accuracy"]
+    lo, hi = wilson_interval(round(accuracy * count), count)
+    assert 0.02 < (hi - lo) / 2 <= 0.05 and 0 < lo and hi < 1, "the checks below need a run of this accuracy"
+    name = "3"
+    support = after["per_class"][name]["support"]
+    entries = [
+        {"metric": "accuracy", "value": accuracy},                                # inside, half-width > 0.02
+        {"metric": "accuracy", "value": accuracy, "tolerance": 0.05},             # inside, half-width <= 0.05
+        {"metric": "accuracy", "value": (hi + 1) / 2, "dataset": "Digits"},       # above our interval
+        {"metric": "accuracy", "value": lo / 2},                                  # below it
+        {"metric": "accuracy", "value": 0.99, "dataset": "MNIST"},
+        {"metric": "macro_f1", "value": 0.999},
+        {"metric": "sensitivity", "class_name": name, "value": 0.5},
+        {"metric": "specificity", "class_name": name, "value": 0.5},
+        {"metric": "sensitivity", "value": 0.5},                                  # which class? digits has 10
+        {"metric": "top5_accuracy", "value": 0.5},
+    ]
+    paper = {**PAPER, "reported": [{"dataset": "digits", "where": "Table 1", **e} for e in entries]}
+    folder = tmp_path / "cards"
+    folder.mkdir()
+    (folder / "tiny.yaml").write_text(yaml.safe_dump(paper, sort_keys=False))
+    (folder / "digits.yaml").write_text(yaml.safe_dump(DATASET, sort_keys=False))
+    config = load_config(str(folder / "tiny.yaml"), str(folder / "digits.yaml"))
+    report = report_module.build(config, made["root"])
+    rows = report["comparison"]["paper"]["rows"]
+    assert [r["verdict"] for r in rows[:5]] == ["inconclusive", "reproduced", "below", "above", "not comparable"]
+    assert rows[0]["ci95"] == pytest.approx([lo, hi]) and rows[0]["interval"] == f"Wilson, on {count} test images"
+    assert rows[2]["explanation"].startswith("below: our result is below the paper's")
+    assert rows[3]["explanation"].startswith("above: our result is above the paper's")
+    f1 = rows[5]
+    assert f1["ours"] == pytest.approx(after["test_macro_f1"]) and f1["ci95"][0] <= f1["ours"] <= f1["ci95"][1]
+    assert f1["interval"] == f"bootstrap over the {count} test images (2000 resamples, seed 0)" and f1["verdict"] == "below"
+    recall = after["per_class"][name]["sensitivity"]
+    assert rows[6]["ci95"] == pytest.approx(wilson_interval(round(recall * support), support))
+    specificity = after["per_class"][name]["specificity"]
+    assert rows[7]["ci95"] == pytest.approx(wilson_interval(round(specificity * (count - support)), count - support))
+    assert rows[8]["verdict"] == "not comparable" and "of which class?" in rows[8]["explanation"]
+    top5 = after["test"]["top5_accuracy"]
+    assert rows[9]["ci95"] == pytest.approx(wilson_interval(round(top5 * count), count))
+    assert report["comparison"]["paper"]["overall"] == "not reproduced"
+    paper_md = report_module.render(report)[0]
+    assert "**Overall verdict against the paper: not reproduced.** 8 of the 10 results the paper reports are comparable" \
+        in paper_md
+    assert "The datasets differ" not in paper_md
+
+
 # ------------------------------------------------------------------ several seeds
 
 
@@ -291,6 +462,34 @@ def test_mean_and_std_over_seeds(made, tmp_path):
     assert "| 0.9200 ± 0.0200 |" in summary  # mean of 0.90, 0.92, 0.94; sample standard deviation 0.02
     for name, seed, accuracy in (("baseline-seed2", 2, "0.9200"), ("baseline-seed3", 3, "0.9400")):
         assert f"| {name} | {seed} | {accuracy} |" in summary
+
+
+def test_several_seeds_on_both_sides_decide_the_headline(made, tmp_path):
+    root = copy_root(made, tmp_path)
+    accuracies = {"baseline": [0.80, 0.81, 0.82], "tuned": [0.90, 0.91, 0.92]}
+    for run in accuracies:
+        for seed in (2, 3):
+            shutil.copytree(root / run, root / f"{run}-seed{seed}")
+        for folder, accuracy in zip([run, f"{run}-seed2", f"{run}-seed3"], accuracies[run]):
+            path = root / folder / "metrics.json"
+            metrics = json.loads(path.read_text())
+            metrics["test_accuracy"] = accuracy
+            path.write_text(json.dumps(metrics))
+    make_report(made["config"], root.parent, tmp_path / "reports")
+    folder = tmp_path / "reports" / made["config"].run_name
+    comparison = json.loads((folder / "comparison.json").read_text())
+    welch = stats.ttest_ind(accuracies["tuned"], accuracies["baseline"], equal_var=False)
+    seeds = comparison["seeds"]
+    assert seeds["welch"]["p_value"] == pytest.approx(welch.pvalue) and seeds["welch"]["t"] == pytest.approx(welch.statistic)
+    assert (seeds["before"]["n"], seeds["after"]["n"]) == (3, 3) and seeds["difference"] == pytest.approx(0.1)
+    assert comparison["decision"]["by"] == "seeds"
+    summary = section((folder / "report.md").read_text(), 1)
+    assert blocks(summary)[0].startswith("Optimisation improved test accuracy by +0.1000 (95 % CI [")
+    assert "mean over 3 vs 3 seeds, Welch's t-test" in blocks(summary)[0]
+    assert "| test accuracy per seed | 0.8000, 0.8100, 0.8200 | 0.9000, 0.9100, 0.9200 |" in summary
+    assert f"**Welch's t-test** (n = 3 before, 3 after): t = {welch.statistic:.3f}" in summary
+    assert "cannot go below 0.1" in summary
+    assert "| b: right before, wrong after |" in summary  # the paired test on the main runs is still shown
 
 
 def test_mean_std_values():
