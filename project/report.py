@@ -736,12 +736,23 @@ def code_version():
     return (commit or "unknown (not a git checkout)") + (" with uncommitted changes in project/" if dirty else "")
 
 
+def determinism_text(runs):
+    """Whether every run was deterministic (runtime.deterministic), so whether rerunning gives the same numbers."""
+    flags = {r["name"]: r["metrics"]["deterministic"] for group in runs.values() for r in group}
+    if all(flags.values()):
+        return ("**Deterministic:** yes, every run (runtime.deterministic): the same code, cards, data and seed on this "
+                "machine give identical numbers; only the timing fields differ.")
+    off = ", ".join(name for name, on in flags.items() if not on)
+    return f"**Deterministic:** no, for {off} (runtime.deterministic: false): a rerun may give slightly different numbers."
+
+
 def compute_section(runs, root, trials):
     base = runs["baseline"][0]["metrics"]
     dev = base.get("device", {})
     blocks = [ul([
         f"**Device:** {dev.get('type', '?')} {dev.get('name', '')}" + (f" ×{dev['count']}" if dev.get("count", 1) > 1 else ""),
         *( [f"**Runtime:** {_describe(base['runtime'])}"] if base.get("runtime") else []),
+        determinism_text(runs),
         f"**Code version:** {base.get('git_commit') or code_version()}",
     ])]
     rows = []

@@ -661,3 +661,16 @@ def test_report_opens_in_headless_chromium(made, tmp_path):
     assert all(w > 0 for w in widths), widths
     assert errors == [] and requests == []
     assert bad_widths == [0] and bad_errors  # the same checks catch an undecodable image and a console error
+
+
+def test_compute_section_says_whether_the_runs_were_deterministic(made, tmp_path):
+    compute = section(made["md"], report_module.SECTIONS.index("Compute and environment") + 1)
+    assert "**Deterministic:** yes, every run" in compute
+    root = copy_root(made, tmp_path)
+    metrics = json.loads((root / "tuned" / "metrics.json").read_text())
+    metrics["deterministic"] = False
+    (root / "tuned" / "metrics.json").write_text(json.dumps(metrics))
+    make_report(made["config"], tmp_path / "runs", tmp_path / "reports")
+    compute = section((tmp_path / "reports" / made["config"].run_name / "report.md").read_text(),
+                      report_module.SECTIONS.index("Compute and environment") + 1)
+    assert "**Deterministic:** no, for tuned" in compute
