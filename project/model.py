@@ -29,15 +29,41 @@ def build_model(paper, num_classes, stats=None):
             x = keras.layers.BatchNormalization(name=f"head_norm{i + 1}")(x)
         x = activation_layer(m.head.activation, f"head_act{i + 1}")(x)
         if m.head.dropout:
-            x = keras.layers.Dropout(m.head.dropout, name=f"head_dropout{i + 1}")(x)
+            x = HeadDropout(m.head.dropout, name=f"head_dropout{i + 1}")(x)
     if m.head.dropout and not m.head.hidden:
-        x = keras.layers.Dropout(m.head.dropout, name="head_dropout")(x)
+        x = HeadDropout(m.head.dropout, name="head_dropout")(x)
     # float32 keeps softmax stable under mixed precision; small weights make the initial loss ln(C)
     outputs = keras.layers.Dense(
         num_classes, activation="softmax", kernel_regularizer=reg, dtype="float32", name="predictions",
         kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
     )(x)
     return keras.Model(inputs, outputs, name=f"{m.backbone}_classifier"), weights_used
+
+
+@keras.saving.register_keras_serializable(package="project")
+class HeadDropout(keras.layers.Layer):
+    """Dropout whose rate is a variable of the layer, not a constant of the traced graph: a tuner
+    trial with another rate reuses the compiled model (project.reuse) and sets it with the weights."""
+
+    def __init__(self, rate, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.initial_rate = float(rate)
+        self.rate = self.add_weight(shape=(), initializer=keras.initializers.Constant(self.initial_rate), trainable=False, name="rate")
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.supports_masking = True
+
+    def call(self, inputs, training=False):
+        if not training:
+            return inputs
+        rate = keras.ops.cast(self.rate, inputs.dtype)
+        kept = keras.random.uniform(keras.ops.shape(inputs), seed=self.seed_generator, dtype=inputs.dtype) >= rate
+        return keras.ops.where(kept, inputs / (1.0 - rate), keras.ops.zeros_like(inputs))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.initial_rate}
 
 
 def _preprocessing(m, stats):

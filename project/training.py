@@ -25,22 +25,28 @@ from project.errors import UserError
 from project.metrics import class_weights, classification_metrics
 from project.model import apply_stage, backbone_layers, build_model, count_params
 from project.monitors import diagnose, monitor_callbacks, ratio_summary
+from project.reuse import ScheduledRate, decoupled_weight_decay, set_knobs, smoothed_crossentropy
 
 # metrics.json keys that measure time, the only ones two deterministic runs may differ in (stages.*: each stage's)
 TIMING_FIELDS = ["wall_seconds", "train_images_per_second", "stages.*.seconds", "stages.*.images_per_second"]
 
 
-def make_optimizer(t, learning_rate, steps_per_epoch, epochs):
-    """The card's optimizer with its learning-rate schedule (plateau is a callback instead)."""
+def make_optimizer(t, learning_rate, steps_per_epoch, epochs, knobs=None):
+    """The card's optimizer with its learning-rate schedule (plateau is a callback instead).
+    With `knobs` (a tuner trial, project.reuse) the schedule and the weight decay read variables,
+    so a later trial sets its own values without retracing."""
     lr = learning_rate
     steps = max(1, steps_per_epoch)
-    if t.schedule == "step":
+    wd = t.weight_decay or None
+    if knobs is not None:
+        lr = float(learning_rate) if t.schedule in ("constant", "plateau") else ScheduledRate(t.schedule, knobs, t.step_every, t.decay)
+        wd = knobs.weight_decay
+    elif t.schedule == "step":
         lr = keras.optimizers.schedules.ExponentialDecay(learning_rate, t.step_every * steps, t.decay, staircase=True)
     elif t.schedule == "exponential":
         lr = keras.optimizers.schedules.ExponentialDecay(learning_rate, steps, t.decay)
     elif t.schedule == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(learning_rate, max(1, epochs * steps))
-    wd = t.weight_decay or None
     if t.optimizer == "sgd":
         return keras.optimizers.SGD(lr, weight_decay=wd)
     if t.optimizer in ("momentum", "nesterov"):
@@ -48,15 +54,16 @@ def make_optimizer(t, learning_rate, steps_per_epoch, epochs):
     if t.optimizer == "rmsprop":
         return keras.optimizers.RMSprop(lr, rho=0.9, momentum=t.momentum, weight_decay=wd)
     if t.optimizer == "adamw":
-        return keras.optimizers.AdamW(lr, weight_decay=t.weight_decay or 0.004)
+        return keras.optimizers.AdamW(lr, weight_decay=wd if knobs is not None else decoupled_weight_decay(t))
     return keras.optimizers.Adam(lr, weight_decay=wd)
 
 
-def compile_model(model, paper, learning_rate, steps_per_epoch, epochs, jit_compile=False):
+def compile_model(model, paper, learning_rate, steps_per_epoch, epochs, jit_compile=False, knobs=None):
     t = paper.training
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing) if knobs is None else smoothed_crossentropy(knobs)
     model.compile(
-        optimizer=make_optimizer(t, learning_rate, steps_per_epoch, epochs),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
+        optimizer=make_optimizer(t, learning_rate, steps_per_epoch, epochs, knobs),
+        loss=loss,
         # macro-F1 over the epoch (argmax predictions): what an imbalanced dataset is better judged by
         metrics=["accuracy", keras.metrics.F1Score(average="macro", name="macro_f1")],
         jit_compile=jit_compile,
@@ -66,6 +73,8 @@ def compile_model(model, paper, learning_rate, steps_per_epoch, epochs, jit_comp
     # never freed (~640 per MobileNetV2 model), and make that trace slower.
     with model.distribute_strategy.scope():
         model.optimizer.build(model.trainable_variables)
+    if knobs is not None:
+        set_knobs(model, knobs, t, learning_rate, steps_per_epoch, epochs)
 
 
 def monitor_of(paper):
@@ -152,10 +161,11 @@ def out_of_memory_advice(batch_size):
 
 
 def fit_stages(model, paper, data, folder, *, weights_used="random", epochs=None, batch_size=None,
-               extra_callbacks=(), verbose=1, jit_compile=False, reload_last=True):
+               extra_callbacks=(), verbose=1, jit_compile=False, reload_last=True, compile_stage=compile_model):
     """Train every stage of the card in turn; after each, keep its best-on-val weights.
-    reload_last=False leaves the last stage's final weights in the model (a tuner trial: its model
-    is dropped after fit, and Keras Tuner keeps its own best-epoch checkpoint).
+    reload_last=False leaves the last stage's final weights in the model (a tuner trial: only its
+    logs are kept). compile_stage(model, paper, learning_rate, steps_per_epoch, epochs, jit_compile)
+    prepares each stage (a tuner trial reuses a compiled model: project.reuse).
 
     Returns one info dict per stage (epochs run, seconds, images/s, parameter counts).
     """
@@ -184,7 +194,7 @@ def fit_stages(model, paper, data, folder, *, weights_used="random", epochs=None
             model.load_weights(best)
             infos.append(read_json(done))  # json, not pandas: exact floats and plain ints
             continue
-        compile_model(model, paper, stage.learning_rate or t.learning_rate, steps, stage_epochs, jit_compile)
+        compile_stage(model, paper, stage.learning_rate or t.learning_rate, steps, stage_epochs, jit_compile)
         resumed = backed_up_epochs(folder, stage.name)
         train = data.dataset("train", paper, batch_size=batch_size, epochs=(first_epoch + resumed, first_epoch + stage_epochs))
         start = time.perf_counter()

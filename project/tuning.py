@@ -19,7 +19,7 @@ same runs/ folder (a shared filesystem), as Keras Tuner's own trial checkpoints 
 import math
 import os
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import get_args
 
@@ -36,9 +36,10 @@ from project.cards import with_values
 from project.data import prepare
 from project.errors import UserError
 from project.model import build_model
+from project.reuse import ModelCache, architecture_key, set_knobs
 from project.schema import SEARCHABLE, Recorded
 from project.search_space import boundary_values, card_space, card_values, decode, edge_warnings, narrow
-from project.training import combined_history, fit_stages, seed_runs, train_run
+from project.training import combined_history, compile_model, fit_stages, seed_runs, train_run
 
 STAGES = ("coarse", "fine")
 OBJECTIVES = get_args(Recorded)  # what every trial's history holds
@@ -173,7 +174,11 @@ def trial_config(config, space, values):
 class CardHyperModel(keras_tuner.HyperModel):
     """build: the card with the trial's values -> project.model.build_model. fit: the card's training
     stages (project.training.fit_stages, so trials train like the baseline) with the trial's batch
-    size; each training stage runs the search stage's epochs per trial."""
+    size; each training stage runs the search stage's epochs per trial.
+
+    A one-stage card's trials of the same architecture share one compiled model (project.reuse):
+    build hands out the cached model holding the fresh model's initial state, and fit sets the
+    trial's values instead of compiling again."""
 
     def __init__(self, config, data, objective):
         super().__init__(name=config.run_name)
@@ -184,15 +189,28 @@ class CardHyperModel(keras_tuner.HyperModel):
         self.space, self.epochs, self.declaring = {}, 1, True
         self.settings = {"jit_compile": False, "replicas": 1}  # project.runtime's choice for this machine
         self.folder, self.trial_config, self.weights_used, self.guard, self.clock = None, None, "random", None, FitClock()
+        self.cache, self.key, self.knobs, self.compiled = ModelCache(), None, None, False
 
     def build(self, hp):
         values = declare(hp, self.space)
         if self.declaring:  # Keras Tuner builds while it sets up the space: no model (nor weights) needed
             return None
         self.trial_config = trial_config(self.config, self.space, values)
-        keras.utils.set_random_seed(self.trial_config.paper.seed)  # after Keras Tuner's clear_session
-        model, self.weights_used = build_model(self.trial_config.paper, self.data.num_classes, self.stats)
+        paper = self.trial_config.paper
+        keras.utils.set_random_seed(paper.seed)
+        fresh, self.weights_used = build_model(paper, self.data.num_classes, self.stats)
+        self.key = architecture_key(paper) if len(paper.training.stages) == 1 else None  # one compiled state per stage
+        model, self.knobs, self.compiled = self.cache.take(self.key, fresh)
         return model
+
+    def compile_stage(self, model, paper, learning_rate, steps_per_epoch, epochs, jit_compile):
+        """fit_stages' compile step: a reused model only takes the trial's values."""
+        if self.compiled:
+            set_knobs(model, self.knobs, paper.training, learning_rate, steps_per_epoch, epochs)
+            return
+        compile_model(model, paper, learning_rate, steps_per_epoch, epochs, jit_compile, knobs=self.knobs)
+        if self.key is not None:
+            self.cache.keep(self.key, model, self.knobs)
 
     def fit(self, hp, model, *args, callbacks=(), verbose=1, **kwargs):
         """The tuner's callbacks (best-epoch checkpoint, its hooks) ride along with ours."""
@@ -201,7 +219,7 @@ class CardHyperModel(keras_tuner.HyperModel):
         fit_stages(
             model, paper, self.data, self.folder, weights_used=self.weights_used, epochs=self.epochs,
             batch_size=paper.training.batch_size * self.settings["replicas"], extra_callbacks=[*callbacks, self.guard, self.clock],
-            verbose=verbose, jit_compile=self.settings["jit_compile"], reload_last=False,
+            verbose=verbose, jit_compile=self.settings["jit_compile"], reload_last=False, compile_stage=self.compile_stage,
         )
         return best_epoch(trial_history(self.folder, paper), self.objective)
 
@@ -255,8 +273,12 @@ class StageTuner(keras_tuner.Tuner):
         model.folder, model.trial_config, model.guard, model.clock = folder, None, None, FitClock()
         start = time.perf_counter()
         try:
-            with released_step_graphs():
-                results = super().run_trial(trial, *args, **kwargs)
+            with released_step_graphs(), self.strategy_scope():
+                # Keras Tuner's documented override: its own run_trial clears the session before every
+                # build (which would discard the compiled models trials reuse) and checkpoints the best
+                # epoch's weights, which the search never reads (the best values are retrained)
+                hp = trial.hyperparameters
+                results = model.fit(hp, model.build(hp), *args, **kwargs)
             meta["status"] = "completed"
             return results
         except TrialExploded as error:
@@ -274,6 +296,10 @@ class StageTuner(keras_tuner.Tuner):
             meta["fit_seconds"] = round(meta.get("fit_seconds", 0.0) + model.clock.seconds, 2)
             meta.update(outcome(folder, model, meta["status"] == "exploded"))
             write_json(path, meta)
+
+
+    def strategy_scope(self):
+        return self.distribution_strategy.scope() if self.distribution_strategy else nullcontext()
 
 
 def outcome(folder, model, exploded):
