@@ -151,17 +151,19 @@ def lr_sweep(check):
     curve, n = check["curve"], check["numbers"]
     fig = Figure(figsize=(7, 4), layout="tight")
     ax = fig.subplots()
-    ax.semilogx(curve["lr"], curve["loss"], color="0.75", lw=1, label="loss per step")
-    ax.semilogx(curve["lr"][: len(curve["smoothed"])], curve["smoothed"], color="C0", lw=2, label="smoothed")
+    if curve.get("step_loss"):
+        ax.semilogx(curve["lr"], curve["step_loss"], color="0.85", lw=1, label="loss of each step's batch")
+    ax.semilogx(curve["lr"], curve["loss"], color="0.55", lw=1, label="loss on the held batch")
+    ax.semilogx(curve["lr"][: len(curve["smoothed"])], curve["smoothed"], color="C0", lw=2, label="held, smoothed")
     ax.axvspan(*n["suggested_range"], color="C2", alpha=0.15, label="suggested coarse range")
     ax.axvline(n["lr_steepest"], color="C1", ls="--", label=f"falls fastest {n['lr_steepest']:.1e}")
     if n["lr_explodes"]:
         ax.axvline(n["lr_explodes"], color="C3", ls="--", label=f"explodes {n['lr_explodes']:.1e}")
     if n.get("card_lr"):
         ax.axvline(n["card_lr"], color="k", ls=":", label=f"card {n['card_lr']:g}")
-    finite = [v for v in curve["loss"] if math.isfinite(v)]
+    finite = [v for v in curve["loss"] if math.isfinite(v)] or [n["start_loss"]]
     ax.set_ylim(min(finite) * 0.9, min(max(finite), 3 * n["start_loss"]) * 1.05)
-    ax.set(xlabel="learning rate", ylabel="training loss", title="learning-rate sweep")
+    ax.set(xlabel="learning rate", ylabel="loss", title="learning-rate sweep")
     ax.legend(fontsize=8)
     return fig
 

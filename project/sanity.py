@@ -10,7 +10,9 @@ results, writes runs/<paper>__<dataset>/sanity.json and its plots, and returns 1
 (unless --force) so that `make all` stops before training.
 
 What "regularisation off" means here: training.l2 0, head dropout 0, weight decay 0, label
-smoothing 0, no augmentation (the card's copy used for checks 1, 3, 4 and 5). training.l2 is an
+smoothing 0, no augmentation (the card's copy used for the model of checks 1 to 5 and for their
+batches; the sweep alone trains on the card's own augmented batches, and check 6 judges plain
+batches and reports what augmentation does to them on a line of its own). training.l2 is an
 L2 penalty on the kernels of the layers the template builds: the head's Dense layers and the
 scratch CNN's convolutions. keras.applications backbones carry none (their weights are only
 decayed through training.weight_decay, which acts in the optimizer, not in the loss).
@@ -27,8 +29,9 @@ import pandas as pd
 
 import keras
 
-from project import pipeline
-from project import figures
+from project import figures, pipeline
+from project.augment import build_augmentation
+from project.augment_pool import augment_in_place, image_seeds
 from project.artifacts import atomic_write, run_root, write_json
 from project.backbones import BACKBONES
 from project.cards import with_values
@@ -40,7 +43,10 @@ INITIAL_LOSS_TOLERANCE = 0.25  # |loss / ln(C) - 1| above this: FAIL
 L2_FACTOR = 1.0  # "large": the penalty of a freshly initialised head alone is several times ln(C)
 OVERFIT_EXAMPLES, OVERFIT_EPOCHS, OVERFIT_LOSS = 20, 200, 0.05
 SWEEP = dict(min_lr=1e-7, max_lr=10.0, steps=100)
+FALL_STARTS = 0.03  # the loss "starts to fall" once 3% below its start (the sweep's success is a 10% fall)
+SWEEP_STEPS_FROM_SCRATCH = 400  # ~50 per decade: a randomly initialised network needs tens of steps at a good rate
 COLLAPSED_STD, DEAD_FRACTION, SATURATED_FRACTION = 1e-2, 0.95, 0.25
+AUGMENT_SHIFT, AUGMENT_STD_RATIO = 0.25, 1.25  # augmentation "moves" the inputs beyond these
 
 TITLES = {
     "initial_loss": "1 initial loss vs ln(C)",
@@ -89,12 +95,16 @@ def check_initial_loss(model, batches, num_classes, tolerance=INITIAL_LOSS_TOLER
     numbers = {"loss": loss, "ln_C": expected, "relative_difference": off, "tolerance": tolerance,
                "batches": len(losses), "outputs_are_probabilities": probabilities}
     if not probabilities:
-        return result("initial_loss", "FAIL", numbers, "the outputs are not probabilities (logits?): end the model with softmax, or compute the loss from_logits")
+        return result("initial_loss", "FAIL", numbers,
+                      "the outputs are not probabilities (logits?): end the model with softmax, or compute the loss from_logits")
     if abs(off) <= tolerance:
-        return result("initial_loss", "PASS", numbers, f"the loss starts at chance level ({loss:.3f} vs ln({num_classes}) = {expected:.3f})")
+        return result("initial_loss", "PASS", numbers,
+                      f"the loss starts at chance level ({loss:.3f} vs ln({num_classes}) = {expected:.3f})")
     if off > 0:
-        return result("initial_loss", "FAIL", numbers, "the untrained model is confidently wrong: initialise the output layer small (e.g. zeros or stddev 0.01), check that labels match the classes")
-    return result("initial_loss", "FAIL", numbers, "the loss starts below chance: labels may leak into the inputs, or logits and probabilities are mixed up")
+        return result("initial_loss", "FAIL", numbers, "the untrained model is confidently wrong: initialise the output layer "
+                      "small (e.g. zeros or stddev 0.01), check that labels match the classes")
+    return result("initial_loss", "FAIL", numbers,
+                  "the loss starts below chance: labels may leak into the inputs, or logits and probabilities are mixed up")
 
 
 # ---------------------------------------------------------------- 2 regularisation
@@ -103,7 +113,8 @@ def check_initial_loss(model, batches, num_classes, tolerance=INITIAL_LOSS_TOLER
 def total_loss(model, batches):
     """Data loss plus the model's own losses (its regularisation penalties), as Keras adds them
     in compute_loss; inference mode, so both models see exactly the same function."""
-    values = [cross_entropy(y, model(x, training=False)) + float(sum(keras.ops.convert_to_numpy(l) for l in model.losses)) for x, y in batches]
+    values = [cross_entropy(y, model(x, training=False)) + float(sum(keras.ops.convert_to_numpy(l) for l in model.losses))
+              for x, y in batches]
     return float(np.mean(values))
 
 
@@ -116,10 +127,13 @@ def check_regularisation(model, model_l2, batches, l2=L2_FACTOR):
                "regularised_weights": regularised}
     if increase > 0.01 * max(without, 1e-6):
         return result("regularisation", "PASS", numbers,
-                      f"L2 {l2:g} raises the loss by {increase:.3g}; it acts on {len(regularised)} kernels (the head and any scratch convolutions; keras.applications backbones only get training.weight_decay)")
+                      f"L2 {l2:g} raises the loss by {increase:.3g}; it acts on {len(regularised)} kernels (the head and any "
+                      f"scratch convolutions; keras.applications backbones only get training.weight_decay)")
     if not regularised:
-        return result("regularisation", "FAIL", numbers, "no weight carries a regularizer: training.l2 never reaches the loss; attach kernel_regularizer when the layers are built")
-    return result("regularisation", "FAIL", numbers, "weights carry a regularizer but the loss does not rise: the penalty is not wired into the loss (model.losses)")
+        return result("regularisation", "FAIL", numbers, "no weight carries a regularizer: training.l2 never reaches the loss; "
+                      "attach kernel_regularizer when the layers are built")
+    return result("regularisation", "FAIL", numbers,
+                  "weights carry a regularizer but the loss does not rise: the penalty is not wired into the loss (model.losses)")
 
 
 # ---------------------------------------------------------------- 3 overfit a tiny subset
@@ -152,92 +166,149 @@ def check_overfit(model, batches, epochs=OVERFIT_EPOCHS, target_loss=OVERFIT_LOS
                "final_accuracy": history[-1]["accuracy"], "final_loss": history[-1]["loss"], "best_accuracy": best}
     extra = {"history": history}
     if history[-1]["accuracy"] >= 1.0 and history[-1]["loss"] <= target_loss:
-        return result("overfit", "PASS", numbers, f"memorised {count} examples in {len(history)} epochs: model, labels and optimisation can learn", **extra)
+        return result("overfit", "PASS", numbers,
+                      f"memorised {count} examples in {len(history)} epochs: model, labels and optimisation can learn", **extra)
     if reached:
-        return result("overfit", "WARN", numbers, f"100% accuracy but the loss stays at {history[-1]['loss']:.3g}: the learning rate may be too low or the output saturated", **extra)
+        return result("overfit", "WARN", numbers, f"100% accuracy but the loss stays at {history[-1]['loss']:.3g}: "
+                      f"the learning rate may be too low or the output saturated", **extra)
     return result("overfit", "FAIL", numbers,
-                  f"cannot fit {count} examples in {len(history)} epochs (best accuracy {best:.2f}): check that labels match images, that the learning rate is not 0, and that the layers are trainable", **extra)
+                  f"cannot fit {count} examples in {len(history)} epochs (best accuracy {best:.2f}): check that labels match "
+                  f"images, that the learning rate is not 0, and that the layers are trainable", **extra)
 
 
 # ---------------------------------------------------------------- 4 learning-rate sweep
 
 
-def lr_sweep(model, batches, min_lr=1e-7, max_lr=10.0, steps=100, explode=4.0, beta=0.9):
-    """One training step per learning rate on an exponential grid (Smith 2017, fastai's lr_find),
-    on a compiled model. Stops when the loss is non-finite or above `explode` x its best."""
+def held_loss(model, x, y):
+    """A function returning the compiled loss on one fixed batch, in training mode (batch statistics,
+    as a step sees them), traced once: the sweep calls it after every step."""
+    import tensorflow as tf
+
+    loss_fn = keras.losses.get(model.loss)
+    x, y = tf.constant(x), tf.constant(y)
+    compute = tf.function(lambda: keras.ops.mean(loss_fn(y, model(x, training=True))))
+    return lambda: float(compute())
+
+
+def blew_up(loss, step_loss, average, best, start, explode=4.0):
+    """Where the sweep stops: a non-finite loss, the held loss above `explode` x its best average so far
+    (fastai), or, once it has fallen by 10%, its average back above where it started: a classifier driven
+    too hard often collapses to chance rather than blowing up."""
+    if not (math.isfinite(loss) and math.isfinite(step_loss)):
+        return True
+    return loss > explode * best or (best < 0.9 * start and average > start)
+
+
+def lr_sweep(model, batches, min_lr=1e-7, max_lr=10.0, steps=100, explode=4.0, beta=0.9, held=None):
+    """One training step per learning rate on an exponential grid (Smith 2017, fastai's lr_find), on
+    a compiled model, each followed by the loss on one fixed `held` batch (default: the first batch),
+    until the loss blows up.
+
+    The held loss, not the step's own: the step's loss is on a new (augmented) batch every time, and
+    its batch-to-batch noise hides a 10% fall over a short sweep; on a fixed batch, any change is a
+    change of the model. Its average is a debiased EMA, as fastai's."""
     lrs = np.geomspace(min_lr, max_lr, steps)
     source = itertools.cycle(batches) if isinstance(batches, (list, tuple)) else iter(batches.repeat())
-    losses, smooth, best, exploded = [], 0.0, math.inf, None
+    if held is None:
+        held = batches[0] if isinstance(batches, (list, tuple)) else next(iter(batches))
+    measure = held_loss(model, *held)
+    start = measure()
+    losses, step_losses, ema, best, exploded = [], [], 0.0, math.inf, None
     for i, lr in enumerate(lrs):
         x, y = next(source)
         model.optimizer.learning_rate = float(lr)
-        loss = float(model.train_on_batch(x, y, return_dict=True)["loss"])
-        losses.append(loss)
-        if not math.isfinite(loss) or loss > explode * best:
+        step_losses.append(float(model.train_on_batch(x, y, return_dict=True)["loss"]))
+        losses.append(measure())
+        ema = beta * ema + (1 - beta) * losses[-1]
+        average = ema / (1 - beta ** (i + 1))
+        if blew_up(losses[-1], step_losses[-1], average, best, start, explode):
             exploded = i
             break
-        smooth = beta * smooth + (1 - beta) * loss
-        best = min(best, smooth / (1 - beta ** (i + 1)))
-    return {"lr": lrs[: len(losses)].tolist(), "loss": losses, "exploded_at": exploded}
+        best = min(best, average)
+    return {"lr": lrs[: len(losses)].tolist(), "loss": losses, "step_loss": step_losses, "start_loss": start,
+            "exploded_at": exploded}
 
 
-def read_sweep(sweep, window=7):
-    """Where the loss falls fastest, its minimum, where it explodes, and a coarse search range."""
+def sweep_window(lrs, decades=0.25, least=5):
+    """An odd number of sweep points spanning about `decades` of learning rate (at least `least`)."""
+    per_decade = (len(lrs) - 1) / max(math.log10(lrs[-1] / lrs[0]), 1e-12)
+    return max(least, int(round(decades * per_decade)) // 2 * 2 + 1)
+
+
+def smooth(values, window):
+    # centred: no lag, so a minimum sits at the learning rate that produced it
+    return pd.Series(values).rolling(window, center=True, min_periods=1).mean().to_numpy()
+
+
+def steepest(losses, lrs, i_min, window):
+    """(index of the steepest fall before the minimum i_min, first and last index of the region around it
+    falling at least half as fast), the slope taken over about half a decade: a one-step slope of a noisy
+    curve points anywhere."""
+    if i_min < 2:
+        return i_min, 0, i_min
+    slope = np.gradient(smooth(losses, 2 * window - 1)[: i_min + 1], np.log10(lrs[: i_min + 1]))
+    steep = int(np.argmin(slope))
+    fast = slope <= 0.5 * slope[steep]
+    first = last = steep
+    while first > 0 and fast[first - 1]:
+        first -= 1
+    while last < i_min and fast[last + 1]:
+        last += 1
+    return steep, first, last
+
+
+def read_sweep(sweep):
+    """Where the loss starts to fall, falls fastest, bottoms out and explodes, and a coarse search range:
+    Smith's bounds, from where the loss starts to fall up to its minimum, past which steps undo what
+    earlier ones learned; two decades at least."""
     lrs, losses, exploded = np.asarray(sweep["lr"]), np.asarray(sweep["loss"], dtype=float), sweep["exploded_at"]
-    usable = slice(0, exploded if exploded is not None else len(losses))
-    # centred smoothing: no lag, so the minimum sits at the learning rate that produced it
-    smoothed = pd.Series(losses[usable]).rolling(window, center=True, min_periods=1).mean().to_numpy()
-    lrs_used = lrs[usable]
-    start = float(np.mean(losses[: min(5, len(smoothed))]))
+    end = max(1, len(losses) if exploded is None else exploded)
+    lrs_used, window, start = lrs[:end], sweep_window(lrs), sweep["start_loss"]
+    smoothed = smooth(losses[:end], window)
     i_min = int(np.argmin(smoothed))
-    out = {"start_loss": start, "min_loss": float(smoothed[i_min]), "lr_at_min": float(lrs_used[i_min]),
-           "lr_explodes": float(lrs[exploded]) if exploded is not None else None, "smoothed": smoothed.tolist(),
-           "fell": bool(smoothed[i_min] < 0.9 * start)}
-    if i_min >= 2:
-        # the slope over about a decade: a one-step slope of a noisy curve points anywhere
-        steady = pd.Series(losses[usable]).rolling(2 * window - 1, center=True, min_periods=1).mean().to_numpy()
-        slope = np.gradient(steady[: i_min + 1], np.log10(lrs_used[: i_min + 1]))
-        steep = int(np.argmin(slope))
-        fast = slope <= 0.5 * slope[steep]
-        low = high = steep
-        while low > 0 and fast[low - 1]:
-            low -= 1
-        while high < i_min and fast[high + 1]:
-            high += 1
-        out.update(lr_steepest=float(lrs_used[steep]), falls_fastest=[float(lrs_used[low]), float(lrs_used[high])])
-    else:
-        out.update(lr_steepest=float(lrs_used[i_min]), falls_fastest=[float(lrs_used[0]), float(lrs_used[i_min])])
-    # coarse range: a decade below where the loss falls fastest up to a decade past its minimum
-    # (a 100-step sweep underestimates what a full training tolerates), kept a decade below
-    # the explosion
-    high = out["lr_at_min"] * 10
-    if out["lr_explodes"] is not None:
-        high = max(out["lr_at_min"], min(high, out["lr_explodes"] / 10))
-    low = max(float(lrs[0]), min(out["falls_fastest"][0] / 10, high / 100))
-    out["suggested_range"] = [low, high]
-    return out
+    steep, first, last = steepest(losses[:end], lrs_used, i_min, window)
+    falling = np.flatnonzero(smoothed[: i_min + 1] < (1 - FALL_STARTS) * start)
+    falls_from = float(lrs_used[falling[0] if len(falling) else i_min])
+    high = float(lrs_used[i_min])
+    low = max(float(lrs[0]), min(falls_from, high / 100))
+    return {"start_loss": start, "min_loss": float(smoothed[i_min]), "fell": bool(smoothed[i_min] < 0.9 * start),
+            "lr_falls_from": falls_from, "lr_steepest": float(lrs_used[steep]),
+            "falls_fastest": [float(lrs_used[first]), float(lrs_used[last])], "lr_at_min": high,
+            "lr_explodes": float(lrs[exploded]) if exploded is not None else None,
+            "suggested_range": [low, high], "smoothed": smoothed.tolist()}
 
 
-def check_lr_sweep(model, batches, current_lr=None, **sweep_options):
+def check_lr_sweep(model, batches, current_lr=None, held=None, **sweep_options):
+    """WARN when no rate lowers the held loss by 10%, when the card's rate is at or past where the loss
+    explodes, or more than a decade below the suggested range (the loss barely moves there)."""
     options = {**SWEEP, **sweep_options}
-    sweep = lr_sweep(model, batches, **options)
+    sweep = lr_sweep(model, batches, held=held, **options)
     found = read_sweep(sweep)
     low, high = found["suggested_range"]
-    numbers = {k: found[k] for k in ("start_loss", "min_loss", "lr_steepest", "falls_fastest", "lr_at_min", "lr_explodes", "suggested_range")}
+    numbers = {k: found[k] for k in ("start_loss", "min_loss", "lr_falls_from", "lr_steepest", "falls_fastest", "lr_at_min",
+                                     "lr_explodes", "suggested_range")}
     numbers.update(steps=len(sweep["loss"]), card_lr=current_lr)
-    extra = {"curve": {"lr": sweep["lr"], "loss": sweep["loss"], "smoothed": found["smoothed"]}}
+    extra = {"curve": {"lr": sweep["lr"], "loss": sweep["loss"], "step_loss": sweep["step_loss"], "smoothed": found["smoothed"]}}
+    span = f"[{low:.1e}, {high:.1e}]"
     if not found["fell"]:
         return result("lr_sweep", "WARN", numbers,
-                      f"no learning rate in {options['min_lr']:g}..{options['max_lr']:g} lowered the loss by 10% within the sweep: "
-                      f"a network trained from random initialisation may need more steps than the sweep has (if the overfit check "
-                      f"passed, use the suggested range); otherwise check data, labels and trainable layers", **extra)
-    where = ""
-    if current_lr is not None:
-        if found["lr_explodes"] is not None and current_lr >= found["lr_explodes"]:
-            return result("lr_sweep", "WARN", numbers,
-                          f"the card's learning rate {current_lr:g} is at or beyond where the loss explodes ({found['lr_explodes']:.2g}): lower it; search in [{low:.1e}, {high:.1e}]", **extra)
-        where = "; the card's {:g} lies {}".format(current_lr, "inside it" if low <= current_lr <= high else ("below it" if current_lr < low else "above it"))
-    return result("lr_sweep", "PASS", numbers, f"search learning_rate in [{low:.1e}, {high:.1e}] (log sampling){where}", **extra)
+                      f"no learning rate in {options['min_lr']:g}..{options['max_lr']:g} lowered the loss by 10% in "
+                      f"{len(sweep['loss'])} steps (measured on a held batch): check data, labels and trainable layers; if the "
+                      f"overfit check passed, the network may need more steps than the sweep has (the suggested range is then "
+                      f"a guess)", **extra)
+    if current_lr is None:
+        return result("lr_sweep", "PASS", numbers, f"search learning_rate in {span} (log sampling)", **extra)
+    if found["lr_explodes"] is not None and current_lr >= found["lr_explodes"]:
+        return result("lr_sweep", "WARN", numbers,
+                      f"the card's learning rate {current_lr:g} is at or beyond where the loss explodes "
+                      f"({found['lr_explodes']:.2g}): lower it; search in {span}", **extra)
+    if current_lr < low / 10:
+        return result("lr_sweep", "WARN", numbers,
+                      f"the card's learning rate {current_lr:g} lies far below {span}, where the loss barely moves: "
+                      f"training will crawl; raise it (search in {span})", **extra)
+    where = "inside it" if low <= current_lr <= high else ("below it" if current_lr < low else "above it")
+    return result("lr_sweep", "PASS", numbers,
+                  f"search learning_rate in {span} (log sampling); the card's {current_lr:g} lies {where}", **extra)
 
 
 # ---------------------------------------------------------------- 5 activation statistics
@@ -320,12 +391,15 @@ def check_activations(model, x, fail_fraction=0.5):
     if not rows:
         return result("activations", "WARN", numbers, "no layer with an activation was found", **extra)
     if not flagged:
-        return result("activations", "PASS", numbers, "every layer keeps a healthy spread: no collapsed, dead or saturated layers", **extra)
+        return result("activations", "PASS", numbers,
+                      "every layer keeps a healthy spread: no collapsed, dead or saturated layers", **extra)
     worst = max(counts, key=counts.get)
     advice = {
-        "collapsed": "activations shrink toward zero layer by layer: the weights are initialised too small (use he_normal for ReLU, glorot for tanh) or add normalization",
+        "collapsed": "activations shrink toward zero layer by layer: the weights are initialised too small "
+                     "(use he_normal for ReLU, glorot for tanh) or add normalization",
         "dead": "most ReLU units never fire: lower the learning rate, check the bias/initialisation, or use leaky_relu",
-        "saturated": "tanh/sigmoid units sit at the rails (no gradient): the weights are initialised too large (use glorot), or add normalization",
+        "saturated": "tanh/sigmoid units sit at the rails (no gradient): the weights are initialised too large (use glorot), "
+                     "or add normalization",
     }[worst]
     names = ", ".join(r["layer"] for r in flagged[:4]) + (" ..." if len(flagged) > 4 else "")
     status = "FAIL" if fail_fraction is not None and len(flagged) >= fail_fraction * len(rows) else "WARN"
@@ -369,12 +443,50 @@ def preprocessed(model, x):
     return keras.ops.convert_to_numpy(x)
 
 
-def check_preprocessing(model, x, mode):
-    v = preprocessed(model, x).astype("float64")
+def channel_stats(v):
     axes = tuple(range(v.ndim - 1))
-    mean, std = v.mean(axis=axes), v.std(axis=axes)
+    return v.mean(axis=axes), v.std(axis=axes)
+
+
+def augmentation_shift(model, x, augmented):
+    """How the card's augmentation moves what reaches the network, on the same images: the largest
+    shift of a channel mean in units of that channel's plain std, and the std ratio furthest from 1."""
+    plain_mean, plain_std = channel_stats(preprocessed(model, x).astype("float64"))
+    mean, std = channel_stats(preprocessed(model, augmented).astype("float64"))
+    scale = np.maximum(plain_std, 1e-12)
+    ratios = np.maximum(std, 1e-12) / scale
+    return {"augmented_channel_mean": mean.tolist(), "augmented_channel_std": std.tolist(),
+            "augmentation_mean_shift": float(np.max(np.abs(mean - plain_mean) / scale)),
+            "augmentation_std_ratio": float(ratios[np.argmax(np.abs(np.log(ratios)))])}
+
+
+def augmentation_note(shift, x):
+    """One line on what augmentation does to the input statistics, with advice when it moves them."""
+    moved, ratio = shift["augmentation_mean_shift"], shift["augmentation_std_ratio"]
+    if moved <= AUGMENT_SHIFT and 1 / AUGMENT_STD_RATIO <= ratio <= AUGMENT_STD_RATIO:
+        return f"augmentation keeps the input statistics (means move by {moved:.2f} std, stds x{ratio:.2f})"
+    colour = np.round(np.asarray(x, dtype="float64").mean(axis=tuple(range(np.ndim(x) - 1)))).astype(int).tolist()
+    return (f"augmentation moves the inputs (means by {moved:.2f} std, stds x{ratio:.2f}), which test images never see; "
+            f"if it is the constant fill at the borders of Affine/Rotate/ShiftScaleRotate, set border_mode: 4 "
+            f"(cv2.BORDER_REFLECT_101) in the transform, or fill: {colour} (the images' mean colour)")
+
+
+def check_preprocessing(model, x, mode, augmented=None):
+    """What reaches the first layer that learns, on un-augmented images `x` (raw 0-255 RGB), against what
+    the backbone expects: PASS or WARN on the preprocessing alone. With `augmented` (the same images
+    through the card's augmentation) it also says, on its own line (`augmentation`), whether augmentation
+    moves the statistics (a mean by more than AUGMENT_SHIFT std, a std by more than x/÷ AUGMENT_STD_RATIO),
+    e.g. the black fill of a large rotation on grey images. That never changes the status: the model's
+    preprocessing is right or wrong whatever the augmentation, and blaming it for the fill misleads."""
+    v = preprocessed(model, x).astype("float64")
+    mean, std = channel_stats(v)
     numbers = {"expected": EXPECTED[mode]["text"], "mode": mode, "channel_mean": mean.tolist(), "channel_std": std.tolist(),
                "min": float(v.min()), "max": float(v.max())}
+    extra = {}
+    if augmented is not None:
+        shift = augmentation_shift(model, x, augmented)
+        numbers.update(shift)
+        extra["augmentation"] = augmentation_note(shift, x)
     spec = EXPECTED[mode]
     problems = []
     if spec.get("centred"):
@@ -390,10 +502,22 @@ def check_preprocessing(model, x, mode):
         if np.all(std < spec["min_std"]):
             problems.append(f"channel stds {np.round(std, 4).tolist()} are tiny (scaled twice?)")
     if not problems:
-        return result("preprocessing", "PASS", numbers, f"inputs reach the backbone as it expects: {spec['text']}")
+        return result("preprocessing", "PASS", numbers, f"inputs reach the backbone as it expects: {spec['text']}", **extra)
     hint = "images still 0-255? " if v.max() > 20 and not spec.get("range", (0, 0))[1] > 20 else ""
     return result("preprocessing", "WARN", numbers,
-                  f"{'; '.join(problems)} but the backbone expects {spec['text']}: {hint}check model.preprocessing and that the pipeline feeds raw 0-255 RGB")
+                  f"{'; '.join(problems)} but the backbone expects {spec['text']}: {hint}check model.preprocessing and that the "
+                  f"pipeline feeds raw 0-255 RGB", **extra)
+
+
+def augmented_copy(images, paper):
+    """The same images through the card's augmentation as the training pipeline applies it (None
+    without augmentation)."""
+    compose = build_augmentation([t.model_dump() for t in paper.augmentation], paper.augmentation_strength, paper.seed)
+    if compose is None:
+        return None
+    out = np.asarray(images).astype(np.uint8)
+    augment_in_place(compose, out, 0, len(out), image_seeds([paper.seed, 0, 0], len(out)))
+    return out.astype("float32")
 
 
 PLOTS = {"lr_sweep": figures.lr_sweep, "activations": figures.activations, "overfit": figures.overfit}
@@ -434,17 +558,23 @@ def tiny_batch(data, paper, size=OVERFIT_EXAMPLES):
 
 def run_checks(config, root, log=print):
     """All six checks on one model built from the card, trainable as in its first stage (and at
-    that stage's learning rate); returns the results in checklist order."""
+    that stage's learning rate); returns the results in checklist order.
+
+    The sweep trains on the card's own (augmented) batches and measures on a held batch of plain
+    ones. Its length follows Smith (2017), who runs the range test for several epochs: fastai's 100
+    steps suit pretrained weights, whose loss answers at once; from random initialisation the loss
+    first rises for tens of steps even at a rate that trains well, so it gets SWEEP_STEPS_FROM_SCRATCH."""
     paper, clean = config.paper, clean_config(config)
     keras.utils.set_random_seed(paper.seed)
     data = prepare(config, root)
     stats = data.stats(paper) if paper.model.preprocessing in ("per_channel_mean", "mean_image") else None
     model, weights_used = build_model(clean.paper, data.num_classes, stats)
     first = next(s for s in paper.training.stages if s.epochs > 0)
-    freeze_bn = not weights_used.startswith("random")
-    apply_stage(model, first.unfreeze, freeze_bn)  # train what the first stage trains
+    pretrained = not weights_used.startswith("random")
+    apply_stage(model, first.unfreeze, pretrained)  # train what the first stage trains
     initial = model.get_weights()
     plain = _numpy_batches(data.dataset("train", clean.paper, training=True), 3)
+    held = tuple(np.concatenate(parts) for parts in zip(*plain))
     results = {}
 
     def timed(name, function, *args, **kwargs):
@@ -454,7 +584,7 @@ def run_checks(config, root, log=print):
 
     timed("initial_loss", check_initial_loss, model, plain, data.num_classes)
     l2_model, _ = build_model(with_values(clean, {"training.l2": L2_FACTOR}).paper, data.num_classes, stats)
-    apply_stage(l2_model, first.unfreeze, freeze_bn)
+    apply_stage(l2_model, first.unfreeze, pretrained)
     l2_model.set_weights(initial)
     timed("regularisation", check_regularisation, model, l2_model, plain[:2])
     del l2_model
@@ -466,11 +596,13 @@ def run_checks(config, root, log=print):
     model.compile(optimizer=make_optimizer(t, lr, 1, 1), loss="categorical_crossentropy", metrics=["accuracy"])
     timed("overfit", check_overfit, model, [tiny_batch(data, paper)])
     reset(model, initial)
-    real = data.dataset("train", paper)  # the card's training batches, augmentation included
-    timed("lr_sweep", check_lr_sweep, model, real, current_lr=lr)
+    steps = SWEEP["steps"] if pretrained else SWEEP_STEPS_FROM_SCRATCH
+    epochs = -(-steps // data.steps("train", paper.training.batch_size))
+    real = data.dataset("train", paper, epochs=(0, epochs))  # the card's first training batches, augmentation included
+    timed("lr_sweep", check_lr_sweep, model, real, current_lr=lr, held=held, steps=steps)
     reset(model, initial)
-    timed("activations", check_activations, model, plain[0][0], fail_fraction=None if freeze_bn else 0.5)
-    timed("preprocessing", check_preprocessing, model, next(iter(real))[0].numpy(), expected_mode(paper))
+    timed("activations", check_activations, model, plain[0][0], fail_fraction=None if pretrained else 0.5)
+    timed("preprocessing", check_preprocessing, model, held[0], expected_mode(paper), augmented_copy(held[0], paper))
     return [results[name] for name in TITLES], weights_used
 
 
@@ -485,7 +617,8 @@ def _fmt(value):
 def format_result(check):
     hidden = ("regularised_weights", "channel_mean", "channel_std") if check["name"] != "preprocessing" else ()
     numbers = ", ".join(f"{k}={_fmt(v)}" for k, v in check["numbers"].items() if k not in hidden and v is not None)
-    return f"{check['status']:<4}  {check['title']}: {numbers}\n      -> {check['advice']}"
+    note = f"\n      -> {check['augmentation']}" if check.get("augmentation") else ""
+    return f"{check['status']:<4}  {check['title']}: {numbers}\n      -> {check['advice']}{note}"
 
 
 def write_results(folder, config, checks, weights_used, seconds):
@@ -496,7 +629,8 @@ def write_results(folder, config, checks, weights_used, seconds):
             path = folder / f"sanity_{check['name']}.png"
             atomic_write(path, figures.png_bytes(PLOTS[check["name"]](check)))
             check["plot"] = path.name
-    status = "FAIL" if any(c["status"] == "FAIL" for c in checks) else ("WARN" if any(c["status"] == "WARN" for c in checks) else "PASS")
+    statuses = {c["status"] for c in checks}
+    status = "FAIL" if "FAIL" in statuses else ("WARN" if "WARN" in statuses else "PASS")
     summary = {"paper": config.paper_name, "dataset": config.dataset_name, "status": status, "weights_used": weights_used,
                "seconds": round(seconds, 1), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "checks": checks}
     write_json(folder / "sanity.json", summary)
@@ -507,7 +641,8 @@ def cli(config, args):
     start = time.perf_counter()
     root = run_root(config, args.runs_dir)
     if not args.quiet:
-        print(f"sanity checks on {config.paper_name} x {config.dataset_name} (regularisation, dropout and augmentation off unless stated)")
+        print(f"sanity checks on {config.paper_name} x {config.dataset_name} "
+              f"(regularisation, dropout and augmentation off unless stated)")
     checks, weights_used = run_checks(config, root)
     summary = write_results(root, config, checks, weights_used, time.perf_counter() - start)
     print(f"sanity: {summary['status']} in {summary['seconds']:.0f}s -> {root / 'sanity.json'}")

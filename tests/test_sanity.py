@@ -171,6 +171,42 @@ def test_lr_sweep_finds_the_explosion_point_on_a_toy_problem():
     assert 30 < found[100.0] / found[10000.0] < 300  # the explosion point follows the curvature
 
 
+def synthetic_sweep(start, bottom, explode, noise=0.03):
+    """A sweep of 400 steps from 1e-7 to 10 whose loss is flat (2.3) up to the learning rate `start`, falls
+    linearly in log(lr) to 1.0 at `bottom`, rises steeply after and is stopped (exploded) at `explode`;
+    with noise that a one-step reading would mistake for structure."""
+    lrs = np.geomspace(1e-7, 10, 400)
+    x, a, b = np.log10(lrs), np.log10(start), np.log10(bottom)
+    loss = np.where(x < a, 2.3, np.where(x < b, 2.3 - 1.3 * (x - a) / (b - a), 1.0 + 1.5 * (x - b)))
+    loss = loss + np.random.default_rng(0).normal(0, noise, size=len(loss))
+    exploded = int(np.searchsorted(lrs, explode))
+    return {"lr": lrs[: exploded + 1].tolist(), "loss": loss[: exploded + 1].tolist(), "start_loss": 2.3, "exploded_at": exploded}
+
+
+def test_read_sweep_finds_where_the_loss_starts_to_fall_bottoms_out_and_explodes():
+    sweep = synthetic_sweep(1e-4, 3e-2, 0.3)
+    found = sanity.read_sweep(sweep)
+    assert found["fell"] and found["min_loss"] == pytest.approx(1.0, abs=0.1)
+    assert 1e-4 < found["lr_falls_from"] < 2e-4  # 3% below the start: a few steps into the fall
+    assert 2e-2 < found["lr_at_min"] < 4.5e-2 and found["lr_explodes"] == sweep["lr"][-1]
+    assert 1e-4 <= found["falls_fastest"][0] <= found["lr_steepest"] <= found["falls_fastest"][1] <= found["lr_at_min"]
+    assert found["suggested_range"] == [found["lr_falls_from"], found["lr_at_min"]]  # Smith's bounds
+    # a fall over less than two decades still gets a range two decades wide
+    sharp = sanity.read_sweep(synthetic_sweep(1e-3, 3e-3, 0.1))
+    assert 2e-3 < sharp["lr_at_min"] < 4e-3 and sharp["suggested_range"] == [sharp["lr_at_min"] / 100, sharp["lr_at_min"]]
+    assert not sanity.read_sweep(synthetic_sweep(1e-3, 3e-3, 1.0, noise=0.0) | {"start_loss": 1.05})["fell"]
+
+
+def test_the_sweep_stops_where_the_loss_blows_up_or_climbs_back_to_its_start():
+    start, best = 2.3, 1.5  # fell from ln(10) to 1.5
+    assert not sanity.blew_up(2.0, 2.0, average=2.0, best=best, start=start)
+    assert sanity.blew_up(2.2, 2.2, average=2.4, best=best, start=start)  # back above the start: collapsed to chance
+    assert sanity.blew_up(6.5, 2.2, average=2.2, best=best, start=start)  # above 4 x the best (fastai)
+    assert not sanity.blew_up(2.5, 2.5, average=2.5, best=2.2, start=start)  # never fell by 10%: noise, not collapse
+    assert sanity.blew_up(math.nan, 2.2, average=2.2, best=best, start=start)
+    assert sanity.blew_up(2.2, math.inf, average=2.2, best=best, start=start)  # the step's own loss overflowed
+
+
 def test_lr_sweep_warns_when_no_learning_rate_lowers_the_loss(digits):
     x, y, _ = digits
     model = mlp()
@@ -225,7 +261,8 @@ def test_activations_are_healthy_with_glorot_or_he(gaussian_batch, initializer, 
 
 def test_activations_flag_dead_relus(gaussian_batch):
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((100,)), keras.layers.Dense(50, activation="relu", bias_initializer=keras.initializers.Constant(-100.0)),
+    model = keras.Sequential([keras.Input((100,)),
+                              keras.layers.Dense(50, activation="relu", bias_initializer=keras.initializers.Constant(-100.0)),
                               keras.layers.Dense(50, activation="relu", kernel_initializer="he_normal")])
     rows = sanity.check_activations(model, gaussian_batch)["layers"]
     assert rows[0]["zero_fraction"] == 1.0 and "dead" in rows[0]["flags"]
@@ -234,7 +271,8 @@ def test_activations_flag_dead_relus(gaussian_batch):
 def test_activations_reach_inside_a_nested_backbone():
     keras.utils.set_random_seed(0)
     inner_in = keras.Input((8, 8, 3))
-    inner = keras.Model(inner_in, keras.layers.ReLU(name="inner_relu")(keras.layers.Conv2D(4, 3, name="conv")(inner_in)), name="backbone")
+    inner_out = keras.layers.ReLU(name="inner_relu")(keras.layers.Conv2D(4, 3, name="conv")(inner_in))
+    inner = keras.Model(inner_in, inner_out, name="backbone")
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
     x = keras.layers.GlobalAveragePooling2D()(inner(x))
@@ -321,10 +359,14 @@ def test_sanity_command_writes_all_six_checks(tmp_path, capsys):
         assert f"{check['status']:<4}  {check['title']}" in out
         if "plot" in check:
             assert (folder / check["plot"]).stat().st_size > 1000
-    assert {c["plot"] for c in summary["checks"] if "plot" in c} == {"sanity_lr_sweep.png", "sanity_activations.png", "sanity_overfit.png"}
+    plots = {c["plot"] for c in summary["checks"] if "plot" in c}
+    assert plots == {"sanity_lr_sweep.png", "sanity_activations.png", "sanity_overfit.png"}
     statuses = {c["name"]: c["status"] for c in summary["checks"]}
     assert statuses["initial_loss"] == statuses["regularisation"] == statuses["overfit"] == "PASS", out
     assert statuses["preprocessing"] == "PASS"  # scratch: per-channel mean subtraction -> zero-centred
+    sweep = next(c for c in summary["checks"] if c["name"] == "lr_sweep")
+    assert sweep["status"] == "PASS" and "the card's 0.003 lies inside it" in sweep["advice"], sweep["advice"]
+    assert sweep["numbers"]["steps"] > sanity.SWEEP["steps"]  # from random initialisation: the longer sweep
     assert code == (1 if summary["status"] == "FAIL" else 0)
 
 
@@ -341,7 +383,8 @@ def test_sanity_command_exits_1_on_a_fail_unless_forced(tmp_path, capsys):
 
 
 def test_verdict_returns_1_on_a_fail_unless_forced(capsys):
-    checks = [{"title": "3 overfit", "status": "FAIL", "advice": "fix the labels"}, {"title": "1", "status": "PASS", "advice": ""}]
+    checks = [{"title": "3 overfit", "status": "FAIL", "advice": "fix the labels"},
+              {"title": "1", "status": "PASS", "advice": ""}]
     assert sanity.verdict(checks, force=False) == 1
     assert "fix the labels" in capsys.readouterr().out
     assert sanity.verdict(checks, force=True) == 0
