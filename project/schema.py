@@ -182,6 +182,8 @@ class Runtime(Strict):
     distribution: Literal["none", "mirrored"] = Field(
         default="none", description="mirrored: every GPU of this machine; batch_size is per replica")
     cache: Literal["memory", "disk", "none"] = Field(default="memory", description="decoded images: memory, disk (runs/<run>/cache), none")
+    backup_seconds: float = Field(
+        default=30.0, ge=0.0, description="resume state written at an epoch end at most this often (0: every epoch)")
     deterministic: bool = Field(
         default=True, description="TensorFlow op determinism: the same seed gives the same numbers on the same machine")
 

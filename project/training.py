@@ -82,8 +82,10 @@ def monitor_of(paper):
     return monitor, "min" if "loss" in monitor else "max"
 
 
-def stage_callbacks(paper, folder, stage):
-    """Best-on-val checkpoint, early stopping, NaN guard, CSV history, TensorBoard, resume state.
+def stage_callbacks(paper, folder, stage, checkpoint=True, backup=True):
+    """Early stopping, NaN guard, CSV history, TensorBoard, the best-on-val `checkpoint` and the
+    resume state (`backup`: a tuner trial has none, Keras Tuner reruns an interrupted trial; nor a
+    checkpoint of its last stage, whose final weights are dropped).
 
     After a kill, the epochs logged so far (trimmed to the last backup) restore what the callbacks
     knew: the checkpoint's best value and early stopping's patience, as if never interrupted.
@@ -94,15 +96,17 @@ def stage_callbacks(paper, folder, stage):
     seen = logged[monitor].dropna().tolist() if monitor in logged else []
     callbacks = [
         keras.callbacks.CSVLogger(str(folder / "logs" / f"history_{stage}.csv"), append=True),
-        keras.callbacks.ModelCheckpoint(
-            str(folder / "checkpoints" / f"{stage}.weights.h5"), monitor=monitor, mode=mode,
-            save_best_only=True, save_weights_only=True,
-            initial_value_threshold=(max(seen) if mode == "max" else min(seen)) if seen else None,
-        ),
-        keras.callbacks.BackupAndRestore(str(folder / "backup" / stage), double_checkpoint=True),
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.TensorBoard(str(folder / "logs" / "tensorboard" / stage), write_graph=False),
     ]
+    if checkpoint:
+        callbacks.insert(1, keras.callbacks.ModelCheckpoint(
+            str(folder / "checkpoints" / f"{stage}.weights.h5"), monitor=monitor, mode=mode,
+            save_best_only=True, save_weights_only=True,
+            initial_value_threshold=(max(seen) if mode == "max" else min(seen)) if seen else None,
+        ))
+    if backup:
+        callbacks.insert(2, ThrottledBackup(str(folder / "backup" / stage), paper.runtime.backup_seconds))
     if t.early_stopping:
         e = t.early_stopping
         early = ResumedEarlyStopping(monitor=e.monitor, mode=mode, patience=e.patience, min_delta=e.min_delta)
@@ -111,6 +115,23 @@ def stage_callbacks(paper, folder, stage):
     if t.schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=t.decay, patience=t.plateau_patience))
     return callbacks
+
+
+class ThrottledBackup(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore that writes the resume state at an epoch end only when `seconds` have passed
+    since its last write (0: every epoch). Writing MobileNetV2's state takes ~0.7 s, a third of a
+    demo epoch; a kill then costs at most `seconds` of training, rerun to the same numbers (every
+    random draw comes from the seed and the epoch)."""
+
+    def __init__(self, backup_dir, seconds):
+        super().__init__(backup_dir, double_checkpoint=True)
+        self.seconds, self.written = seconds, time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._current_epoch = epoch + 1
+        if time.monotonic() - self.written >= self.seconds:
+            self._save_model()
+            self.written = time.monotonic()
 
 
 def resume_log(folder, stage):
@@ -161,16 +182,17 @@ def out_of_memory_advice(batch_size):
 
 
 def fit_stages(model, paper, data, folder, *, weights_used="random", epochs=None, batch_size=None,
-               extra_callbacks=(), verbose=1, jit_compile=False, reload_last=True, compile_stage=compile_model):
+               extra_callbacks=(), verbose=1, jit_compile=False, trial=False, compile_stage=compile_model):
     """Train every stage of the card in turn; after each, keep its best-on-val weights.
-    reload_last=False leaves the last stage's final weights in the model (a tuner trial: only its
-    logs are kept). compile_stage(model, paper, learning_rate, steps_per_epoch, epochs, jit_compile)
-    prepares each stage (a tuner trial reuses a compiled model: project.reuse).
+    trial=True (a tuner trial): no resume state, and the last stage's final weights stay in the
+    model, unchecked (only the trial's logs are kept). compile_stage(model, paper,
+    learning_rate, steps_per_epoch, epochs, jit_compile) prepares each stage (a tuner trial
+    reuses a compiled model: project.reuse).
 
     Returns one info dict per stage (epochs run, seconds, images/s, parameter counts).
     """
     folder = Path(folder)
-    for sub in ("checkpoints", "logs", "backup"):
+    for sub in ("checkpoints", "logs"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     t = paper.training
     batch_size = batch_size or t.batch_size
@@ -186,6 +208,7 @@ def fit_stages(model, paper, data, folder, *, weights_used="random", epochs=None
     for stage in stages:
         stage_epochs = stage.epochs if epochs is None else epochs
         first_epoch, offset = offset, offset + stage_epochs
+        last = stage is stages[-1]
         unfrozen = apply_stage(model, stage.unfreeze, freeze_bn)
         params = count_params(model)
         best = folder / "checkpoints" / f"{stage.name}.weights.h5"
@@ -202,11 +225,12 @@ def fit_stages(model, paper, data, folder, *, weights_used="random", epochs=None
             history = model.fit(
                 train, validation_data=val, epochs=stage_epochs, steps_per_epoch=steps, class_weight=weights, shuffle=False,
                 # monitors first: they add update_ratio to the epoch logs before CSVLogger writes them
-                callbacks=monitor_callbacks(stage.learning_rate or t.learning_rate) + stage_callbacks(paper, folder, stage.name) + list(extra_callbacks), verbose=verbose,
+                callbacks=monitor_callbacks(stage.learning_rate or t.learning_rate) + stage_callbacks(paper, folder, stage.name, not (trial and last), not trial)
+                + list(extra_callbacks), verbose=verbose,
             )
         seconds = time.perf_counter() - start
         ran = len(history.epoch)
-        if best.exists() and (reload_last or stage is not stages[-1]):
+        if best.exists() and not (trial and last):
             model.load_weights(best)
         info = {
             "stage": stage.name, "epochs": ran, "unfrozen_layers": unfrozen, "frozen_layers": len(backbone_layers(model)) - unfrozen,

@@ -219,7 +219,7 @@ class CardHyperModel(keras_tuner.HyperModel):
         fit_stages(
             model, paper, self.data, self.folder, weights_used=self.weights_used, epochs=self.epochs,
             batch_size=paper.training.batch_size * self.settings["replicas"], extra_callbacks=[*callbacks, self.guard, self.clock],
-            verbose=verbose, jit_compile=self.settings["jit_compile"], reload_last=False, compile_stage=self.compile_stage,
+            verbose=verbose, jit_compile=self.settings["jit_compile"], trial=True, compile_stage=self.compile_stage,
         )
         return best_epoch(trial_history(self.folder, paper), self.objective)
 

@@ -35,6 +35,7 @@ training:
   stages:
     - {name: warm, epochs: 2}
     - {name: main, epochs: 4}
+runtime: {backup_seconds: 0}  # the resume state at every epoch end: a kill loses no finished epoch
 """
 
 

@@ -21,8 +21,10 @@ def run_trials(folder, trials):
     [(reused, history.csv text)] per trial."""
     from project.cards import load_config
     from project.data import prepare
+    from project.runtime import set_determinism
     from project.tuning import CardHyperModel
 
+    set_determinism(True)  # as tune() sets it from the card; the numbers depend on it
     folder = Path(folder)
     paper = write_tiny_paper_card(folder, **CARD)
     config = load_config(str(paper), str(write_card(folder / "digits.yaml", DIGITS_DATASET)))

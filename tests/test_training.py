@@ -174,20 +174,24 @@ class FinalWeights(keras.callbacks.Callback):
 
 
 @pytest.mark.parametrize("reload_last", [True, False])
-def test_the_best_epoch_is_reloaded_unless_the_caller_drops_the_model(tmp_path, digits_card, reload_last):
+def test_the_best_epoch_is_reloaded_unless_a_trial_drops_the_model(tmp_path, digits_card, reload_last):
     # a high learning rate: val accuracy wanders, so the best epoch is not the last
-    card = write_tiny_paper_card(tmp_path, **{"training.learning_rate": 1.0, "training.stages.0.epochs": 4})
+    card = write_tiny_paper_card(tmp_path, **{"training.learning_rate": 1.0, "training.stages.0.epochs": 4, "runtime.backup_seconds": 0})
     config = load_config(str(card), str(digits_card))
     data = prepare(config, tmp_path / "run")
     model, _ = build_model(config.paper, data.num_classes, data.stats(config.paper))
     final = FinalWeights()
     folder = tmp_path / "run" / "baseline"
-    fit_stages(model, config.paper, data, folder, extra_callbacks=[final], verbose=0, reload_last=reload_last)
+    fit_stages(model, config.paper, data, folder, extra_callbacks=[final], verbose=0, trial=not reload_last)
 
     history = pd.read_csv(folder / "logs" / "history_train.csv")
     assert history.val_accuracy.idxmax() != len(history) - 1  # else the two cases are the same
-    best = keras.models.clone_model(model)
-    best.load_weights(folder / "checkpoints" / "train.weights.h5")
+    checkpoint = folder / "checkpoints" / "train.weights.h5"
+    assert checkpoint.exists() == reload_last  # a trial's last stage writes no checkpoint
+    assert (folder / "backup").exists() == reload_last  # nor any resume state
+    if reload_last:
+        best = keras.models.clone_model(model)
+        best.load_weights(checkpoint)
     expected = best.get_weights() if reload_last else final.weights
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), expected))
 
