@@ -697,7 +697,8 @@ def sanity_section(root, cmd, figs):
     for check in checks:
         numbers = check.get("numbers", {})
         shown = ", ".join(f"{k} {_num(v)}" for k, v in numbers.items() if v is not None and not _long(v))
-        rows.append([check.get("title", check.get("name", "?")), str(check.get("status", "?")), shown, str(check.get("advice", ""))])
+        advice = str(check.get("advice", "")) + (f". Augmentation: {check['augmentation']}" if check.get("augmentation") else "")
+        rows.append([check.get("title", check.get("name", "?")), str(check.get("status", "?")), shown, advice])
         plot = Path(root) / str(check.get("plot", ""))
         if check.get("plot") and plot.is_file():
             figs[f"sanity_{check.get('name', plot.stem)}.png"] = plot.read_bytes()

@@ -37,6 +37,7 @@ from project.backbones import BACKBONES
 from project.cards import with_values
 from project.data import prepare
 from project.model import apply_stage, build_model
+from project.runtime import set_determinism
 from project.training import make_optimizer
 
 INITIAL_LOSS_TOLERANCE = 0.25  # |loss / ln(C) - 1| above this: FAIL
@@ -566,6 +567,7 @@ def run_checks(config, root, log=print):
     first rises for tens of steps even at a rate that trains well, so it gets SWEEP_STEPS_FROM_SCRATCH."""
     paper, clean = config.paper, clean_config(config)
     keras.utils.set_random_seed(paper.seed)
+    set_determinism(paper.runtime.deterministic)
     data = prepare(config, root)
     stats = data.stats(paper) if paper.model.preprocessing in ("per_channel_mean", "mean_image") else None
     model, weights_used = build_model(clean.paper, data.num_classes, stats)

@@ -255,6 +255,9 @@ def test_sanity_data_issues_and_diagnosis_when_present(made, tmp_path):
          "numbers": {"loss": 2.3051, "ln_C": 2.302585, "tolerance": 0.25}},
         {"name": "lr_sweep", "title": "4 learning-rate sweep", "status": "WARN", "advice": "search 1e-4 to 1e-2",
          "numbers": {"lr_explodes": 0.5, "suggested_range": [0.0001, 0.01]}, "plot": "sanity_lr_sweep.png"},
+        {"name": "preprocessing", "title": "6 preprocessed inputs vs what the backbone expects", "status": "PASS",
+         "advice": "inputs reach the backbone as it expects", "augmentation": "the fill shifts the means: reflect the borders",
+         "numbers": {"mode": "tf"}},
     ]
     (root / "sanity.json").write_text(json.dumps({"status": "WARN", "weights_used": "random", "checks": checks}))
     pd.DataFrame({"source": ["a.jpg", "b.png", "c.png"], "reason": ["corrupt", "corrupt", "converted"],
@@ -271,6 +274,7 @@ def test_sanity_data_issues_and_diagnosis_when_present(made, tmp_path):
     assert "| 1 initial loss vs ln(C) | PASS | loss 2.305, ln_C 2.303, tolerance 0.25 | as expected |" in sanity
     assert "| 4 learning-rate sweep | WARN | lr_explodes 0.5, suggested_range [0.0001, 0.01] | search 1e-4 to 1e-2 |" in sanity
     assert "![sanity check: 4 learning-rate sweep](figures/sanity_lr_sweep.png)" in sanity
+    assert "expects. Augmentation: the fill shifts the means: reflect the borders |" in sanity  # its own sentence
     assert (folder / "figures" / "sanity_lr_sweep.png").read_bytes() == (root / "sanity_lr_sweep.png").read_bytes()
     data = section(md, 8)
     assert "**Images excluded:** 2" in data and "| excluded | corrupt | 2 |" in data and "| converted | converted | 1 |" in data
