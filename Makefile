@@ -9,7 +9,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 CARDS := --paper $(PAPER) --dataset $(DATASET)
 RUN ?= runs/$(PAPER)__$(DATASET)/tuned
-TUNE_ARGS := $(if $(TRIALS),--trials $(TRIALS)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(FRESH),--fresh)
+TUNE_ARGS := $(if $(TRIALS),--trials $(TRIALS)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(BUDGET),--budget $(BUDGET)) $(if $(FRESH),--fresh)
 
 .DEFAULT_GOAL := help
 .PHONY: help setup all train tune tune-chief tune-worker sanity report evaluate predict validate weights download \
@@ -17,7 +17,7 @@ TUNE_ARGS := $(if $(TRIALS),--trials $(TRIALS)) $(if $(EPOCHS),--epochs $(EPOCHS
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
-	@echo "  variables: PAPER=$(PAPER) DATASET=$(DATASET) ARGS='--set key=value ...' SEEDS= TRIALS= EPOCHS= FRESH=1 FORCE=1"
+	@echo "  variables: PAPER=$(PAPER) DATASET=$(DATASET) ARGS='--set key=value ...' SEEDS= TRIALS= EPOCHS= BUDGET= FRESH=1 FORCE=1"
 
 setup: $(VENV)/.installed ## create .venv and install the pinned requirements.txt
 
@@ -28,6 +28,7 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 all: setup ## the main job: sanity -> train -> tune -> report
+	@$(PY) -m project plan $(CARDS) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(BUDGET),--budget $(BUDGET)) $(ARGS)
 	$(PY) -m project sanity $(CARDS) $(if $(FORCE),--force) $(ARGS)
 	$(PY) -m project train $(CARDS) $(if $(SEEDS),--seeds $(SEEDS)) $(ARGS)
 	$(PY) -m project tune $(CARDS) $(TUNE_ARGS) $(if $(SEEDS),--seeds $(SEEDS)) $(ARGS)
@@ -36,7 +37,7 @@ all: setup ## the main job: sanity -> train -> tune -> report
 train: setup ## baseline training with the paper's hyperparameters
 	$(PY) -m project train $(CARDS) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(FRESH),--fresh) $(ARGS)
 
-tune: setup ## random search coarse -> fine, then retrain the best (TRIALS= EPOCHS= FRESH=1)
+tune: setup ## random search coarse -> fine, then the finalists at full length (TRIALS= EPOCHS= BUDGET=20m FRESH=1)
 	$(PY) -m project tune $(CARDS) $(TUNE_ARGS) $(ARGS)
 
 tune-chief: setup ## distributed search: the chief (oracle) on KERASTUNER_ORACLE_IP:PORT

@@ -24,6 +24,7 @@ COMMANDS = {
     "weights": ("project.weights:cli", True, "download the ImageNet weights a paper card needs"),
     "download": ("project.weights:download_cli", True, "download a dataset with a programmatic source"),
     "validate": ("project.cli:validate", True, "validate the paper and dataset cards"),
+    "plan": ("project.search_plan:cli", True, "say in one line what make all will run"),
     "list": ("project.library:list_cli", False, "list paper cards and dataset cards"),
     "new-paper": ("project.library:new_paper_cli", False, "write a new paper card from a template"),
     "new-dataset": ("project.library:new_dataset_cli", False, "scan data and write a new dataset card"),
@@ -49,6 +50,7 @@ def parser():
         p.add_argument("--trials", type=int, default=None, help="tune: trials per search stage")
         p.add_argument("--epochs", type=int, default=None, help="tune: epochs per trial")
         p.add_argument("--stage", default="all", help="tune: coarse, fine or all")
+        p.add_argument("--budget", default=os.environ.get("BUDGET") or None, help="tune: time for the search's trials, e.g. 20m")
         p.add_argument("--target", type=float, default=None, help="report: target test accuracy (default: the card's)")
         p.add_argument("--run", default=None, help="a run folder, e.g. runs/demo__digits/tuned")
         p.add_argument("--images", default=None, help="predict: a folder or image files")

@@ -349,6 +349,28 @@ def edge_warnings(summary_, best, search):
     return warnings_for(card_space(search), values) if values else []
 
 
+def search_time_blocks(summary_):
+    """The time the trials took, what a budget bought, and the final round of finalists (summary.json)."""
+    blocks = [p(f"**Search time:** {summary_['trial_seconds']:.1f} s of trials (every trial's wall time, all workers).")]
+    budget = summary_.get("budget")
+    if budget:
+        trials = budget["trials"]
+        blocks.append(p(f"**Budget:** {budget['budget_seconds']:.0f} s. The first trial took {budget['first_trial_seconds']:.1f} s "
+                        f"(epochs {budget['epoch_seconds']:.2f} s each, {budget['fixed_seconds']:.1f} s building and tracing), "
+                        f"which bought {trials['coarse']} coarse and {trials['fine']} fine trials."))
+    final = summary_.get("final_round")
+    if final:
+        metric = final["metric"]
+        best = summary_["best"]
+        rows = [[f["stage"], str(f["trial_id"]), f4(f["search_score"]), f4(f[metric]),
+                 "yes" if (f["stage"], f["trial_id"]) == (best["stage"], best["trial_id"]) else ""] for f in final["finalists"]]
+        blocks += [h3("Final round"),
+                   p(f"The top {len(rows)} trials of the search, each trained for the card's full epochs like the baseline; "
+                     f"the best {metric} became the tuned run (short trials rank roughly)."),
+                   table(["stage", "trial", f"search {summary_['objective']}", f"full-length {metric}", "chosen"], rows)]
+    return blocks
+
+
 def search_section(runs, root, cmd, figs):
     paper = runs["baseline"][0]["config"]["paper"]
     search = paper.get("search")
@@ -391,8 +413,7 @@ def search_section(runs, root, cmd, figs):
         blocks.append(p(f"**Best trial:** {best.get('stage', '?')} trial {best.get('trial_id', '?')}, "
                         f"{best.get('objective', search['objective'])} {f4(best.get('score'))}; values: "
                         + ", ".join(f"{k} = {plain(v)}" for k, v in sorted(best["hyperparameters"].items()))))
-    if "search_seconds" in summary_:
-        blocks.append(p(f"**Search time:** {summary_['search_seconds']:.1f} s."))
+    blocks += search_time_blocks(summary_)
     blocks += [h3("Objective against each hyperparameter")]
     for name, param in space.items():
         if name not in view or not _numeric(param):

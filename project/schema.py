@@ -260,6 +260,17 @@ class Search(Strict):
     coarse: SearchStage = SearchStage(trials=8, epochs=3)
     fine: SearchStage = SearchStage(trials=4, epochs=6)
     space: dict[str, Param] = Field(default_factory=dict)
+    budget: Optional[str] = Field(default=None, description="time for the search's trials, e.g. 20m or 1h30m (trials stay limits)")
+    finalists: int = Field(default=2, ge=1, description="best trials retrained for the full epochs; the best on val is the tuned run")
+
+    @field_validator("budget")
+    @classmethod
+    def _duration(cls, value):
+        from project.search_plan import parse_duration
+
+        if value is not None:
+            parse_duration(value)
+        return value
 
     @field_validator("space")
     @classmethod

@@ -18,6 +18,7 @@ same runs/ folder (a shared filesystem), as Keras Tuner's own trial checkpoints 
 
 import math
 import os
+import shutil
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -38,6 +39,7 @@ from project.errors import UserError
 from project.model import build_model
 from project.reuse import ModelCache, architecture_key, set_knobs
 from project.schema import SEARCHABLE, Recorded
+from project.search_plan import Progress, check_budget, duration, plan_budget
 from project.search_space import boundary_values, card_space, card_values, decode, edge_warnings, narrow
 from project.training import combined_history, compile_model, fit_stages, seed_runs, train_run
 
@@ -45,6 +47,7 @@ STAGES = ("coarse", "fine")
 OBJECTIVES = get_args(Recorded)  # what every trial's history holds
 EXPLOSION = 3.0  # a trial explodes when its training loss exceeds this times its first value
 META = "meta.json"
+BUDGET = "budget.json"  # the trial counts a time budget fixed
 NO_LIMIT = 10**9  # max_consecutive_failed_trials: failed trials never end the search
 
 
@@ -80,14 +83,21 @@ class ExplosionGuard(keras.callbacks.Callback):
 
 class FitClock(keras.callbacks.Callback):
     """Seconds inside model.fit, an exploded fit included (on_train_end never comes then): the
-    rest of a trial's wall time is the search's own overhead (build, datasets, bookkeeping)."""
+    rest of a trial's wall time is the search's own overhead (build, datasets, bookkeeping).
+    And each epoch's seconds (the first holds the tracing), which a time budget is planned from."""
 
     def __init__(self):
         super().__init__()
-        self.seconds, self.start = 0.0, None
+        self.seconds, self.start, self.epoch_seconds = 0.0, None, []
 
     def on_train_begin(self, logs=None):
         self.start = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch_seconds.append(round(time.perf_counter() - self.epoch_start, 3))
 
     def on_train_end(self, logs=None):
         if self.start is not None:
@@ -242,17 +252,22 @@ def best_epoch(history, objective):
 
 
 class StageOracle(keras_tuner.oracles.RandomSearchOracle):
-    """Keras Tuner's random search oracle, rewriting trials.csv whenever a trial ends: the oracle is
-    the one place that sees every trial end, locally and as the distributed chief."""
+    """Keras Tuner's random search oracle, rewriting trials.csv and printing the progress line
+    whenever a trial ends: the oracle is the one place that sees every trial end, locally and as the
+    distributed chief. With a time budget, the first coarse trial's end fixes the trial counts."""
 
-    def __init__(self, folder, **kwargs):
+    def __init__(self, folder, stage=None, progress=None, budget=None, **kwargs):
         super().__init__(**kwargs)
-        self.folder = Path(folder)
+        self.folder, self.stage, self.progress, self.budget = Path(folder), stage, progress, budget
 
     @keras_tuner.synchronized
     def end_trial(self, trial):
         super().end_trial(trial)
-        write_trials_csv(self.folder, self.objective.name)
+        if self.budget is not None and not (self.folder / BUDGET).exists():
+            self.max_trials = plan_search(self.folder, self.budget, self.progress)["coarse"]
+        table = write_trials_csv(self.folder, self.objective.name)
+        if self.progress is not None:
+            print(self.progress.line(self.stage, table, trial.trial_id), flush=True)
 
 
 class StageTuner(keras_tuner.Tuner):
@@ -294,6 +309,7 @@ class StageTuner(keras_tuner.Tuner):
             model.clock.on_train_end()  # an exception skipped it
             meta["wall_seconds"] = round(meta["wall_seconds"] + time.perf_counter() - start, 2)
             meta["fit_seconds"] = round(meta.get("fit_seconds", 0.0) + model.clock.seconds, 2)
+            meta["epoch_seconds"] = model.clock.epoch_seconds
             meta.update(outcome(folder, model, meta["status"] == "exploded"))
             write_json(path, meta)
 
@@ -423,15 +439,39 @@ def strategy_of(card_runtime):
     return settings, strategy if settings["distribution"] == "mirrored" else None
 
 
-def run_stage(stage, model, space, folder, search, trials, epochs, verbose, strategy=None):
+def plan_search(folder, budget_seconds, progress):
+    """Fix the trial counts for a time budget from the first coarse trial (tuning/budget.json)."""
+    first = read_trials(folder, "coarse")[0][1]
+    plan = plan_budget(budget_seconds, first, progress.counts)
+    write_json(Path(folder) / BUDGET, plan)
+    for stage, trials in plan["trials"].items():
+        progress.counts[stage] = (trials, progress.counts[stage][1])
+    print(f"[search] budget {duration(budget_seconds)}: the first trial took {first['wall_seconds']:.0f}s, so "
+          f"{plan['trials']['coarse']} coarse and {plan['trials']['fine']} fine trials (tuning/{BUDGET})", flush=True)
+    return plan["trials"]
+
+
+def planned_counts(folder, counts, budget_seconds):
+    """The card's (or --trials/--epochs) counts, or those a budget fixed before (the same search again)."""
+    path = Path(folder) / BUDGET
+    if not path.exists():
+        return counts
+    plan = read_json(path)
+    if budget_seconds is not None and plan["budget_seconds"] != budget_seconds:
+        raise UserError(f"the search in {folder} was planned for a budget of {duration(plan['budget_seconds'])}, not "
+                        f"{duration(budget_seconds)}: rerun with --fresh (FRESH=1) to plan a new one")
+    return {stage: (plan["trials"][stage], epochs) for stage, (_, epochs) in counts.items()}
+
+
+def run_stage(stage, model, space, folder, search, trials, epochs, verbose, strategy=None, progress=None, budget=None):
     if ended(folder, stage) >= trials:
         print(f"[{stage}] all {trials} trials done (rerun with --fresh to search again)")
         return
     model.space, model.epochs = space, epochs
     offset = STAGES.index(stage)
     oracle = StageOracle(
-        folder, objective=keras_tuner.Objective(search.objective, search.direction), max_trials=trials,
-        seed=search.seed + offset, max_consecutive_failed_trials=NO_LIMIT,
+        folder, stage, progress, budget, objective=keras_tuner.Objective(search.objective, search.direction),
+        max_trials=trials, seed=search.seed + offset, max_consecutive_failed_trials=NO_LIMIT,
     )
     with stage_port(offset):
         model.declaring = True
@@ -462,39 +502,78 @@ def fine_space(folder, space, search, who):
     return fine
 
 
+def candidate(folder, config, space, stage, trial):
+    """A ranked trial as the summary records it: its values decoded and as card keys."""
+    values = trial["hyperparameters"]["values"]
+    fine = Path(folder) / "fine_space.json"
+    stage_space = read_json(fine)["space"] if stage == "fine" and fine.exists() else space
+    return {
+        "stage": stage, "trial_id": trial["trial_id"], "score": trial["score"], "objective": config.paper.search.objective,
+        "values": values, "hyperparameters": {k: decode(stage_space.get(k, {}), v) for k, v in values.items()},
+        "card_values": card_values(stage_space, values, len(config.paper.model.head.hidden)),
+    }
+
+
 def summarize(folder, config, space, stages, trial_seconds):
+    """summary.json: the spaces, the budget and the search's top `finalists` trials (the final round
+    picks the best of them: final_round)."""
     search = config.paper.search
     best = ranked(folder, stages, search.direction)
     if not best:
         raise UserError(f"no trial of {', '.join(stages)} completed: see {folder / 'trials.csv'} for why, then fix the card's search ranges")
-    stage, trial = best[0]
-    values = trial["hyperparameters"]["values"]
-    fine = folder / "fine_space.json"
-    stage_space = read_json(fine)["space"] if stage == "fine" and fine.exists() else space
-    warnings = edge_warnings(space, values)
+    fine, budget = folder / "fine_space.json", folder / BUDGET
     summary = {
         "objective": search.objective, "direction": search.direction, "stages": stages,
         "coarse_space": space, "fine_space": read_json(fine)["space"] if fine.exists() else None,
-        "best": {
-            "stage": stage, "trial_id": trial["trial_id"], "score": trial["score"], "objective": search.objective,
-            "hyperparameters": {k: decode(stage_space.get(k, {}), v) for k, v in values.items()},
-            "card_values": card_values(stage_space, values, len(config.paper.model.head.hidden)),
-        },
-        "warnings": warnings, "trial_seconds": round(float(trial_seconds), 1),  # all trials, all workers
+        "budget": read_json(budget) if budget.exists() else None,
+        "finalists": [candidate(folder, config, space, stage, trial) for stage, trial in best[: search.finalists]],
+        "best": None, "final_round": None, "warnings": [], "trial_seconds": round(float(trial_seconds), 1),  # all trials, all workers
     }
     write_json(folder / "summary.json", summary)
-    print(f"best: {stage} trial {trial['trial_id']}, {search.objective} {trial['score']:.4f}, {summary['best']['hyperparameters']}")
-    for warning in warnings:
-        print(f"!!! warning: {warning}")
+    print("finalists: " + "; ".join(f"{f['stage']} trial {f['trial_id']} ({search.objective} {f['score']:.4f})" for f in summary["finalists"]))
     return summary
 
 
+def final_round(config, root, summary, space, fresh, verbose):
+    """Each finalist trained like the baseline (the card's full epochs and seed) into finalists/; the
+    best on val becomes tuned/. Short trials rank roughly: the full length decides."""
+    folder, direction = Path(root) / "tuning", summary["direction"]
+    metric = "val_" + summary["objective"].removeprefix("val_")
+    scored = []
+    for finalist in summary["finalists"]:
+        name = f"finalists/{finalist['stage']}-{finalist['trial_id']}"
+        metrics = train_run(with_values(config, finalist["card_values"]), root, name, fresh=fresh, verbose=verbose)
+        scored.append({"stage": finalist["stage"], "trial_id": finalist["trial_id"], "search_score": finalist["score"],
+                       metric: metrics[metric], "run": name})
+        print(f"[final] {finalist['stage']} trial {finalist['trial_id']}: {metric} {metrics[metric]:.4f} after the full epochs")
+    winner = (max if direction == "max" else min)(range(len(scored)), key=lambda k: scored[k][metric])
+    best = summary["finalists"][winner]
+    summary.update(best=best, final_round={"metric": metric, "finalists": scored}, warnings=edge_warnings(space, best["values"]))
+    write_json(folder / "summary.json", summary)
+    print(f"best: {best['stage']} trial {best['trial_id']}, {metric} {scored[winner][metric]:.4f}, {best['hyperparameters']}")
+    for warning in summary["warnings"]:
+        print(f"!!! warning: {warning}")
+    install(Path(root) / scored[winner]["run"], Path(root) / "tuned")
+    return best
+
+
+def install(source, target):
+    """The winning finalist's run as tuned/ (a copy: finalists/ keeps every finalist's record)."""
+    if is_complete(target) and (target / "config.resolved.yaml").read_text() == (source / "config.resolved.yaml").read_text():
+        return
+    if target.exists():
+        print(f"previous tuned run moved to {archive(target)}")
+    shutil.copytree(source, target)
+    metrics = read_json(target / "metrics.json")
+    write_json(target / "metrics.json", {**metrics, "run": target.name})
+
+
 def retrain(config, root, best, fresh, seeds, verbose):
-    """The best values with the card's full epochs, on the baseline's split.csv, like the baseline."""
+    """The best values with more seeds (tuned/ is the first), on the baseline's split.csv, like the baseline."""
     tuned = with_values(config, best["card_values"])
     results = []
-    for name, seed in seed_runs("tuned", config.paper.seed, seeds):
-        metrics = train_run(tuned, root, name, seed=seed, fresh=fresh, verbose=verbose)
+    for k, (name, seed) in enumerate(seed_runs("tuned", config.paper.seed, seeds)):
+        metrics = read_json(Path(root) / name / "metrics.json") if k == 0 else train_run(tuned, root, name, seed=seed, fresh=fresh, verbose=verbose)
         write_json(Path(root) / name / "best_hyperparameters.json", best)
         results.append(metrics)
     baseline = Path(root) / "baseline"
@@ -506,26 +585,37 @@ def retrain(config, root, best, fresh, seeds, verbose):
     return results
 
 
-def tune(config, root, *, trials=None, epochs=None, stage="all", fresh=False, seeds=1, verbose=1):
-    """Search coarse -> fine, record every trial, retrain the best into root/tuned. Returns the summary."""
+def tune(config, root, *, trials=None, epochs=None, stage="all", fresh=False, seeds=1, verbose=1, budget=None):
+    """Search coarse -> fine, record every trial, retrain the best into root/tuned. Returns the summary.
+    budget: a duration ('20m'; default the card's search.budget) that fixes the number of trials."""
     if stage not in ("coarse", "fine", "all"):
         raise UserError(f"--stage {stage!r}: accepted: coarse, fine, all")
     search, space = check_search(config)
     for value, flag in ((trials, "--trials"), (epochs, "--epochs")):
         if value is not None and value < 1:
             raise UserError(f"{flag} must be at least 1, got {value}")
+    budget = budget or search.budget
+    budget_seconds = check_budget(budget, "--budget / search.budget") if budget else None
     who, folder = role(), Path(root) / "tuning"
     data = prepare(config, root)  # refuses a dataset card whose split differs from root/split.csv
     prepare_folder(folder, config, fresh, who)
     model = CardHyperModel(config, data, keras_tuner.Objective(search.objective, search.direction))
     counts = {s: (trials or getattr(search, s).trials, epochs or getattr(search, s).epochs) for s in STAGES}
+    counts = planned_counts(folder, counts, budget_seconds)
+    full = sum(s.epochs for s in config.paper.training.stages)
+    progress = Progress(counts, full * (search.finalists + seeds - 1), search.objective)
+    planning = budget_seconds if budget_seconds is not None and not (folder / BUDGET).exists() else None
+    print(f"[search] coarse {counts['coarse'][0]} trials x {counts['coarse'][1]} epochs, fine {counts['fine'][0]} x {counts['fine'][1]}"
+          + (f" (counts fixed for a budget of {duration(planning)} after the first trial)" if planning else "")
+          + f"; then {search.finalists} finalist(s) trained for {full} epochs" + (f" and {seeds - 1} more seed(s)" if seeds > 1 else ""))
     model.settings, strategy = strategy_of(config.paper.runtime)
     if stage in ("coarse", "all"):
-        run_stage("coarse", model, space, folder, search, *counts["coarse"], verbose, strategy)
+        run_stage("coarse", model, space, folder, search, *progress.counts["coarse"], verbose, strategy, progress, planning)
     if stage in ("fine", "all"):
-        if who != "worker" and ended(folder, "coarse") < counts["coarse"][0]:
+        if who != "worker" and ended(folder, "coarse") < progress.counts["coarse"][0]:
             raise UserError(f"the coarse stage in {folder / 'coarse'} is not finished: run --stage coarse (or all) first")
-        run_stage("fine", model, fine_space(folder, space, search, who), folder, search, *counts["fine"], verbose, strategy)
+        run_stage("fine", model, fine_space(folder, space, search, who), folder, search, *progress.counts["fine"], verbose,
+                  strategy, progress)
     if who == "worker":
         print(f"worker {worker_id()}: no trials left")
         return None
@@ -533,10 +623,10 @@ def tune(config, root, *, trials=None, epochs=None, stage="all", fresh=False, se
     stages = ["coarse"] if stage == "coarse" else list(STAGES)
     summary = summarize(folder, config, space, stages, table.wall_seconds.sum())
     if stage != "coarse":
-        retrain(config, root, summary["best"], fresh, seeds, verbose)
+        retrain(config, root, final_round(config, root, summary, space, fresh, verbose), fresh, seeds, verbose)
     return summary
 
 
 def cli(config, args):
     tune(config, run_root(config, args.runs_dir), trials=args.trials, epochs=args.epochs, stage=args.stage,
-         fresh=args.fresh, seeds=args.seeds, verbose=2 if args.quiet else 1)
+         fresh=args.fresh, seeds=args.seeds, verbose=2 if args.quiet else 1, budget=args.budget)

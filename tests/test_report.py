@@ -192,6 +192,14 @@ def test_search_section(made):
     assert "log in [0.001, 0.05]" in search
     assert "Edge-of-range warnings" in search
     assert (made["folder"] / "trials.csv").read_bytes() == (made["root"] / "tuning" / "trials.csv").read_bytes()
+    summary = json.loads((made["root"] / "tuning" / "summary.json").read_text())
+    final = summary["final_round"]["finalists"]
+    assert "### Final round" in search and len(final) == len(summary["finalists"]) >= 1
+    for f in final:  # every finalist's full-length val figure, the chosen one marked
+        chosen = "yes" if f["trial_id"] == summary["best"]["trial_id"] and f["stage"] == summary["best"]["stage"] else ""
+        assert f"| {f['stage']} | {f['trial_id']} | {f['search_score']:.4f} | {f['val_accuracy']:.4f} | {chosen} |" in search
+    tuned = json.loads((made["root"] / "tuned" / "metrics.json").read_text())
+    assert tuned["run"] == "tuned" and tuned["val_accuracy"] == max(f["val_accuracy"] for f in final)
 
 
 def test_failed_and_exploded_trials_are_counted_and_marked():
