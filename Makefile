@@ -27,12 +27,8 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
-all: setup ## the main job: sanity -> train -> tune -> report
-	@$(PY) -m project plan $(CARDS) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(BUDGET),--budget $(BUDGET)) $(ARGS)
-	$(PY) -m project sanity $(CARDS) $(if $(FORCE),--force) $(ARGS)
-	$(PY) -m project train $(CARDS) $(if $(SEEDS),--seeds $(SEEDS)) $(ARGS)
-	$(PY) -m project tune $(CARDS) $(TUNE_ARGS) $(if $(SEEDS),--seeds $(SEEDS)) $(ARGS)
-	$(PY) -m project report $(CARDS) $(if $(TARGET),--target $(TARGET)) $(ARGS)
+all: setup ## the main job: sanity -> train -> tune -> report (one process: TensorFlow starts once)
+	$(PY) -m project all $(CARDS) $(TUNE_ARGS) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(FORCE),--force) $(if $(TARGET),--target $(TARGET)) $(ARGS)
 
 train: setup ## baseline training with the paper's hyperparameters
 	$(PY) -m project train $(CARDS) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(FRESH),--fresh) $(ARGS)

@@ -25,6 +25,7 @@ COMMANDS = {
     "download": ("project.weights:download_cli", True, "download a dataset with a programmatic source"),
     "validate": ("project.cli:validate", True, "validate the paper and dataset cards"),
     "plan": ("project.search_plan:cli", True, "say in one line what make all will run"),
+    "all": ("project.cli:run_all", True, "plan, sanity, train, tune and report in one process (make all)"),
     "list": ("project.library:list_cli", False, "list paper cards and dataset cards"),
     "new-paper": ("project.library:new_paper_cli", False, "write a new paper card from a template"),
     "new-dataset": ("project.library:new_dataset_cli", False, "scan data and write a new dataset card"),
@@ -72,6 +73,16 @@ def load(args):
     config = load_config(args.paper, args.dataset, args.overrides)
     build_augmentation([t.model_dump() for t in config.paper.augmentation], 1.0, source=config.paper_file)
     return config
+
+
+def run_all(config, args):
+    """`make all` in one process: TensorFlow starts once, and a FAIL in sanity stops it (unless --force)."""
+    for name in ("plan", "sanity", "train", "tune", "report"):
+        module_name, function_name = COMMANDS[name][0].split(":")
+        status = getattr(importlib.import_module(module_name), function_name)(config, args)
+        if status:
+            return status
+    return 0
 
 
 def validate(config, args):

@@ -39,7 +39,7 @@ from project.errors import UserError
 from project.model import build_model
 from project.reuse import ModelCache, architecture_key, set_knobs
 from project.schema import SEARCHABLE, Recorded
-from project.search_plan import Progress, check_budget, duration, plan_budget
+from project.search_plan import Progress, check_budget, duration, plan_budget, steady_epoch
 from project.search_space import boundary_values, card_space, card_values, decode, edge_warnings, narrow
 from project.training import combined_history, compile_model, fit_stages, seed_runs, train_run
 
@@ -285,7 +285,7 @@ class StageTuner(keras_tuner.Tuner):
         meta.update(stage=self.stage, worker=worker_id(), seed=model.config.paper.seed, status="running",
                     reason="", starts=meta["starts"] + 1)
         write_json(path, meta)
-        model.folder, model.trial_config, model.guard, model.clock = folder, None, None, FitClock()
+        model.folder, model.trial_config, model.guard, model.clock, model.compiled = folder, None, None, FitClock(), False
         start = time.perf_counter()
         try:
             with released_step_graphs(), self.strategy_scope():
@@ -310,12 +310,21 @@ class StageTuner(keras_tuner.Tuner):
             meta["wall_seconds"] = round(meta["wall_seconds"] + time.perf_counter() - start, 2)
             meta["fit_seconds"] = round(meta.get("fit_seconds", 0.0) + model.clock.seconds, 2)
             meta["epoch_seconds"] = model.clock.epoch_seconds
+            meta["reused"] = model.compiled  # the trial took a compiled model: no build, compile nor tracing
+            meta["fixed_seconds"] = fixed_seconds(meta)
             meta.update(outcome(folder, model, meta["status"] == "exploded"))
             write_json(path, meta)
 
 
     def strategy_scope(self):
         return self.distribution_strategy.scope() if self.distribution_strategy else nullcontext()
+
+
+def fixed_seconds(meta):
+    """A trial's seconds outside steady-state training: its wall time less its epochs at its steady
+    epoch time (building, compiling, tracing, datasets, clean-up)."""
+    epochs = meta["epoch_seconds"]
+    return round(meta["wall_seconds"] - len(epochs) * steady_epoch(epochs), 2) if epochs else meta["wall_seconds"]
 
 
 def outcome(folder, model, exploded):
@@ -355,14 +364,15 @@ def trial_row(stage, trial, meta, objective):
         "trial_id": trial["trial_id"], "stage": stage, **trial["hyperparameters"]["values"],
         f"best_{objective}": meta.get("best", trial.get("score")), f"last_{objective}": meta.get("last"),
         "epochs_run": meta.get("epochs_run"), "status": status, "failure_reason": reason, "seed": meta.get("seed"),
-        "wall_seconds": meta.get("wall_seconds"), "fit_seconds": meta.get("fit_seconds"), "worker": meta.get("worker", ""), "score": trial.get("score"),
+        "wall_seconds": meta.get("wall_seconds"), "fit_seconds": meta.get("fit_seconds"), "fixed_seconds": meta.get("fixed_seconds"),
+        "reused": meta.get("reused"), "worker": meta.get("worker", ""), "score": trial.get("score"),
     }
 
 
 def trials_table(folder, objective):
     rows = [trial_row(stage, trial, meta, objective) for stage in STAGES for trial, meta in read_trials(folder, stage)]
     fixed = ["trial_id", "stage", f"best_{objective}", f"last_{objective}", "epochs_run", "status",
-             "failure_reason", "seed", "wall_seconds", "fit_seconds", "worker"]
+             "failure_reason", "seed", "wall_seconds", "fit_seconds", "fixed_seconds", "reused", "worker"]
     names = list(dict.fromkeys(k for row in rows for k in row if k not in fixed and k != "score"))
     return pd.DataFrame(rows, columns=[*fixed[:2], *names, *fixed[2:], "score"]).drop(columns="score")
 

@@ -88,3 +88,19 @@ def test_train_with_a_missing_dataset_path_names_it(tmp_path, capsys, image_fold
 def test_no_command_prints_the_help(capsys):
     assert main([]) == 0
     assert "validate" in capsys.readouterr().out
+
+
+def test_all_runs_every_step_in_one_process_and_stops_on_a_failed_sanity_check(tmp_path, digits_card, capsys):
+    search = {"seed": 3, "top_k": 1, "finalists": 1, "coarse": {"trials": 1, "epochs": 1}, "fine": {"trials": 1, "epochs": 1},
+              "space": {"learning_rate": {"min": 0.01, "max": 0.1, "sampling": "log"}}}
+    card = write_tiny_paper_card(tmp_path, search=search, **{"training.learning_rate": 1e-7})  # cannot overfit 20 images
+    runs, reports = tmp_path / "runs", tmp_path / "reports"
+    args = ["all", "--paper", str(card), "--dataset", str(digits_card), "--runs-dir", str(runs), "--reports-dir", str(reports), "--quiet"]
+    status = main(args)
+    out = capsys.readouterr().out
+    assert out.startswith("make all on tiny x digits: sanity (6 checks) -> baseline")
+    root = runs / "tiny__digits"
+    assert status == 1 and "FAIL  3 overfit 20 training examples" in out and not (root / "baseline").exists()
+    assert main(args + ["--force"]) == 0  # goes on despite the failed check
+    assert (root / "sanity.json").exists() and (root / "baseline" / "COMPLETE").exists() and (root / "tuned" / "COMPLETE").exists()
+    assert (reports / "tiny__digits" / "report.md").exists()

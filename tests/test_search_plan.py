@@ -73,6 +73,9 @@ def test_a_budgeted_search_fixes_its_counts_once_and_keeps_them(tmp_path):
     assert plan["trials"] == {"coarse": 1, "fine": 1} and plan["budget_seconds"] == 1
     trials = pd.read_csv(root / "tuning" / "trials.csv")
     assert trials.groupby("stage").size().to_dict() == {"coarse": 1, "fine": 1}
+    # only the learning rate is searched: the fine trial took the coarse one's compiled model
+    assert trials["reused"].tolist() == [False, True]
+    assert (trials["fixed_seconds"] >= 0).all() and (trials["fixed_seconds"] < trials["wall_seconds"]).all()
     printed = out.getvalue()
     assert "[search] budget 1s: the first trial took" in printed and "so 1 coarse and 1 fine trials" in printed
     assert re.search(r"\[coarse\] trial 1/1 completed in \d+s: val_accuracy \d\.\d{4}, best \d\.\d{4} - elapsed \d+s", printed)
