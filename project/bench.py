@@ -35,12 +35,14 @@ from project.errors import UserError
 ROOT = Path(__file__).resolve().parent.parent
 CLASSES = 4
 FULL = {
-    "images": 1000, "image_size": 256, "input_size": 224, "batch_size": 32, "rounds": 3,
+    "images": 1000, "image_size": 256, "input_size": 224, "batch_size": 32, "rounds": 5,
     "overhead_pairs": 3, "steady_epochs": 3, "tuner_trials": [3, 20], "tuner_epochs": None, "scaling_sizes": [2000, 8000, 32000],
+    "rank_trials": 6, "rank_epochs": None,
 }
 QUICK = {
     "images": 24, "image_size": 256, "input_size": 224, "batch_size": 8, "rounds": 1,
-    "overhead_pairs": 1, "steady_epochs": 2, "tuner_trials": [1, 2], "tuner_epochs": 1, "scaling_sizes": [24, 48, 96],
+    "overhead_pairs": 1, "steady_epochs": 2, "tuner_trials": [1, 3], "tuner_epochs": 1, "scaling_sizes": [24, 48, 96],
+    "rank_trials": 3, "rank_epochs": [2, 4],
 }
 TARGETS = {"per_core": 0.70, "scaling_per_core": 0.8, "keras_io": 1.0, "cache": 3.0, "overhead": 1.10, "determinism": 0.95, "tuner_fixed": 0.15,
            "tuner_share": 0.05, "tuner_rss": 1.25, "size_rss": 1.10, "size_speed": 0.85, "accelerator": 0.9}
@@ -52,7 +54,7 @@ DATA_FIGURES = [
     "processes_all_cores", "per_image_one_core", "per_image_all_cores", "determinism_off_all_cores", "determinism_pipeline",
 ]
 BENCH_FIGURES = DATA_FIGURES + [
-    "template_overhead", "template_overhead_per_epoch", "determinism_epoch", "tuner_outside_fit_share", "tuner_fixed_share", "tuner_peak_rss", "size_peak_rss", "size_images_per_second",
+    "template_overhead", "template_overhead_per_epoch", "determinism_epoch", "tuner_outside_fit_share", "tuner_fixed_share", "rank_agreement", "tuner_peak_rss", "size_peak_rss", "size_images_per_second",
     "accelerator",
 ]
 
@@ -643,6 +645,51 @@ def measure_sizes(settings):
     return rows, result
 
 
+# ------------------------------------------------------------------ rank agreement
+
+
+def rank_probe(arguments):
+    """The same configurations (one search seed) as trials of the coarse length and of the card's full
+    length: each trial's best objective at both lengths."""
+    import io
+
+    import pandas as pd
+
+    from project.cards import load_config
+    from project.tuning import tune
+
+    config = load_config(arguments["paper"], arguments["dataset"], arguments["overrides"])
+    scores = {}
+    for length, epochs in arguments["epochs"].items():
+        root = Path(arguments["root"]) / length
+        with contextlib.redirect_stdout(io.StringIO()):
+            tune(config, root, trials=arguments["trials"], epochs=epochs, stage="coarse", verbose=0)
+        table = pd.read_csv(root / "tuning" / "trials.csv")
+        scores[length] = table[f"best_{config.paper.search.objective}"].tolist()
+    return scores
+
+
+def measure_rank_agreement(config, settings):
+    """Spearman's rank correlation between short-trial and full-length scores of the same configurations:
+    how far a coarse trial's ranking can be trusted, which sizes the card's coarse epochs."""
+    from scipy.stats import spearmanr
+
+    search = config.paper.search
+    short, full = settings["rank_epochs"] or (search.coarse.epochs, sum(s.epochs for s in config.paper.training.stages))
+    epochs = {"coarse": short, "full": full}
+    with tempfile.TemporaryDirectory(prefix="bench-rank-") as tmp:
+        scores = run_probe("rank_probe", {
+            "paper": str(config.paper_file or config.paper_name), "dataset": str(config.dataset_file or config.dataset_name),
+            "overrides": list(config.overrides or []), "root": tmp, "trials": settings["rank_trials"], "epochs": epochs})
+    pairs = [(a, b) for a, b in zip(scores["coarse"], scores["full"]) if a == a and b == b and a is not None and b is not None]
+    rho = spearmanr(*zip(*pairs)).statistic if len(pairs) >= 2 else None
+    row = figure(f"search: rank agreement, {epochs['coarse']}-epoch vs {epochs['full']}-epoch trials",
+                 rho if rho == rho else not_measured("constant scores"), "Spearman rho",
+                 note=f"{len(pairs)} configurations of the card's space (search seed {search.seed}), {search.objective}; "
+                      f"coarse {[round(a, 3) for a, _ in pairs]}, full {[round(b, 3) for _, b in pairs]}")
+    return {"rank_agreement": row}, scores
+
+
 # ------------------------------------------------------------------ accelerator
 
 
@@ -800,6 +847,7 @@ def cli(config, args):
          {"template_overhead": "template overhead", "template_overhead_per_epoch": "template overhead per epoch",
           "determinism_epoch": "op determinism, a later epoch"}),
         ("tuner", lambda: measure_tuner(config, settings), TUNER_LABELS),
+        ("rank agreement", lambda: measure_rank_agreement(config, settings), {"rank_agreement": "search: rank agreement"}),
         ("dataset size", lambda: measure_sizes(settings), {"size_peak_rss": "dataset size: peak RSS", "size_images_per_second": "dataset size: images/s"}),
         ("accelerator", lambda: _single("accelerator", measure_accelerator(config, settings)), {"accelerator": "accelerator"}),
     )

@@ -13,7 +13,7 @@ from project.cli import main
 SEARCH = {
     "objective": "val_accuracy", "direction": "max", "seed": 3, "top_k": 1,
     "coarse": {"trials": 2, "epochs": 1}, "fine": {"trials": 1, "epochs": 1},
-    "space": {"learning_rate": {"min": 0.001, "max": 0.01, "sampling": "log"}},
+    "space": {"learning_rate": {"min": 0.001, "max": 0.05, "sampling": "log"}},
 }
 
 
@@ -54,8 +54,11 @@ def test_bench_quick_writes_json_and_markdown_with_every_figure(tmp_path, digits
     if not tf.config.list_physical_devices("GPU"):
         assert figures["accelerator"]["value"] == "not measured: no accelerator"
     tuner = report["details"]["tuner"]
-    assert tuner["1"]["trials"] == 1 and tuner["2"]["trials"] == 2  # the resumed search ran its second trial only
-    assert 0 < tuner["2"]["fit_seconds"] < tuner["2"]["trial_seconds"] < tuner["2"]["search_seconds"]
+    assert tuner["1"]["trials"] == 1 and tuner["3"]["trials"] == 3  # the resumed search ran two more trials only
+    assert 0 < tuner["3"]["fit_seconds"] < tuner["3"]["trial_seconds"] < tuner["3"]["search_seconds"]
+    assert len(tuner["3"]["reused_fixed_shares"]) == 1  # the resumed search's second trial reused its first one's model
+    rank = report["details"]["rank agreement"]
+    assert len(rank["coarse"]) == len(rank["full"]) == 3 and -1 <= figures["rank_agreement"]["value"] <= 1
     markdown = (out / "bench.md").read_text()
     assert "| figure | value | reference | ratio | target | met |" in markdown
     assert all(row["figure"] in markdown for row in figures.values())
