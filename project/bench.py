@@ -559,7 +559,8 @@ def tuner_probe(arguments):
     import io
 
     from project.cards import load_config
-    from project.tuning import META, tune
+    from project.trials import META
+    from project.tuning import tune
 
     config = load_config(arguments["paper"], arguments["dataset"], arguments["overrides"])
     root = Path(arguments["root"])

@@ -17,6 +17,7 @@ import pandas as pd
 from project.errors import UserError
 
 UNITS = {"h": 3600, "m": 60, "s": 1}
+BUDGET = "budget.json"  # in tuning/: the trial counts a time budget fixed
 
 
 def parse_duration(text):

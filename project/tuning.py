@@ -1,24 +1,25 @@
-"""Hyperparameter search: Keras Tuner random search, coarse -> fine, then the best retrained.
+"""Hyperparameter search: Keras Tuner random search, coarse -> fine, then the final round.
 
 runs/<paper>__<dataset>/tuning/
     coarse/, fine/          one Keras Tuner project per stage (oracle.json, trial_*/trial.json),
-                            plus our trial_*/meta.json (status, reason, epochs, seed, wall and fit seconds, worker)
-                            and each trial's training logs
+                            plus our trial_*/meta.json (project.trials) and each trial's training logs
     fine_space.json         the narrowed space, fixed when the fine stage first starts
     trials.csv              every trial of both stages, rewritten whenever a trial ends
-    summary.json            the spaces, the best trial and the edge-of-range warnings
+    budget.json             the trial counts a time budget fixed (project.search_plan)
+    summary.json            the spaces, the budget, the finalists, the final round, the edge-of-range warnings
     config.resolved.yaml    the configuration searched (another one moves tuning/ aside)
-runs/<paper>__<dataset>/tuned/   the best values retrained like the baseline, + best_hyperparameters.json
+runs/<paper>__<dataset>/finalists/   the top trials trained at full length (project.final_round)
+runs/<paper>__<dataset>/tuned/       the best finalist, + best_hyperparameters.json
 
-Distributed, on Keras Tuner's chief/worker mode (KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP,
-KERASTUNER_ORACLE_PORT): the chief runs each stage's oracle (coarse on PORT, fine on PORT+1),
-writes trials.csv and retrains the winner; workers run the trials. Every process must see the
-same runs/ folder (a shared filesystem), as Keras Tuner's own trial checkpoints do.
+Trials of one architecture share a compiled model (project.reuse). Distributed, on Keras Tuner's
+chief/worker mode (KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT): the chief
+runs each stage's oracle (coarse on PORT, fine on PORT+1), writes trials.csv and runs the final
+round; workers run the trials. Every process must see the same runs/ folder (a shared
+filesystem), as Keras Tuner's own trial checkpoints do.
 """
 
 import math
 import os
-import shutil
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -32,22 +33,21 @@ import keras_tuner
 import tensorflow as tf
 
 from project import runtime
-from project.artifacts import archive, atomic_write, is_complete, read_json, run_root, write_json
+from project.artifacts import archive, atomic_write, read_json, run_root, write_json
 from project.cards import with_values
 from project.data import prepare
 from project.errors import UserError
 from project.model import build_model
 from project.reuse import ModelCache, architecture_key, set_knobs
 from project.schema import SEARCHABLE, Recorded
-from project.search_plan import Progress, check_budget, duration, plan_budget, steady_epoch
-from project.search_space import boundary_values, card_space, card_values, decode, edge_warnings, narrow
-from project.training import combined_history, compile_model, fit_stages, seed_runs, train_run
+from project.final_round import final_round, retrain, summarize
+from project.search_plan import BUDGET, Progress, check_budget, duration, plan_budget
+from project.search_space import boundary_values, card_space, card_values, decode, narrow
+from project.training import combined_history, compile_model, fit_stages
+from project.trials import META, STAGES, ended, fixed_seconds, ranked, read_trials, write_trials_csv
 
-STAGES = ("coarse", "fine")
 OBJECTIVES = get_args(Recorded)  # what every trial's history holds
 EXPLOSION = 3.0  # a trial explodes when its training loss exceeds this times its first value
-META = "meta.json"
-BUDGET = "budget.json"  # the trial counts a time budget fixed
 NO_LIMIT = 10**9  # max_consecutive_failed_trials: failed trials never end the search
 
 
@@ -320,13 +320,6 @@ class StageTuner(keras_tuner.Tuner):
         return self.distribution_strategy.scope() if self.distribution_strategy else nullcontext()
 
 
-def fixed_seconds(meta):
-    """A trial's seconds outside steady-state training: its wall time less its epochs at its steady
-    epoch time (building, compiling, tracing, datasets, clean-up)."""
-    epochs = meta["epoch_seconds"]
-    return round(meta["wall_seconds"] - len(epochs) * steady_epoch(epochs), 2) if epochs else meta["wall_seconds"]
-
-
 def outcome(folder, model, exploded):
     """Best and last objective and epochs run, from the trial's training logs."""
     paper = (model.trial_config or model.config).paper
@@ -339,59 +332,6 @@ def outcome(folder, model, exploded):
         "last": float(values.iloc[-1]) if len(values) else None,
         "epochs_run": len(history) + (1 if exploded else 0),  # the epoch it exploded in counts
     }
-
-
-# ------------------------------------------------------------------ trials.csv
-
-
-def read_trials(folder, stage):
-    """(trial.json, meta.json) of each trial of a stage, in trial order."""
-    found = []
-    for path in sorted((Path(folder) / stage).glob("trial_*/trial.json")):
-        meta_path = path.with_name(META)
-        found.append((read_json(path), read_json(meta_path) if meta_path.exists() else {}))
-    return found
-
-
-def trial_row(stage, trial, meta, objective):
-    status = {"COMPLETED": "completed", "RUNNING": "running"}.get(trial["status"], "failed")
-    reason = ""
-    if status == "failed":
-        status = "exploded" if meta.get("status") == "exploded" else "failed"
-        lines = [line for line in (trial.get("message") or "").splitlines() if line.strip()]
-        reason = meta.get("reason") or (lines[-1] if lines else "")
-    return {
-        "trial_id": trial["trial_id"], "stage": stage, **trial["hyperparameters"]["values"],
-        f"best_{objective}": meta.get("best", trial.get("score")), f"last_{objective}": meta.get("last"),
-        "epochs_run": meta.get("epochs_run"), "status": status, "failure_reason": reason, "seed": meta.get("seed"),
-        "wall_seconds": meta.get("wall_seconds"), "fit_seconds": meta.get("fit_seconds"), "fixed_seconds": meta.get("fixed_seconds"),
-        "reused": meta.get("reused"), "worker": meta.get("worker", ""), "score": trial.get("score"),
-    }
-
-
-def trials_table(folder, objective):
-    rows = [trial_row(stage, trial, meta, objective) for stage in STAGES for trial, meta in read_trials(folder, stage)]
-    fixed = ["trial_id", "stage", f"best_{objective}", f"last_{objective}", "epochs_run", "status",
-             "failure_reason", "seed", "wall_seconds", "fit_seconds", "fixed_seconds", "reused", "worker"]
-    names = list(dict.fromkeys(k for row in rows for k in row if k not in fixed and k != "score"))
-    return pd.DataFrame(rows, columns=[*fixed[:2], *names, *fixed[2:], "score"]).drop(columns="score")
-
-
-def write_trials_csv(folder, objective):
-    table = trials_table(folder, objective)
-    atomic_write(Path(folder) / "trials.csv", table.to_csv(index=False))
-    return table
-
-
-def ranked(folder, stages, direction):
-    """Completed trials of the given stages, best first: (stage, trial) pairs."""
-    done = [(stage, t) for stage in stages for t, _ in read_trials(folder, stage)
-            if t["status"] == "COMPLETED" and t.get("score") is not None and math.isfinite(t["score"])]
-    return sorted(done, key=lambda pair: pair[1]["score"], reverse=direction == "max")
-
-
-def ended(folder, stage):
-    return sum(t["status"] in ("COMPLETED", "FAILED") for t, _ in read_trials(folder, stage))
 
 
 # ------------------------------------------------------------------ the search
@@ -510,89 +450,6 @@ def fine_space(folder, space, search, who):
     fine = narrow(space, [trial["hyperparameters"]["values"] for _, trial in top])
     write_json(path, {"top_k": [trial["trial_id"] for _, trial in top], "space": fine})
     return fine
-
-
-def candidate(folder, config, space, stage, trial):
-    """A ranked trial as the summary records it: its values decoded and as card keys."""
-    values = trial["hyperparameters"]["values"]
-    fine = Path(folder) / "fine_space.json"
-    stage_space = read_json(fine)["space"] if stage == "fine" and fine.exists() else space
-    return {
-        "stage": stage, "trial_id": trial["trial_id"], "score": trial["score"], "objective": config.paper.search.objective,
-        "values": values, "hyperparameters": {k: decode(stage_space.get(k, {}), v) for k, v in values.items()},
-        "card_values": card_values(stage_space, values, len(config.paper.model.head.hidden)),
-    }
-
-
-def summarize(folder, config, space, stages, trial_seconds):
-    """summary.json: the spaces, the budget and the search's top `finalists` trials (the final round
-    picks the best of them: final_round)."""
-    search = config.paper.search
-    best = ranked(folder, stages, search.direction)
-    if not best:
-        raise UserError(f"no trial of {', '.join(stages)} completed: see {folder / 'trials.csv'} for why, then fix the card's search ranges")
-    fine, budget = folder / "fine_space.json", folder / BUDGET
-    summary = {
-        "objective": search.objective, "direction": search.direction, "stages": stages,
-        "coarse_space": space, "fine_space": read_json(fine)["space"] if fine.exists() else None,
-        "budget": read_json(budget) if budget.exists() else None,
-        "finalists": [candidate(folder, config, space, stage, trial) for stage, trial in best[: search.finalists]],
-        "best": None, "final_round": None, "warnings": [], "trial_seconds": round(float(trial_seconds), 1),  # all trials, all workers
-    }
-    write_json(folder / "summary.json", summary)
-    print("finalists: " + "; ".join(f"{f['stage']} trial {f['trial_id']} ({search.objective} {f['score']:.4f})" for f in summary["finalists"]))
-    return summary
-
-
-def final_round(config, root, summary, space, fresh, verbose):
-    """Each finalist trained like the baseline (the card's full epochs and seed) into finalists/; the
-    best on val becomes tuned/. Short trials rank roughly: the full length decides."""
-    folder, direction = Path(root) / "tuning", summary["direction"]
-    metric = "val_" + summary["objective"].removeprefix("val_")
-    scored = []
-    for finalist in summary["finalists"]:
-        name = f"finalists/{finalist['stage']}-{finalist['trial_id']}"
-        metrics = train_run(with_values(config, finalist["card_values"]), root, name, fresh=fresh, verbose=verbose)
-        scored.append({"stage": finalist["stage"], "trial_id": finalist["trial_id"], "search_score": finalist["score"],
-                       metric: metrics[metric], "run": name})
-        print(f"[final] {finalist['stage']} trial {finalist['trial_id']}: {metric} {metrics[metric]:.4f} after the full epochs")
-    winner = (max if direction == "max" else min)(range(len(scored)), key=lambda k: scored[k][metric])
-    best = summary["finalists"][winner]
-    summary.update(best=best, final_round={"metric": metric, "finalists": scored}, warnings=edge_warnings(space, best["values"]))
-    write_json(folder / "summary.json", summary)
-    print(f"best: {best['stage']} trial {best['trial_id']}, {metric} {scored[winner][metric]:.4f}, {best['hyperparameters']}")
-    for warning in summary["warnings"]:
-        print(f"!!! warning: {warning}")
-    install(Path(root) / scored[winner]["run"], Path(root) / "tuned")
-    return best
-
-
-def install(source, target):
-    """The winning finalist's run as tuned/ (a copy: finalists/ keeps every finalist's record)."""
-    if is_complete(target) and (target / "config.resolved.yaml").read_text() == (source / "config.resolved.yaml").read_text():
-        return
-    if target.exists():
-        print(f"previous tuned run moved to {archive(target)}")
-    shutil.copytree(source, target)
-    metrics = read_json(target / "metrics.json")
-    write_json(target / "metrics.json", {**metrics, "run": target.name})
-
-
-def retrain(config, root, best, fresh, seeds, verbose):
-    """The best values with more seeds (tuned/ is the first), on the baseline's split.csv, like the baseline."""
-    tuned = with_values(config, best["card_values"])
-    results = []
-    for k, (name, seed) in enumerate(seed_runs("tuned", config.paper.seed, seeds)):
-        metrics = read_json(Path(root) / name / "metrics.json") if k == 0 else train_run(tuned, root, name, seed=seed, fresh=fresh, verbose=verbose)
-        write_json(Path(root) / name / "best_hyperparameters.json", best)
-        results.append(metrics)
-    baseline = Path(root) / "baseline"
-    if is_complete(baseline):
-        before, after = read_json(baseline / "metrics.json")["test_accuracy"], results[0]["test_accuracy"]
-        print(f"test accuracy: baseline {before:.4f} -> tuned {after:.4f} ({after - before:+.4f})")
-    else:
-        print(f"test accuracy: tuned {results[0]['test_accuracy']:.4f} (no baseline in {baseline} yet: `make train`)")
-    return results
 
 
 def tune(config, root, *, trials=None, epochs=None, stage="all", fresh=False, seeds=1, verbose=1, budget=None):

@@ -1,11 +1,9 @@
 """Tuner trials that reuse one compiled model (project.reuse) train exactly as a fresh process would."""
 
 import json
-import sys
 from pathlib import Path
 
 import keras_tuner
-import pytest
 
 from conftest import DIGITS_DATASET, write_card, write_tiny_paper_card
 

@@ -10,7 +10,7 @@ from sklearn.datasets import load_digits
 
 import keras
 
-from project import sanity
+from project import sanity, sweep
 from project.cards import PAPERS_DIR
 from project.cli import main
 
@@ -184,27 +184,27 @@ def synthetic_sweep(start, bottom, explode, noise=0.03):
 
 
 def test_read_sweep_finds_where_the_loss_starts_to_fall_bottoms_out_and_explodes():
-    sweep = synthetic_sweep(1e-4, 3e-2, 0.3)
-    found = sanity.read_sweep(sweep)
+    curve = synthetic_sweep(1e-4, 3e-2, 0.3)
+    found = sweep.read_sweep(curve)
     assert found["fell"] and found["min_loss"] == pytest.approx(1.0, abs=0.1)
     assert 1e-4 < found["lr_falls_from"] < 2e-4  # 3% below the start: a few steps into the fall
-    assert 2e-2 < found["lr_at_min"] < 4.5e-2 and found["lr_explodes"] == sweep["lr"][-1]
+    assert 2e-2 < found["lr_at_min"] < 4.5e-2 and found["lr_explodes"] == curve["lr"][-1]
     assert 1e-4 <= found["falls_fastest"][0] <= found["lr_steepest"] <= found["falls_fastest"][1] <= found["lr_at_min"]
     assert found["suggested_range"] == [found["lr_falls_from"], found["lr_at_min"]]  # Smith's bounds
     # a fall over less than two decades still gets a range two decades wide
-    sharp = sanity.read_sweep(synthetic_sweep(1e-3, 3e-3, 0.1))
+    sharp = sweep.read_sweep(synthetic_sweep(1e-3, 3e-3, 0.1))
     assert 2e-3 < sharp["lr_at_min"] < 4e-3 and sharp["suggested_range"] == [sharp["lr_at_min"] / 100, sharp["lr_at_min"]]
-    assert not sanity.read_sweep(synthetic_sweep(1e-3, 3e-3, 1.0, noise=0.0) | {"start_loss": 1.05})["fell"]
+    assert not sweep.read_sweep(synthetic_sweep(1e-3, 3e-3, 1.0, noise=0.0) | {"start_loss": 1.05})["fell"]
 
 
 def test_the_sweep_stops_where_the_loss_blows_up_or_climbs_back_to_its_start():
     start, best = 2.3, 1.5  # fell from ln(10) to 1.5
-    assert not sanity.blew_up(2.0, 2.0, average=2.0, best=best, start=start)
-    assert sanity.blew_up(2.2, 2.2, average=2.4, best=best, start=start)  # back above the start: collapsed to chance
-    assert sanity.blew_up(6.5, 2.2, average=2.2, best=best, start=start)  # above 4 x the best (fastai)
-    assert not sanity.blew_up(2.5, 2.5, average=2.5, best=2.2, start=start)  # never fell by 10%: noise, not collapse
-    assert sanity.blew_up(math.nan, 2.2, average=2.2, best=best, start=start)
-    assert sanity.blew_up(2.2, math.inf, average=2.2, best=best, start=start)  # the step's own loss overflowed
+    assert not sweep.blew_up(2.0, 2.0, average=2.0, best=best, start=start)
+    assert sweep.blew_up(2.2, 2.2, average=2.4, best=best, start=start)  # back above the start: collapsed to chance
+    assert sweep.blew_up(6.5, 2.2, average=2.2, best=best, start=start)  # above 4 x the best (fastai)
+    assert not sweep.blew_up(2.5, 2.5, average=2.5, best=2.2, start=start)  # never fell by 10%: noise, not collapse
+    assert sweep.blew_up(math.nan, 2.2, average=2.2, best=best, start=start)
+    assert sweep.blew_up(2.2, math.inf, average=2.2, best=best, start=start)  # the step's own loss overflowed
 
 
 def test_lr_sweep_warns_when_no_learning_rate_lowers_the_loss(digits):
@@ -364,9 +364,9 @@ def test_sanity_command_writes_all_six_checks(tmp_path, capsys):
     statuses = {c["name"]: c["status"] for c in summary["checks"]}
     assert statuses["initial_loss"] == statuses["regularisation"] == statuses["overfit"] == "PASS", out
     assert statuses["preprocessing"] == "PASS"  # scratch: per-channel mean subtraction -> zero-centred
-    sweep = next(c for c in summary["checks"] if c["name"] == "lr_sweep")
-    assert sweep["status"] == "PASS" and "the card's 0.003 lies inside it" in sweep["advice"], sweep["advice"]
-    assert sweep["numbers"]["steps"] > sanity.SWEEP["steps"]  # from random initialisation: the longer sweep
+    range_test = next(c for c in summary["checks"] if c["name"] == "lr_sweep")
+    assert range_test["status"] == "PASS" and "the card's 0.003 lies inside it" in range_test["advice"], range_test["advice"]
+    assert range_test["numbers"]["steps"] > sanity.SWEEP["steps"]  # from random initialisation: the longer sweep
     assert code == (1 if summary["status"] == "FAIL" else 0)
 
 

@@ -9,7 +9,7 @@ from sklearn.datasets import load_digits
 
 import keras
 
-from project import sanity
+from project import sanity, sweep
 from project.cards import load_config, with_values
 from project.model import build_model
 
@@ -73,12 +73,12 @@ def test_the_sweep_loss_is_measured_on_the_held_batch(digits):
     x, y = digits
     model = mlp_classifier()
     held = (x[1024:1280], y[1024:1280])
-    sweep = sanity.lr_sweep(model, [(x[:32], y[:32])], steps=40, min_lr=1e-3, max_lr=1.0, held=held)
-    assert len(sweep["loss"]) == len(sweep["step_loss"]) == len(sweep["lr"])
-    assert sweep["start_loss"] == pytest.approx(sanity.cross_entropy(held[1], mlp_classifier()(held[0])), rel=1e-5)
-    assert sweep["loss"][-1] == pytest.approx(sanity.cross_entropy(held[1], model(held[0])), rel=1e-4)  # after the last step
+    found = sweep.lr_sweep(model, [(x[:32], y[:32])], steps=40, min_lr=1e-3, max_lr=1.0, held=held)
+    assert len(found["loss"]) == len(found["step_loss"]) == len(found["lr"])
+    assert found["start_loss"] == pytest.approx(sanity.cross_entropy(held[1], mlp_classifier()(held[0])), rel=1e-5)
+    assert found["loss"][-1] == pytest.approx(sanity.cross_entropy(held[1], model(held[0])), rel=1e-4)  # after the last step
     # one batch of 32 seen again and again: its own loss drops far below that of 256 held images
-    assert min(sweep["step_loss"]) < 0.5 * min(sweep["loss"])
+    assert min(found["step_loss"]) < 0.5 * min(found["loss"])
 
 
 # ---------------------------------------------------------------- initial loss, activations
