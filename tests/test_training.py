@@ -179,6 +179,7 @@ def test_the_best_epoch_is_reloaded_unless_a_trial_drops_the_model(tmp_path, dig
     card = write_tiny_paper_card(tmp_path, **{"training.learning_rate": 1.0, "training.stages.0.epochs": 4, "runtime.backup_seconds": 0})
     config = load_config(str(card), str(digits_card))
     data = prepare(config, tmp_path / "run")
+    keras.utils.set_random_seed(config.paper.seed)  # both cases train the same model
     model, _ = build_model(config.paper, data.num_classes, data.stats(config.paper))
     final = FinalWeights()
     folder = tmp_path / "run" / "baseline"
@@ -192,6 +193,7 @@ def test_the_best_epoch_is_reloaded_unless_a_trial_drops_the_model(tmp_path, dig
     if reload_last:
         best = keras.models.clone_model(model)
         best.load_weights(checkpoint)
+        assert not all(np.array_equal(a, b) for a, b in zip(best.get_weights(), final.weights))  # the best epoch, not the last
     expected = best.get_weights() if reload_last else final.weights
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), expected))
 
