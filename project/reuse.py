@@ -102,6 +102,28 @@ def architecture_key(paper):
     ))
 
 
+def seed_trial(seed):
+    """keras.utils.set_random_seed(seed), but TensorFlow's global seed is only set when it differs:
+    tf.random.set_seed clears TensorFlow's kernel caches, and a reused compiled model then spends
+    ~5 s of its first epoch instantiating its functions again. A model's initial weights and dropout
+    seeds come from Python's random (Keras draws them there); tf.data's shuffles combine their own
+    seeds with TensorFlow's, which is already `seed`."""
+    import random
+
+    import numpy as np
+    import tensorflow as tf
+
+    try:
+        current = tf.compat.v1.get_seed(None)[0]
+    except RuntimeError:  # op determinism refuses to answer before any seed is set
+        current = None
+    if current != seed:
+        keras.utils.set_random_seed(seed)
+        return
+    random.seed(seed)
+    np.random.seed(seed)
+
+
 class ModelCache:
     """The last CACHE_SIZE compiled trial models by architecture key, with their Knobs and the
     optimizer's initial state."""

@@ -38,7 +38,7 @@ from project.cards import with_values
 from project.data import prepare
 from project.errors import UserError
 from project.model import build_model
-from project.reuse import ModelCache, architecture_key, set_knobs
+from project.reuse import ModelCache, architecture_key, seed_trial, set_knobs
 from project.schema import SEARCHABLE, Recorded
 from project.final_round import final_round, retrain, summarize
 from project.search_plan import BUDGET, Progress, check_budget, duration, plan_budget
@@ -207,7 +207,7 @@ class CardHyperModel(keras_tuner.HyperModel):
             return None
         self.trial_config = trial_config(self.config, self.space, values)
         paper = self.trial_config.paper
-        keras.utils.set_random_seed(paper.seed)
+        seed_trial(paper.seed)
         fresh, self.weights_used = build_model(paper, self.data.num_classes, self.stats)
         self.key = architecture_key(paper) if len(paper.training.stages) == 1 else None  # one compiled state per stage
         model, self.knobs, self.compiled = self.cache.take(self.key, fresh)
