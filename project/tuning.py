@@ -38,7 +38,7 @@ from project.cards import with_values
 from project.data import prepare
 from project.errors import UserError
 from project.model import build_model
-from project.reuse import ModelCache, architecture_key, seed_trial, set_knobs
+from project.reuse import ModelCache, architecture_key, initial_state, seed_trial, set_head_dropout, set_knobs
 from project.schema import SEARCHABLE, Recorded
 from project.final_round import final_round, retrain, summarize
 from project.search_plan import BUDGET, Progress, check_budget, duration, plan_budget
@@ -199,7 +199,7 @@ class CardHyperModel(keras_tuner.HyperModel):
         self.space, self.epochs, self.declaring = {}, 1, True
         self.settings = {"jit_compile": False, "replicas": 1}  # project.runtime's choice for this machine
         self.folder, self.trial_config, self.weights_used, self.guard, self.clock = None, None, "random", None, FitClock()
-        self.cache, self.key, self.knobs, self.compiled = ModelCache(), None, None, False
+        self.cache, self.key, self.knobs, self.compiled, self.initial = ModelCache(), None, None, False, None
 
     def build(self, hp):
         values = declare(hp, self.space)
@@ -208,9 +208,12 @@ class CardHyperModel(keras_tuner.HyperModel):
         self.trial_config = trial_config(self.config, self.space, values)
         paper = self.trial_config.paper
         seed_trial(paper.seed)
-        fresh, self.weights_used = build_model(paper, self.data.num_classes, self.stats)
         self.key = architecture_key(paper) if len(paper.training.stages) == 1 else None  # one compiled state per stage
-        model, self.knobs, self.compiled = self.cache.take(self.key, fresh)
+        model, self.weights_used, self.knobs, self.compiled = self.cache.take(
+            self.key, paper.seed, lambda: build_model(paper, self.data.num_classes, self.stats))
+        self.initial = None if self.compiled else initial_state(model, self.weights_used)
+        if self.compiled:
+            set_head_dropout(model, paper.model.head.dropout)
         return model
 
     def compile_stage(self, model, paper, learning_rate, steps_per_epoch, epochs, jit_compile):
@@ -220,7 +223,7 @@ class CardHyperModel(keras_tuner.HyperModel):
             return
         compile_model(model, paper, learning_rate, steps_per_epoch, epochs, jit_compile, knobs=self.knobs)
         if self.key is not None:
-            self.cache.keep(self.key, model, self.knobs)
+            self.cache.keep(self.key, paper.seed, model, self.knobs, self.initial)
 
     def fit(self, hp, model, *args, callbacks=(), verbose=1, **kwargs):
         """The tuner's callbacks (best-epoch checkpoint, its hooks) ride along with ours."""
