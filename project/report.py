@@ -349,7 +349,7 @@ def edge_warnings(summary_, best, search):
     return warnings_for(card_space(search), values) if values else []
 
 
-def search_time_blocks(summary_):
+def search_time_blocks(summary_, ranks=None):
     """The time the trials took, what a budget bought, and the final round of finalists (summary.json)."""
     blocks = [p(f"**Search time:** {summary_['trial_seconds']:.1f} s of trials (every trial's wall time, all workers).")]
     budget = summary_.get("budget")
@@ -368,10 +368,29 @@ def search_time_blocks(summary_):
                    p(f"The top {len(rows)} trials of the search, each trained for the card's full epochs like the baseline; "
                      f"the best {metric} became the tuned run (short trials rank roughly)."),
                    table(["stage", "trial", f"search {summary_['objective']}", f"full-length {metric}", "chosen"], rows)]
+    if ranks:
+        blocks.append(p(f"**Rank agreement** (`make bench`, {ranks['created'][:10]}): Spearman rho = {ranks['rho']:.2f} between "
+                        f"the {ranks['epochs']['coarse']}-epoch and {ranks['epochs']['full']}-epoch scores of {ranks['configurations']} "
+                        f"configurations of this card's space: "
+                        + ("short trials rank the configurations much as full-length ones do." if ranks["rho"] >= 0.7 else
+                           "short trials rank the configurations only roughly; the final round matters.")))
     return blocks
 
 
-def search_section(runs, root, cmd, figs):
+def rank_agreement(reports_dir, config):
+    """What `make bench` measured of this paper x dataset's short-trial ranking, if it did
+    (<reports>/bench/bench.json: the details of its rank-agreement section), else None."""
+    path = Path(reports_dir) / "bench" / "bench.json"
+    if not path.exists():
+        return None
+    bench = read_json(path)
+    ranks = bench["details"].get("rank agreement", {})
+    if (ranks.get("paper"), ranks.get("dataset")) != (config.paper_name, config.dataset_name) or ranks.get("rho") is None:
+        return None
+    return {**ranks, "created": bench["created"]}
+
+
+def search_section(runs, root, cmd, figs, ranks=None):
     paper = runs["baseline"][0]["config"]["paper"]
     search = paper.get("search")
     if not search:
@@ -413,7 +432,7 @@ def search_section(runs, root, cmd, figs):
         blocks.append(p(f"**Best trial:** {best.get('stage', '?')} trial {best.get('trial_id', '?')}, "
                         f"{best.get('objective', search['objective'])} {f4(best.get('score'))}; values: "
                         + ", ".join(f"{k} = {plain(v)}" for k, v in sorted(best["hyperparameters"].items()))))
-    blocks += search_time_blocks(summary_)
+    blocks += search_time_blocks(summary_, ranks)
     blocks += [h3("Objective against each hyperparameter")]
     for name, param in space.items():
         if name not in view or not _numeric(param):
@@ -868,7 +887,7 @@ def model_card_section(card, runs, target):
 # ------------------------------------------------------------------ assembling and writing
 
 
-def build(config, root, target=None):
+def build(config, root, target=None, ranks=None):
     """Everything the report holds: sections of blocks, figures (PNG bytes) and the JSON files."""
     root = Path(root)
     runs = load_runs(config, root)
@@ -881,7 +900,7 @@ def build(config, root, target=None):
 
     compared = report_summary.comparison(runs, card, config)
     hyper_blocks, hyper_data = hyperparameters(runs, card, config)
-    search_blocks, trials = search_section(runs, root, cmd, figs)
+    search_blocks, trials = search_section(runs, root, cmd, figs, ranks)
     bodies = [
         report_summary.summary(compared, runs, goal, goal_source, cmd),
         report_summary.paper_section(compared, card, config, runs),
@@ -970,7 +989,7 @@ def markdown_table(block):
 
 def cli(config, args):
     root = run_root(config, args.runs_dir)
-    report = build(config, root, target=args.target)
+    report = build(config, root, target=args.target, ranks=rank_agreement(args.reports_dir, config))
     md_path, html_path = write(report, Path(args.reports_dir) / config.run_name)
     print(f"report: {md_path}\n        {html_path}\n")
     print(report["comparison"]["headline"] + "\n")

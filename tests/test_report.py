@@ -24,6 +24,7 @@ from PIL import Image
 from scipy import stats
 
 from project import report as report_module
+from project.artifacts import write_json
 from project.cards import load_config
 from project.errors import UserError
 from project.metrics import wilson_interval
@@ -686,3 +687,19 @@ def test_compute_section_says_whether_the_runs_were_deterministic(made, tmp_path
     compute = section((tmp_path / "reports" / made["config"].run_name / "report.md").read_text(),
                       report_module.SECTIONS.index("Compute and environment") + 1)
     assert "**Deterministic:** no, for tuned" in compute
+
+
+def test_search_section_shows_the_rank_agreement_make_bench_measured_on_this_card(made, tmp_path):
+    config = made["config"]
+    assert "Rank agreement" not in section(made["md"], 4)  # no bench.json: nothing claimed
+    reports = tmp_path / "reports"
+    ranks = {"paper": config.paper_name, "dataset": config.dataset_name, "epochs": {"coarse": 6, "full": 15},
+             "configurations": 5, "rho": 0.9, "coarse": [0.6, 0.8, 0.7, 0.9, 0.4], "full": [0.9, 0.93, 0.95, 0.97, 0.79]}
+    for paper, expected in ((config.paper_name, True), ("another_paper", False)):
+        write_json(reports / "bench" / "bench.json", {"created": "2026-12-01T12:00:00+0000",
+                                                      "details": {"rank agreement": {**ranks, "paper": paper}}})
+        make_report(config, made["runs"], reports)
+        search = section((reports / config.run_name / "report.md").read_text(), 4)
+        line = ("**Rank agreement** (`make bench`, 2026-12-01): Spearman rho = 0.90 between the 6-epoch and 15-epoch "
+                "scores of 5 configurations")
+        assert (line in search) is expected, search
