@@ -62,7 +62,7 @@ DIGITS_DATASET = {
 
 def _merge(base, overrides):
     """Nested dicts merge; a dotted key ("training.batch_size") sets one value; anything else replaces."""
-    from project.cards import set_dotted
+    from project.config.cards import set_dotted
 
     data = copy.deepcopy(base)
     for key, value in overrides.items():
@@ -135,7 +135,7 @@ def image_folder():
 @pytest.fixture
 def tiny_config(tmp_path, digits_card):
     """The tiny paper card on digits, as a validated Config."""
-    from project.cards import load_config
+    from project.config.cards import load_config
 
     return load_config(str(write_tiny_paper_card(tmp_path / "cards")), str(digits_card))
 
@@ -182,10 +182,10 @@ def project_env(tmp_path, monkeypatch):
 OFFLINE_SCRIPT = """
 import json, os, time
 import numpy as np
-from project.adapters import load_sources
+from project.data.adapters import load_sources
 from project.errors import UserError
-from project.model import backbone_of, build_model
-from project.schema import Paper
+from project.model.classifier import backbone_of, build_model
+from project.config.schema import Paper
 
 out = {}
 start = time.time()

@@ -7,7 +7,7 @@ import uuid
 import numpy as np
 import pytest
 
-from project.adapters import REPO_ROOT, Sources, load_sources
+from project.data.adapters import REPO_ROOT, Sources, load_sources
 from project.errors import UserError
 
 

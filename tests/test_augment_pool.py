@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from project import augment_pool
-from project.augment import build_augmentation
+from project.data import augment_pool
+from project.data.augment import build_augmentation
 
 
 KEY = [0, 0, 0]  # [seed, epoch, batch index]
@@ -62,8 +62,8 @@ def test_one_worker_or_a_compose_that_does_not_pickle_stays_in_this_process(monk
 def test_workers_exit_when_their_caller_is_killed():
     code = (
         "import os, time, numpy as np\n"
-        "from project import augment_pool\n"
-        "from project.augment import build_augmentation\n"
+        "from project.data import augment_pool\n"
+        "from project.data.augment import build_augmentation\n"
         "if __name__ == '__main__':\n"
         "    os.environ['PROJECT_AUGMENT_WORKERS'] = '2'\n"
         "    apply = augment_pool.batch_function(build_augmentation([{'name': 'HorizontalFlip'}], seed=0))\n"

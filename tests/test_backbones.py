@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from conftest import TINY_PAPER, _merge
-from project.backbones import BACKBONES, preprocessing_layers
+from project.config.backbone_table import BACKBONES
+from project.model.backbones import preprocessing_layers
 from project.errors import UserError
-from project.model import apply_stage, backbone_of, build_model, count_params
-from project.schema import Paper
+from project.model.classifier import apply_stage, backbone_of, build_model, count_params
+from project.config.schema import Paper
 
 
 def paper(**overrides):

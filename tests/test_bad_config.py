@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from project.cli import main
+from project.commands.cli import main
 
 SPACE = "learning_rate: {min: %s, max: %s%s}"
 
@@ -109,7 +109,7 @@ def test_a_card_with_a_python_tag_is_refused_and_never_run(tmp_path, capsys, dig
 
 
 def test_an_override_is_data_never_code(tmp_path, capsys, tiny_paper_card, digits_card):
-    from project.cards import load_config
+    from project.config.cards import load_config
 
     marker = tmp_path / "pwned"
     paper = tiny_paper_card(tmp_path)
@@ -123,7 +123,7 @@ def test_an_override_is_data_never_code(tmp_path, capsys, tiny_paper_card, digit
 
 
 def test_a_custom_adapter_outside_the_repository_is_never_imported(tmp_path, capsys, tiny_paper_card):
-    from project.adapters import load_sources
+    from project.data.adapters import load_sources
     from project.errors import UserError
 
     marker = tmp_path / "imported"
@@ -146,8 +146,8 @@ def test_saved_models_load_in_safe_mode_only(tmp_path, tiny_config):
     import keras
     import numpy as np
 
-    from project.evaluate import load_model
-    from project.model import build_model
+    from project.train.evaluate import load_model
+    from project.model.classifier import build_model
 
     marker = tmp_path / "ran"
     inputs = keras.Input((4,))

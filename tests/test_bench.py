@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from conftest import write_tiny_paper_card
-from project import bench
-from project.cli import main
+from benchmarks import bench
+from project.commands.cli import main
 
 SEARCH = {
     "objective": "val_accuracy", "direction": "max", "seed": 3, "top_k": 1,

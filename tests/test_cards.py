@@ -4,10 +4,10 @@ import pytest
 import yaml
 
 from conftest import TINY_PAPER, write_card, write_tiny_paper_card
-from project.backbones import BACKBONES
-from project.cards import load_config, resolved_yaml, with_values
+from project.config.backbone_table import BACKBONES
+from project.config.cards import load_config, resolved_yaml, with_values
 from project.errors import UserError
-from project.schema import Config
+from project.config.schema import Config
 
 
 def error_of(paper, dataset, overrides=()):

@@ -11,12 +11,12 @@ import pytest
 import yaml
 
 from conftest import make_image_folder, write_card
-from project import cards
-from project.adapters import ADAPTERS, load_sources
-from project.augment import build_augmentation
+from project.config import cards
+from project.data.adapters import ADAPTERS, load_sources
+from project.data.augment import build_augmentation
 from project.errors import UserError
-from project.schema import Dataset, Paper, Scratch
-from project.split import make_split
+from project.config.schema import Dataset, Paper, Scratch
+from project.data.split import make_split
 
 PAPERS = ["kermany2018", "tan2019_efficientnet", "kornblith2019", "rahaman2020_covid", "too2019_plantvillage",
           "helber2019_eurosat", "sandler2018_mobilenetv2", "scratch_cnn"]
@@ -131,7 +131,7 @@ def _stats(m):
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in PAPERS])
 def test_paper_card_builds_its_model_without_weights(name):
-    from project.model import build_model
+    from project.model.classifier import build_model
 
     p = cards.validate(Paper, {**paper_data(name), "model": {**paper_data(name)["model"], "weights": "none"}}, name)
     model, weights_used = build_model(p, 3, _stats(p.model))

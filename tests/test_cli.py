@@ -5,7 +5,7 @@ import json
 import pytest
 
 from conftest import write_card, write_tiny_paper_card
-from project.cli import COMMANDS, main
+from project.commands.cli import COMMANDS, main
 
 
 def one_error_line(stderr):
@@ -26,7 +26,7 @@ def test_help_and_validate_do_not_import_tensorflow(project_env, tmp_path, digit
     card = write_tiny_paper_card(tmp_path)
     code = (
         "import json, sys\n"
-        "from project.cli import main\n"
+        "from project.commands.cli import main\n"
         "try:\n"
         "    main(['train', '--help'])\n"
         "except SystemExit as exit:\n"

@@ -1,4 +1,4 @@
-"""project.compare on hand-made prediction pairs and seed accuracies with known answers."""
+"""project.report.compare on hand-made prediction pairs and seed accuracies with known answers."""
 
 import math
 
@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from project import compare
+from project.report import compare
 from project.errors import UserError
-from project.metrics import roc_auc
+from project.train.metrics import roc_auc
 
 
 def pairs(both_right=0, b=0, c=0, both_wrong=0):

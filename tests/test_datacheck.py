@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 import hostile
-from project.cli import main
+from project.commands.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 FOLDER_CARD = "adapter: folder\noptions: {path: data}\nsplit: {val: 0.2, test: 0.2, seed: 0}\n"
@@ -48,9 +48,10 @@ def test_hostile_folder_is_checked_then_trains_to_completion(tmp_path, huge, cap
     assert "class 'bird' has 2 image(s), fewer than the 3 a train/val/test split needs" in out
 
     # what the pipeline gets for the kept files: TensorFlow decodes them all to upright 8-bit RGB
-    from project import datacheck, pipeline
-    from project.adapters import load_sources
-    from project.cards import load_config
+    from project.data import datacheck
+    from project.data import pipeline
+    from project.data.adapters import load_sources
+    from project.config.cards import load_config
 
     config = load_config(str(paper), str(dataset))
     sources = load_sources("folder", config.dataset.options, tmp_path, None)
@@ -101,7 +102,7 @@ def test_a_huge_jpeg_is_downscaled_on_decode_without_the_memory_of_a_full_decode
     decodes at 1/4 scale. Measured in a fresh process: peak memory growth during the scan."""
     code = (
         "import resource, sys\n"
-        "from project import datacheck\n"
+        "from project.data import datacheck\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "row = datacheck.inspect(sys.argv[1], sys.argv[2])\n"
         "print(row['status'], row['width'], (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n"
@@ -137,8 +138,8 @@ def test_leakage_across_subsets_is_counted_and_drop_duplicates_keeps_one_copy(tm
     assert set(table["reason"]) == {"duplicate"} and set(table["action"]) == {"excluded"}
     assert set(table["source"]) == {"train/a/x.png", "train/b/y.png", "val/b/y.png", "val/a/w.png", "train/a/z2.png"}
 
-    from project.cards import load_config
-    from project.data import prepare
+    from project.config.cards import load_config
+    from project.data.prepare import prepare
 
     data = prepare(load_config(str(paper), str(dataset), ["data.drop_duplicates=true"]), tmp_path / "prepared")
     where = {}
@@ -160,9 +161,9 @@ def test_manifest_rows_are_rejected_with_their_reasons(tmp_path):
     assert "lies outside" in table.set_index("source").loc["../../etc/passwd", "detail"]
     assert "with label 'b' (kept: 'a')" in table.set_index("source").loc["./images/a1.png", "detail"]
 
-    from project import datacheck
-    from project.adapters import load_sources
-    from project.cards import load_config
+    from project.data import datacheck
+    from project.data.adapters import load_sources
+    from project.config.cards import load_config
 
     config = load_config(str(paper), str(dataset))
     sources = load_sources("csv", config.dataset.options, tmp_path, ["a", "b"])
@@ -179,9 +180,9 @@ def test_classes_left_without_images_and_a_single_class(tmp_path, capsys, image_
     for file in (data / "c").iterdir():
         file.write_bytes(b"broken")
     (data / "d").mkdir()
-    from project import datacheck
-    from project.adapters import load_sources
-    from project.cards import load_config
+    from project.data import datacheck
+    from project.data.adapters import load_sources
+    from project.config.cards import load_config
 
     paper, _ = hostile.write_cards(tmp_path, FOLDER_CARD)
     for classes, names in ((None, ["a", "b"]), (["a", "b", "c", "d"], ["a", "b", "c", "d"])):
@@ -208,9 +209,9 @@ def test_classes_left_without_images_and_a_single_class(tmp_path, capsys, image_
 def test_a_class_too_small_for_the_split_warns_and_the_split_falls_back(tmp_path, capsys, image_folder):
     """bird has 2 images: the check says so, and split.py falls back to a plain random split
     (with a warning) that still assigns every image."""
-    from project.adapters import load_sources
-    from project.cards import load_config
-    from project.split import make_split
+    from project.data.adapters import load_sources
+    from project.config.cards import load_config
+    from project.data.split import make_split
 
     image_folder(tmp_path / "data", classes={"cat": 8, "dog": 8, "bird": 1})
     paper, dataset = hostile.write_cards(tmp_path, FOLDER_CARD)

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from conftest import write_card, write_tiny_paper_card, DIGITS_DATASET
-from project.augment import build_augmentation
-from project import augment_pool
-from project.cli import main
-from project.training import TIMING_FIELDS
+from project.data.augment import build_augmentation
+from project.data import augment_pool
+from project.commands.cli import main
+from project.train.training import TIMING_FIELDS
 
 AFFINE = [{"name": "Affine", "translate_percent": [-0.1, 0.1], "rotate": [-15, 15], "p": 0.9}]
 

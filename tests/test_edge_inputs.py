@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from project.pipeline import make_dataset
-from project.schema import Split
-from project.split import make_split
+from project.data.pipeline import make_dataset
+from project.config.schema import Split
+from project.data.split import make_split
 
 
 def test_grey_plus_alpha_arrays_become_grey_rgb():
@@ -30,7 +30,7 @@ def test_out_of_memory_names_the_batch_size_and_a_smaller_one():
     import tensorflow as tf
 
     from project.errors import UserError
-    from project.training import out_of_memory_advice
+    from project.train.training import out_of_memory_advice
 
     with pytest.raises(UserError) as error:
         with out_of_memory_advice(256):

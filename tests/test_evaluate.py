@@ -12,9 +12,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from project.cards import load_config
+from project.config.cards import load_config
 from project.errors import UserError
-from project.evaluate import compare, evaluate_cli, image_files, predict_cli
+from project.train.evaluate import compare, evaluate_cli, image_files, predict_cli
 
 PAPER = {
     "citation": {"title": "A tiny test CNN", "authors": ["Test Author"], "venue": "pytest", "year": 2020},
@@ -29,7 +29,7 @@ DATASET = {"adapter": "digits", "options": {}, "split": {"val": 0.15, "test": 0.
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from project.training import train_run
+    from project.train.training import train_run
 
     base = tmp_path_factory.mktemp("evaluate")
     (base / "tiny.yaml").write_text(yaml.safe_dump(PAPER))

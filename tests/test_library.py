@@ -13,10 +13,12 @@ import yaml
 from PIL import Image
 
 from conftest import OFFLINE, ROOT, make_image_folder, write_card, write_tiny_paper_card
-from project import cards, library, weights
-from project.cli import main
+from project.config import cards
+from project.commands import library
+from project.commands import weights
+from project.commands.cli import main
 from project.errors import UserError
-from project.schema import Dataset, Paper
+from project.config.schema import Dataset, Paper
 
 # The scratch card made tiny: one block of 8 filters at 16x16, one epoch.
 TINY = ["model.input_size=16", "model.scratch.blocks=[8]", "model.head.hidden=[16]", "training.batch_size=8",
@@ -190,7 +192,7 @@ def test_new_dataset_rejects_what_it_cannot_scan(tmp_path):
 
 
 def test_new_paper_and_new_dataset_cards_train_one_epoch(tmp_path):
-    from project.training import train_run
+    from project.train.training import train_run
 
     library.new_paper_cli(paper_args("ours", "scratch_cnn"), tmp_path / "papers")
     folder_with_problems(tmp_path / "datasets" / "ourdata")

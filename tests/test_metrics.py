@@ -1,9 +1,9 @@
-"""project.metrics on hand-made probabilities, against values worked out by hand."""
+"""project.train.metrics on hand-made probabilities, against values worked out by hand."""
 
 import numpy as np
 import pytest
 
-from project.metrics import classification_metrics, imbalance_ratio, roc_auc, top5_accuracy, trivial_baseline
+from project.train.metrics import classification_metrics, imbalance_ratio, roc_auc, top5_accuracy, trivial_baseline
 
 # two classes; the second (index 1) is the positive class. argmax predicts [0, 0, 1, 1, 0]
 BINARY_Y = np.array([0, 0, 0, 1, 1])

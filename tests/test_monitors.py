@@ -11,7 +11,7 @@ from sklearn.datasets import load_digits
 
 import keras
 
-from project.monitors import RATIO_HIGH, RATIO_LOW, UpdateRatio, diagnose, ratio_summary
+from project.train.monitors import RATIO_HIGH, RATIO_LOW, UpdateRatio, diagnose, ratio_summary
 
 
 @pytest.fixture(scope="module")
@@ -154,8 +154,8 @@ def test_diagnosis_healthy():
 
 
 def test_train_run_logs_the_ratio_and_writes_the_diagnosis(tmp_path):
-    from project.cards import PAPERS_DIR, load_config
-    from project.training import train_run
+    from project.config.cards import PAPERS_DIR, load_config
+    from project.train.training import train_run
 
     card = yaml.safe_load((PAPERS_DIR / "demo.yaml").read_text())
     card["model"] = {"backbone": "scratch", "weights": "none", "input_size": 16,

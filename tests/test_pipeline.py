@@ -7,10 +7,10 @@ import pytest
 from PIL import Image
 
 from conftest import write_card, write_tiny_paper_card
-from project import pipeline
-from project.augment import build_augmentation
-from project.cards import load_config
-from project.data import prepare
+from project.data import pipeline
+from project.data.augment import build_augmentation
+from project.config.cards import load_config
+from project.data.prepare import prepare
 from project.errors import UserError
 
 COLOUR = (200, 40, 90)

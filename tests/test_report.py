@@ -23,11 +23,11 @@ from markupsafe import escape
 from PIL import Image
 from scipy import stats
 
-from project import report as report_module
+from project.report import report as report_module
 from project.artifacts import write_json
-from project.cards import load_config
+from project.config.cards import load_config
 from project.errors import UserError
-from project.metrics import wilson_interval
+from project.train.metrics import wilson_interval
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,8 +74,8 @@ def make_report(config, runs, reports, target=None):
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
-    from project.training import train_run
-    from project.tuning import tune
+    from project.train.training import train_run
+    from project.tune.tuning import tune
 
     base = tmp_path_factory.mktemp("report")
     config = write_cards(base / "cards")
@@ -521,7 +521,7 @@ def test_wilson_interval_known_values():
 
 
 def test_no_runs_is_a_clear_error(made, tmp_path, capsys):
-    from project.cli import main
+    from project.commands.cli import main
 
     status = main(["report", "--paper", made["config"].paper_file, "--dataset", made["config"].dataset_file,
                    "--runs-dir", str(tmp_path / "empty"), "--reports-dir", str(tmp_path / "reports")])

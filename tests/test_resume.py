@@ -160,10 +160,10 @@ def test_a_resumed_stage_keeps_its_best_checkpoint_and_early_stopping_patience(t
     import keras
     import numpy as np
 
-    from project.cards import load_config
-    from project.data import prepare
-    from project.model import build_model
-    from project.training import evaluate, fit_stages
+    from project.config.cards import load_config
+    from project.data.prepare import prepare
+    from project.model.classifier import build_model
+    from project.train.training import evaluate, fit_stages
 
     card = tmp_path / "patience.yaml"
     card.write_text(CARD.replace("batch_size: 4", "batch_size: 8").replace("patience: 20", "patience: 2")

@@ -1,4 +1,4 @@
-"""Tuner trials that reuse one compiled model (project.reuse) train exactly as a fresh process would."""
+"""Tuner trials that reuse one compiled model (project.tune.reuse) train exactly as a fresh process would."""
 
 import json
 from pathlib import Path
@@ -17,10 +17,10 @@ SECOND = {"learning_rate": 0.005, "weight_decay": 0.0001, "dropout": 0.1, "label
 def run_trials(folder, trials):
     """Each {hyperparameter: value} as a trial of one CardHyperModel, in order; returns
     [(reused, history.csv text)] per trial."""
-    from project.cards import load_config
-    from project.data import prepare
-    from project.runtime import set_determinism
-    from project.tuning import CardHyperModel
+    from project.config.cards import load_config
+    from project.data.prepare import prepare
+    from project.train.runtime import set_determinism
+    from project.tune.tuning import CardHyperModel
 
     set_determinism(True)  # as tune() sets it from the card; the numbers depend on it
     folder = Path(folder)

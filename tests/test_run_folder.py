@@ -3,8 +3,8 @@
 import stat
 
 from project.artifacts import atomic_write
-from project.cards import load_config, resolved_yaml
-from project.training import git_commit, prepare_folder
+from project.config.cards import load_config, resolved_yaml
+from project.train.training import git_commit, prepare_folder
 
 
 def _prepare(folder, overrides):

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from project.cards import load_config
-from project.schema import Runtime
+from project.config.cards import load_config
+from project.config.schema import Runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = [
@@ -20,7 +20,7 @@ TINY = [
 
 
 def test_cpu_defaults_change_nothing():
-    from project import runtime
+    from project.train import runtime
 
     settings = runtime.choose(Runtime())
     assert settings == {"precision": "float32", "jit_compile": False, "distribution": "none", "device": "CPU", "replicas": 1,
@@ -30,8 +30,8 @@ def test_cpu_defaults_change_nothing():
 def test_mixed_precision_policy_applied_with_float32_output():
     import keras
 
-    from project import runtime
-    from project.model import build_model
+    from project.train import runtime
+    from project.model.classifier import build_model
 
     config = load_config("demo", "digits", TINY + ["runtime.mixed_precision=mixed_bfloat16", "runtime.jit_compile=true"])
     try:
@@ -49,8 +49,8 @@ def test_mixed_precision_policy_applied_with_float32_output():
 def test_float32_request_keeps_float32_layers():
     import keras
 
-    from project import runtime
-    from project.model import build_model
+    from project.train import runtime
+    from project.model.classifier import build_model
 
     config = load_config("demo", "digits", TINY + ["runtime.mixed_precision=float32"])
     runtime.apply(config.paper.runtime)
@@ -66,8 +66,8 @@ def test_mirrored_training_on_two_logical_cpus_matches_single_device(tmp_path):
         import tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        from project.cards import load_config
-        from project.training import train_run
+        from project.config.cards import load_config
+        from project.train.training import train_run
         out = {{}}
         for name, extra in (("single", []), ("mirrored", ["runtime.distribution=mirrored"])):
             config = load_config("demo", "digits", {TINY!r} + ["training.stages=[{{name: train, epochs: 4}}]",

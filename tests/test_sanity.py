@@ -10,9 +10,10 @@ from sklearn.datasets import load_digits
 
 import keras
 
-from project import sanity, sweep
-from project.cards import PAPERS_DIR
-from project.cli import main
+from project.train import sanity
+from project.train import sweep
+from project.config.cards import PAPERS_DIR
+from project.commands.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -319,7 +320,7 @@ def test_preprocessing_warns_on_raw_or_doubly_scaled_inputs(images):
 
 
 def test_expected_mode_follows_the_backbone_and_its_weights():
-    from project.cards import load_config, with_values
+    from project.config.cards import load_config, with_values
 
     config = load_config("demo", "digits")
     assert sanity.expected_mode(config.paper) == "tf"

@@ -9,9 +9,10 @@ from sklearn.datasets import load_digits
 
 import keras
 
-from project import sanity, sweep
-from project.cards import load_config, with_values
-from project.model import build_model
+from project.train import sanity
+from project.train import sweep
+from project.config.cards import load_config, with_values
+from project.model.classifier import build_model
 
 
 def checks_of(card, digits_card, tmp_path):

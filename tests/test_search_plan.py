@@ -1,4 +1,4 @@
-"""The time budget, the progress line and the plan line (project.search_plan), and a budgeted search."""
+"""The time budget, the progress line and the plan line (project.tune.search_plan), and a budgeted search."""
 
 import io
 import json
@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 
 from conftest import write_card, write_tiny_paper_card, DIGITS_DATASET
-from project.cards import load_config
+from project.config.cards import load_config
 from project.errors import UserError
-from project.search_plan import Progress, parse_duration, plan_budget, plan_text
+from project.config.durations import parse_duration
+from project.tune.search_plan import Progress, plan_budget, plan_text
 
 
 @pytest.mark.parametrize("text, seconds", [("20m", 1200), ("1h30m", 5400), ("90s", 90), ("1.5h", 5400), ("2", 120), ("1h 5m", 3900)])
@@ -59,7 +60,7 @@ def test_the_plan_line_says_what_make_all_runs(tmp_path):
 
 
 def test_a_budgeted_search_fixes_its_counts_once_and_keeps_them(tmp_path):
-    from project.tuning import tune
+    from project.tune.tuning import tune
 
     search = {"objective": "val_accuracy", "seed": 3, "top_k": 1, "finalists": 1, "coarse": {"trials": 6, "epochs": 1},
               "fine": {"trials": 3, "epochs": 1}, "space": {"learning_rate": {"min": 0.01, "max": 0.1, "sampling": "log"}}}

@@ -4,9 +4,9 @@ import math
 
 import pytest
 
-from project.cards import load_config
+from project.config.cards import load_config
 from project.errors import UserError
-from project.search_space import card_space, card_values, edge_warnings, narrow, position
+from project.tune.search_space import card_space, card_values, edge_warnings, narrow, position
 
 SPACE = {
     "learning_rate": {"min": 1e-5, "max": 1e-1, "sampling": "log"},

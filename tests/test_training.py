@@ -10,13 +10,13 @@ import pytest
 import yaml
 
 from conftest import write_card, write_tiny_paper_card
-from project.cards import load_config
-from project.cli import main
-from project.data import prepare
-from project.metrics import class_weights
-from project.model import backbone_of, build_model
-from project.schema import Config
-from project.training import fit_stages, make_optimizer
+from project.config.cards import load_config
+from project.commands.cli import main
+from project.data.prepare import prepare
+from project.train.metrics import class_weights
+from project.model.classifier import backbone_of, build_model
+from project.config.schema import Config
+from project.train.training import fit_stages, make_optimizer
 
 ARTIFACTS = ["model.keras", "history.csv", "config.resolved.yaml", "predictions.csv", "metrics.json", "COMPLETE"]
 
@@ -200,7 +200,7 @@ def test_the_best_epoch_is_reloaded_unless_a_trial_drops_the_model(tmp_path, dig
 
 def test_the_optimizer_is_built_before_the_first_traced_step(tmp_path, tiny_config):
     # its variables made inside the traced step would leave functions in TF's library for good
-    from project.training import compile_model
+    from project.train.training import compile_model
 
     model, _ = build_model(tiny_config.paper, 10, prepare(tiny_config, tmp_path / "run").stats(tiny_config.paper))
     compile_model(model, tiny_config.paper, 0.01, steps_per_epoch=10, epochs=1)

@@ -15,13 +15,13 @@ import pytest
 import keras_tuner
 
 from project.artifacts import read_json
-from project.cards import load_config
-from project.cli import main
-from project.data import prepare
+from project.config.cards import load_config
+from project.commands.cli import main
+from project.data.prepare import prepare
 from project.errors import UserError
-from project.search_space import card_space, edge_warnings
-from project.training import train_run
-from project.tuning import CardHyperModel, StageOracle, StageTuner, check_search, tune
+from project.tune.search_space import card_space, edge_warnings
+from project.train.training import train_run
+from project.tune.tuning import CardHyperModel, StageOracle, StageTuner, check_search, tune
 
 # No normalization: plain SGD at learning rate 10 then explodes within a few batches.
 TINY = {"model.scratch.normalization": "none", "training.optimizer": "sgd", "training.batch_size": 64}

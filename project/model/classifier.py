@@ -1,0 +1,152 @@
+"""The classifier: preprocessing layers -> backbone -> head, and the fine-tuning stages.
+
+The backbone is one nested layer named "backbone" so that a stage can freeze or unfreeze it.
+"""
+
+import numpy as np
+
+import keras
+
+from project.config.backbone_table import BACKBONES
+from project.model.backbones import activation_layer, build_application, build_scratch, preprocessing_layers
+from project.errors import UserError
+
+
+def build_model(paper, num_classes, stats=None):
+    """A keras.Model taking raw 0-255 RGB; returns (model, weights_used)."""
+    m = paper.model
+    shape = (*m.input_size, 3)
+    backbone, weights_used = _backbone(paper, shape)
+    inputs = keras.Input(shape=shape, name="image")
+    x = inputs
+    for layer in _preprocessing(m, stats):
+        x = layer(x)
+    x = backbone(x)
+    x = _pooling(m.head.pooling)(x)
+    reg = keras.regularizers.L2(paper.training.l2) if paper.training.l2 else None
+    for i, units in enumerate(m.head.hidden):
+        x = keras.layers.Dense(units, kernel_regularizer=reg, kernel_initializer="he_normal", name=f"head_dense{i + 1}")(x)
+        if m.head.normalization == "batch":
+            x = keras.layers.BatchNormalization(name=f"head_norm{i + 1}")(x)
+        x = activation_layer(m.head.activation, f"head_act{i + 1}")(x)
+        if m.head.dropout:
+            x = HeadDropout(m.head.dropout, name=f"head_dropout{i + 1}")(x)
+    if m.head.dropout and not m.head.hidden:
+        x = HeadDropout(m.head.dropout, name="head_dropout")(x)
+    # float32 keeps softmax stable under mixed precision; small weights make the initial loss ln(C)
+    outputs = keras.layers.Dense(
+        num_classes, activation="softmax", kernel_regularizer=reg, dtype="float32", name="predictions",
+        kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
+    )(x)
+    return keras.Model(inputs, outputs, name=f"{m.backbone}_classifier"), weights_used
+
+
+@keras.saving.register_keras_serializable(package="project")
+class HeadDropout(keras.layers.Layer):
+    """Dropout whose rate is a variable of the layer, not a constant of the traced graph: a tuner
+    trial with another rate reuses the compiled model (project.tune.reuse) and sets it with the weights."""
+
+    def __init__(self, rate, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.initial_rate = float(rate)
+        self.rate = self.add_weight(shape=(), initializer=keras.initializers.Constant(self.initial_rate), trainable=False, name="rate")
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.supports_masking = True
+
+    def call(self, inputs, training=False):
+        if not training:
+            return inputs
+        rate = keras.ops.cast(self.rate, inputs.dtype)
+        kept = keras.random.uniform(keras.ops.shape(inputs), seed=self.seed_generator, dtype=inputs.dtype) >= rate
+        return keras.ops.where(kept, inputs / (1.0 - rate), keras.ops.zeros_like(inputs))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.initial_rate}
+
+
+def _preprocessing(m, stats):
+    mode = BACKBONES[m.backbone]["preprocess"] if m.preprocessing == "backbone" else m.preprocessing
+    if mode in ("per_channel_mean", "mean_image"):
+        if stats is None:
+            raise ValueError("per-channel or mean-image preprocessing needs training-set statistics")
+        if mode == "per_channel_mean":
+            return preprocessing_layers(mode, stats["mean"], stats["variance"])
+        image = np.asarray(stats["mean_image"], dtype="float32")
+        return preprocessing_layers(mode, image, np.full_like(image, float(np.mean(stats["variance"]))))
+    return preprocessing_layers(mode)
+
+
+def _pooling(kind):
+    return {
+        "avg": keras.layers.GlobalAveragePooling2D,
+        "max": keras.layers.GlobalMaxPooling2D,
+        "flatten": keras.layers.Flatten,
+    }[kind](name=f"head_pool_{kind}")
+
+
+def _backbone(paper, shape):
+    m = paper.model
+    if m.backbone == "scratch":
+        s = m.scratch
+        cnn = build_scratch(shape, s.blocks, s.convs_per_block, s.kernel_size, s.activation, s.initializer, s.normalization, paper.training.l2)
+        return _named(cnn), "random (from scratch)"
+    weights = None if m.weights.lower() == "none" else m.weights
+    try:
+        model = build_application(m.backbone, shape, weights, m.width)
+    except UserError as error:
+        if m.weights_fallback != "random" or weights != "imagenet":
+            raise
+        print(f"\n!!! WARNING: {error}\n!!! weights_fallback: random -> training {m.backbone} from RANDOM initialisation.\n")
+        return _named(build_application(m.backbone, shape, None, m.width), True), "random (fallback: imagenet weights unavailable)"
+    return _named(model, weights is None), {None: "random", "imagenet": "imagenet"}.get(weights, f"file: {weights}")
+
+
+def _named(model, random_init=False):
+    """Name the backbone; from random initialisation, let BatchNormalization statistics follow
+    the data faster (momentum 0.9 instead of keras.applications' 0.999, which needs thousands of
+    steps before inference-mode statistics are usable)."""
+    model.name = "backbone"
+    if random_init:
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = min(layer.momentum, 0.9)
+    return model
+
+
+def backbone_of(model):
+    return model.get_layer("backbone")
+
+
+def backbone_layers(model):
+    return [layer for layer in backbone_of(model).layers if not isinstance(layer, keras.layers.InputLayer)]
+
+
+def apply_stage(model, unfreeze, freeze_batchnorm):
+    """Make the top `unfreeze` backbone layers trainable (0, a count, 'all', or the name of the
+    first trainable layer). Frozen BatchNormalization layers run in inference mode (Keras 3)."""
+    backbone = backbone_of(model)
+    layers = backbone_layers(model)
+    if unfreeze == "all":
+        count = len(layers)
+    elif isinstance(unfreeze, int):
+        count = min(unfreeze, len(layers))
+    else:
+        names = [layer.name for layer in layers]
+        if unfreeze not in names:
+            raise UserError(f"training.stages.unfreeze: no layer {unfreeze!r} in {backbone.name}; e.g. {', '.join(names[-40::8])}")
+        count = len(layers) - names.index(unfreeze)
+    backbone.trainable = count > 0
+    for i, layer in enumerate(layers):
+        layer.trainable = i >= len(layers) - count
+        if freeze_batchnorm and isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+    return count
+
+
+def count_params(model):
+    trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+    frozen = int(sum(np.prod(w.shape) for w in model.non_trainable_weights))
+    return {"trainable": trainable, "frozen": frozen}
