@@ -35,26 +35,80 @@ from project.paths import REPO_ROOT
 
 CLASSES = 4
 FULL = {
-    "images": 1000, "image_size": 256, "input_size": 224, "batch_size": 32, "rounds": 5,
-    "overhead_pairs": 3, "steady_epochs": 5, "steady_pairs": 2, "tuner_trials": [3, 20], "tuner_epochs": None, "scaling_sizes": [2000, 8000, 32000],
-    "rank_trials": 6, "rank_epochs": None,
+    "images": 1000,
+    "image_size": 256,
+    "input_size": 224,
+    "batch_size": 32,
+    "rounds": 5,
+    "overhead_pairs": 3,
+    "steady_epochs": 5,
+    "steady_pairs": 2,
+    "tuner_trials": [3, 20],
+    "tuner_epochs": None,
+    "scaling_sizes": [2000, 8000, 32000],
+    "rank_trials": 6,
+    "rank_epochs": None,
 }
 QUICK = {
-    "images": 24, "image_size": 256, "input_size": 224, "batch_size": 8, "rounds": 1,
-    "overhead_pairs": 1, "steady_epochs": 2, "steady_pairs": 1, "tuner_trials": [1, 3], "tuner_epochs": 1, "scaling_sizes": [24, 48, 96],
-    "rank_trials": 3, "rank_epochs": [2, 4],
+    "images": 24,
+    "image_size": 256,
+    "input_size": 224,
+    "batch_size": 8,
+    "rounds": 1,
+    "overhead_pairs": 1,
+    "steady_epochs": 2,
+    "steady_pairs": 1,
+    "tuner_trials": [1, 3],
+    "tuner_epochs": 1,
+    "scaling_sizes": [24, 48, 96],
+    "rank_trials": 3,
+    "rank_epochs": [2, 4],
 }
-TARGETS = {"per_core": 0.70, "scaling_per_core": 0.8, "keras_io": 1.0, "cache": 3.0, "overhead": 1.10, "determinism": 0.95, "tuner_fixed": 0.15,
-           "tuner_share": 0.05, "tuner_rss": 1.25, "size_rss": 1.10, "size_speed": 0.85, "accelerator": 0.9}
-TUNER_LABELS = {"tuner_outside_fit_share": "tuner: time outside model.fit per trial", "tuner_peak_rss": "tuner: peak RSS",
-                "tuner_fixed_share": "tuner: fixed cost of a trial that reuses a compiled model"}
+TARGETS = {
+    "per_core": 0.70,
+    "scaling_per_core": 0.8,
+    "keras_io": 1.0,
+    "cache": 3.0,
+    "overhead": 1.10,
+    "determinism": 0.95,
+    "tuner_fixed": 0.15,
+    "tuner_share": 0.05,
+    "tuner_rss": 1.25,
+    "size_rss": 1.10,
+    "size_speed": 0.85,
+    "accelerator": 0.9,
+}
+TUNER_LABELS = {
+    "tuner_outside_fit_share": "tuner: time outside model.fit per trial",
+    "tuner_peak_rss": "tuner: peak RSS",
+    "tuner_fixed_share": "tuner: fixed cost of a trial that reuses a compiled model",
+}
 DATA_FIGURES = [
-    "bare_loop", "template_one_core", "template_all_cores", "keras_io", "template_vs_keras_io",
-    "cache_second_epoch", "cache_second_epoch_augmented", "albumentations_threads", "threads_all_cores",
-    "processes_all_cores", "per_image_one_core", "per_image_all_cores", "determinism_off_all_cores", "determinism_pipeline",
+    "bare_loop",
+    "template_one_core",
+    "template_all_cores",
+    "keras_io",
+    "template_vs_keras_io",
+    "cache_second_epoch",
+    "cache_second_epoch_augmented",
+    "albumentations_threads",
+    "threads_all_cores",
+    "processes_all_cores",
+    "per_image_one_core",
+    "per_image_all_cores",
+    "determinism_off_all_cores",
+    "determinism_pipeline",
 ]
 BENCH_FIGURES = DATA_FIGURES + [
-    "template_overhead", "template_overhead_one_epoch", "determinism_epoch", "tuner_outside_fit_share", "tuner_fixed_share", "rank_agreement", "tuner_peak_rss", "size_peak_rss", "size_images_per_second",
+    "template_overhead",
+    "template_overhead_one_epoch",
+    "determinism_epoch",
+    "tuner_outside_fit_share",
+    "tuner_fixed_share",
+    "rank_agreement",
+    "tuner_peak_rss",
+    "size_peak_rss",
+    "size_images_per_second",
     "accelerator",
 ]
 
@@ -139,8 +193,9 @@ class PeakRSS:
 @contextlib.contextmanager
 def determinism(on):
     """TensorFlow's op determinism on or off inside (the template's runs have it on by default)."""
-    from project.train.runtime import set_determinism
     from tensorflow.python.framework import config
+
+    from project.train.runtime import set_determinism
 
     before = config.is_op_determinism_enabled()
     set_determinism(on)
@@ -230,14 +285,25 @@ def keras_io_dataset(folder, size, batch_size, seed=0):
     import tensorflow as tf
 
     data = keras.utils.image_dataset_from_directory(
-        folder, label_mode="categorical", image_size=size, batch_size=batch_size, shuffle=True, seed=seed, verbose=False)
-    augment = keras.Sequential([
-        keras.layers.RandomZoom((-0.7, 0.0), (-0.7, 0.0), seed=seed),
-        keras.layers.RandomFlip("horizontal", seed=seed),
-        keras.layers.RandomColorJitter(value_range=(0, 255), brightness_factor=0.2, contrast_factor=0.2,
-                                       saturation_factor=(0.4, 0.6), hue_factor=0.1, seed=seed),
-    ])
-    return data.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+        folder, label_mode="categorical", image_size=size, batch_size=batch_size, shuffle=True, seed=seed, verbose=False
+    )
+    augment = keras.Sequential(
+        [
+            keras.layers.RandomZoom((-0.7, 0.0), (-0.7, 0.0), seed=seed),
+            keras.layers.RandomFlip("horizontal", seed=seed),
+            keras.layers.RandomColorJitter(
+                value_range=(0, 255),
+                brightness_factor=0.2,
+                contrast_factor=0.2,
+                saturation_factor=(0.4, 0.6),
+                hue_factor=0.1,
+                seed=seed,
+            ),
+        ]
+    )
+    return data.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+        tf.data.AUTOTUNE
+    )
 
 
 def per_image_dataset(files, labels, size, batch_size, compose):
@@ -263,16 +329,34 @@ def per_image_dataset(files, labels, size, batch_size, compose):
 def template_dataset(files, labels, size, batch_size, compose):
     from project.data.pipeline import make_dataset
 
-    return make_dataset(files, labels, "files", size=size, num_classes=CLASSES, batch_size=batch_size,
-                        training=True, augmentation=compose, cache="none")
+    return make_dataset(
+        files,
+        labels,
+        "files",
+        size=size,
+        num_classes=CLASSES,
+        batch_size=batch_size,
+        training=True,
+        augmentation=compose,
+        cache="none",
+    )
 
 
 def cache_epochs(files, labels, size, batch_size, compose=None):
     """Epoch 1 and epoch 2 of a fresh pipeline with the memory cache."""
     from project.data.pipeline import make_dataset
 
-    data = make_dataset(files, labels, "files", size=size, num_classes=CLASSES, batch_size=batch_size,
-                        training=compose is not None, augmentation=compose, cache="memory")
+    data = make_dataset(
+        files,
+        labels,
+        "files",
+        size=size,
+        num_classes=CLASSES,
+        batch_size=batch_size,
+        training=compose is not None,
+        augmentation=compose,
+        cache="memory",
+    )
     first = timed(lambda: epoch(data))
     return {"first": first, "second": timed(lambda: epoch(data))}
 
@@ -326,9 +410,17 @@ def figure(label, value, unit="", reference=None, reference_value=None, target=N
         met = "met" if (checked >= target[1] if target[0] == ">=" else checked <= target[1]) else "not met"
     if not measured and not (isinstance(value, str) and value.startswith("not measured")):
         value = not_measured(f"no value ({value})")
-    return {"figure": label, "value": value, "unit": unit, "reference": reference,
-            "reference_value": reference_value, "ratio": ratio, "target": f"{target[0]} {target[1]:g}" if target else None,
-            "met": met, "note": note}
+    return {
+        "figure": label,
+        "value": value,
+        "unit": unit,
+        "reference": reference,
+        "reference_value": reference_value,
+        "ratio": ratio,
+        "target": f"{target[0]} {target[1]:g}" if target else None,
+        "met": met,
+        "note": note,
+    }
 
 
 def _number(value):
@@ -358,54 +450,129 @@ def _spread(samples, references):
 
 def data_figures(samples, cores):
     """The pipeline's figures from the samples of every round."""
-    rate = {name: _median(runs) for name, runs in samples.items() if name not in ("method", "cache", "cache_augmented", "threads")}
+    rate = {
+        name: _median(runs)
+        for name, runs in samples.items()
+        if name not in ("method", "cache", "cache_augmented", "threads")
+    }
     scaling = round(TARGETS["scaling_per_core"] * cores, 2)
     pinned = f"one core ({samples['method'][0]})"
     rows = {
-        "bare_loop": figure("bare loop, 1 process (per-core limit)", rate["bare_loop"], "images/s",
-                            note=f"cv2.imread + the template's resize + the Compose; {pinned}"),
-        "template_one_core": figure("template pipeline, 1 core", rate["template_one_core"], "images/s",
-                                    "bare loop", rate["bare_loop"], (">=", TARGETS["per_core"]),
-                                    f"{pinned}: augmentation in the calling process; median of {len(samples['bare_loop'])} interleaved "
-                                    f"rounds, per-round ratio {_spread(samples['template_one_core'], samples['bare_loop'])}"),
-        "template_all_cores": figure(f"template pipeline, all {cores} cores", rate["template_all_cores"], "images/s",
-                                     "template, 1 core", rate["template_one_core"], (">=", scaling),
-                                     f"target 0.8 x {cores} cores; augmentation in "
-                                     + (f"{augment_workers_default()} worker processes" if augment_workers_default() > 1 else "tf.data's threads")),
-        "keras_io": figure("keras.io: image_dataset_from_directory + Keras layers", rate["keras_io"], "images/s",
-                           note="RandomZoom + RandomFlip + RandomColorJitter mapped in tf.data, all cores"),
-        "template_vs_keras_io": figure("template, all cores vs keras.io", rate["template_all_cores"], "images/s",
-                                       "keras.io", rate["keras_io"], (">=", TARGETS["keras_io"])),
+        "bare_loop": figure(
+            "bare loop, 1 process (per-core limit)",
+            rate["bare_loop"],
+            "images/s",
+            note=f"cv2.imread + the template's resize + the Compose; {pinned}",
+        ),
+        "template_one_core": figure(
+            "template pipeline, 1 core",
+            rate["template_one_core"],
+            "images/s",
+            "bare loop",
+            rate["bare_loop"],
+            (">=", TARGETS["per_core"]),
+            f"{pinned}: augmentation in the calling process; median of {len(samples['bare_loop'])} interleaved "
+            f"rounds, per-round ratio {_spread(samples['template_one_core'], samples['bare_loop'])}",
+        ),
+        "template_all_cores": figure(
+            f"template pipeline, all {cores} cores",
+            rate["template_all_cores"],
+            "images/s",
+            "template, 1 core",
+            rate["template_one_core"],
+            (">=", scaling),
+            f"target 0.8 x {cores} cores; augmentation in "
+            + (
+                f"{augment_workers_default()} worker processes"
+                if augment_workers_default() > 1
+                else "tf.data's threads"
+            ),
+        ),
+        "keras_io": figure(
+            "keras.io: image_dataset_from_directory + Keras layers",
+            rate["keras_io"],
+            "images/s",
+            note="RandomZoom + RandomFlip + RandomColorJitter mapped in tf.data, all cores",
+        ),
+        "template_vs_keras_io": figure(
+            "template, all cores vs keras.io",
+            rate["template_all_cores"],
+            "images/s",
+            "keras.io",
+            rate["keras_io"],
+            (">=", TARGETS["keras_io"]),
+        ),
     }
-    for key, name, note in (("cache_second_epoch", "cache", "no augmentation: what the cache removes (decode + resize)"),
-                            ("cache_second_epoch_augmented", "cache_augmented",
-                             "training pipeline: augmentation still runs every epoch, by design")):
+    for key, name, note in (
+        ("cache_second_epoch", "cache", "no augmentation: what the cache removes (decode + resize)"),
+        (
+            "cache_second_epoch_augmented",
+            "cache_augmented",
+            "training pipeline: augmentation still runs every epoch, by design",
+        ),
+    ):
         first, second = _median([s["first"] for s in samples[name]]), _median([s["second"] for s in samples[name]])
         target = (">=", TARGETS["cache"]) if name == "cache" else None
-        rows[key] = figure(f"memory cache, epoch 2 ({name.replace('_', ', ')})", second, "images/s", "epoch 1", first, target, note)
+        rows[key] = figure(
+            f"memory cache, epoch 2 ({name.replace('_', ', ')})", second, "images/s", "epoch 1", first, target, note
+        )
     threads = {k: statistics.median(s[k] for s in samples["threads"]) for k in ("one_thread", "threads")}
     rows["albumentations_threads"] = figure(
-        f"the GIL: the Compose alone in {cores} threads", threads["threads"], "images/s", "1 thread",
-        threads["one_thread"], note="albumentations' Python code holds the GIL: threads do not add up")
+        f"the GIL: the Compose alone in {cores} threads",
+        threads["threads"],
+        "images/s",
+        "1 thread",
+        threads["one_thread"],
+        note="albumentations' Python code holds the GIL: threads do not add up",
+    )
     chosen = "processes" if augment_workers_default() > 1 else "threads"
     rows["threads_all_cores"] = figure(
-        f"design: augmentation in tf.data's threads, all {cores} cores", rate["threads_all_cores"], "images/s",
-        "template, 1 core", rate["template_one_core"], note=f"numpy_function per batch; the template's choice here: {chosen}")
+        f"design: augmentation in tf.data's threads, all {cores} cores",
+        rate["threads_all_cores"],
+        "images/s",
+        "template, 1 core",
+        rate["template_one_core"],
+        note=f"numpy_function per batch; the template's choice here: {chosen}",
+    )
     rows["processes_all_cores"] = figure(
-        f"design: augmentation in {cores} worker processes, all {cores} cores", rate["processes_all_cores"], "images/s",
-        "template, 1 core", rate["template_one_core"], note=f"shared-memory batches; the template's choice here: {chosen}")
+        f"design: augmentation in {cores} worker processes, all {cores} cores",
+        rate["processes_all_cores"],
+        "images/s",
+        "template, 1 core",
+        rate["template_one_core"],
+        note=f"shared-memory batches; the template's choice here: {chosen}",
+    )
     rows["determinism_off_all_cores"] = figure(
-        f"template pipeline, all {cores} cores, op determinism off", rate["determinism_off_all_cores"], "images/s",
-        note="runtime.deterministic: false; every other pipeline row has it on, the template's default")
+        f"template pipeline, all {cores} cores, op determinism off",
+        rate["determinism_off_all_cores"],
+        "images/s",
+        note="runtime.deterministic: false; every other pipeline row has it on, the template's default",
+    )
     rows["determinism_pipeline"] = figure(
-        "op determinism: the pipeline with it on vs off", rate["template_all_cores"], "images/s", "determinism off",
-        rate["determinism_off_all_cores"], (">=", TARGETS["determinism"]), "all cores, alternating rounds")
+        "op determinism: the pipeline with it on vs off",
+        rate["template_all_cores"],
+        "images/s",
+        "determinism off",
+        rate["determinism_off_all_cores"],
+        (">=", TARGETS["determinism"]),
+        "all cores, alternating rounds",
+    )
     rows["per_image_one_core"] = figure(
-        "alternative: numpy_function per image, 1 core", rate["per_image_one_core"], "images/s", "template, 1 core",
-        rate["template_one_core"], note="the first design: one numpy_function call per image")
+        "alternative: numpy_function per image, 1 core",
+        rate["per_image_one_core"],
+        "images/s",
+        "template, 1 core",
+        rate["template_one_core"],
+        note="the first design: one numpy_function call per image",
+    )
     rows["per_image_all_cores"] = figure(
-        f"alternative: numpy_function per image, all {cores} cores", rate["per_image_all_cores"], "images/s",
-        "per image, 1 core", rate["per_image_one_core"], note="the first design, not kept")
+        f"alternative: numpy_function per image, all {cores} cores",
+        rate["per_image_all_cores"],
+        "images/s",
+        "per image, 1 core",
+        rate["per_image_one_core"],
+        note="the first design, not kept",
+    )
     return rows
 
 
@@ -445,7 +612,7 @@ def measure_data(settings, log=print):
             # ones: a contender measured always second profits from what the first one warmed up
             runs = [(name, data, True) for name, data in datasets.items()]  # on: the template's default
             off = [("determinism_off_all_cores", datasets["template_all_cores"], False)]
-            for name, data, on in (off + runs if round_ % 2 == 0 else runs + off):
+            for name, data, on in off + runs if round_ % 2 == 0 else runs + off:
                 with determinism(on):
                     samples[name].append(timed(lambda data=data: epoch(data)))
             samples["cache"].append(cache_epochs(files, labels, size, batch))
@@ -467,10 +634,10 @@ def measure_overhead(config, settings, log=print):
     One-epoch runs, tracing included, are shown too."""
     import keras
 
-    from project.train import runtime
     from project.data.prepare import prepare
-    from project.train.metrics import class_weights
     from project.model.classifier import apply_stage, build_model
+    from project.train import runtime
+    from project.train.metrics import class_weights
     from project.train.training import compile_model, fit_stages
 
     class EpochTimes(keras.callbacks.Callback):  # epoch hooks only: the training loop stays asynchronous
@@ -500,8 +667,17 @@ def measure_overhead(config, settings, log=print):
 
         def template(epochs):
             timer = EpochTimes()
-            fit_stages(model, paper, data, Path(tmp) / f"template{next(runs)}", weights_used=weights_used, epochs=epochs,
-                       verbose=0, jit_compile=jit, extra_callbacks=[timer])
+            fit_stages(
+                model,
+                paper,
+                data,
+                Path(tmp) / f"template{next(runs)}",
+                weights_used=weights_used,
+                epochs=epochs,
+                verbose=0,
+                jit_compile=jit,
+                extra_callbacks=[timer],
+            )
             return timer.seconds
 
         def bare(epochs):  # the datasets fit_stages builds, model.fit with no callback but the timer
@@ -511,19 +687,29 @@ def measure_overhead(config, settings, log=print):
                 if stage.epochs:
                     apply_stage(model, stage.unfreeze, not weights_used.startswith("random"))
                     compile_model(model, paper, stage.learning_rate or t.learning_rate, steps, epochs, jit)
-                    model.fit(data.dataset("train", paper, epochs=(0, epochs)), validation_data=val, epochs=epochs,
-                              steps_per_epoch=steps, class_weight=weights, shuffle=False, verbose=0, callbacks=[timer])
+                    model.fit(
+                        data.dataset("train", paper, epochs=(0, epochs)),
+                        validation_data=val,
+                        epochs=epochs,
+                        steps_per_epoch=steps,
+                        class_weight=weights,
+                        shuffle=False,
+                        verbose=0,
+                        callbacks=[timer],
+                    )
             return timer.seconds
 
         def pairs(count, epochs):
             runs = {"template": [], "bare": []}
             for k in range(count):
-                for name in (("template", "bare") if k % 2 == 0 else ("bare", "template")):
+                for name in ("template", "bare") if k % 2 == 0 else ("bare", "template"):
                     start = time.perf_counter()
                     epoch_seconds = (template if name == "template" else bare)(epochs)
                     runs[name].append({"seconds": time.perf_counter() - start, "epochs": epoch_seconds})
-                log(f"bench: overhead pair {k + 1}/{count} of {epochs}-epoch runs: template {runs['template'][-1]['seconds']:.2f}s, "
-                    f"bare {runs['bare'][-1]['seconds']:.2f}s")
+                log(
+                    f"bench: overhead pair {k + 1}/{count} of {epochs}-epoch runs: template {runs['template'][-1]['seconds']:.2f}s, "
+                    f"bare {runs['bare'][-1]['seconds']:.2f}s"
+                )
             return runs
 
         one = pairs(settings["overhead_pairs"], 1)
@@ -539,19 +725,32 @@ def measure_overhead(config, settings, log=print):
 
     rows = {
         "template_overhead": figure(
-            "template overhead: an epoch in steady state via fit_stages", statistics.median(later["template"]), "s",
-            "bare model.fit, no callbacks", statistics.median(later["bare"]), ("<=", TARGETS["overhead"]),
+            "template overhead: an epoch in steady state via fit_stages",
+            statistics.median(later["template"]),
+            "s",
+            "bare model.fit, no callbacks",
+            statistics.median(later["bare"]),
+            ("<=", TARGETS["overhead"]),
             f"median of epochs 2-{n} of {settings['steady_pairs']} alternating pairs of {n}-epoch runs "
-            f"(template {spread(later['template'])}, bare {spread(later['bare'])})"),
+            f"(template {spread(later['template'])}, bare {spread(later['bare'])})",
+        ),
         "template_overhead_one_epoch": figure(
-            f"template overhead: a 1-epoch run of {config.run_name}, tracing included", statistics.median(once["template"]), "s",
-            "bare model.fit, no callbacks", statistics.median(once["bare"]),
+            f"template overhead: a 1-epoch run of {config.run_name}, tracing included",
+            statistics.median(once["template"]),
+            "s",
+            "bare model.fit, no callbacks",
+            statistics.median(once["bare"]),
             note=f"median of {settings['overhead_pairs']} alternating pairs (template {spread(once['template'])}, "
-                 f"bare {spread(once['bare'])}); each run compiles, so traces: no target, the swing is the tracing's"),
+            f"bare {spread(once['bare'])}); each run compiles, so traces: no target, the swing is the tracing's",
+        ),
         "determinism_epoch": figure(
-            "op determinism: a later epoch via fit_stages, on vs off", statistics.median(later["template"]), "s", "determinism off",
-            statistics.median(nondeterministic[1:]), note=f"median of epochs 2-{n}; runtime.deterministic: false "
-                                                           "for the reference (the card's default is on)"),
+            "op determinism: a later epoch via fit_stages, on vs off",
+            statistics.median(later["template"]),
+            "s",
+            "determinism off",
+            statistics.median(nondeterministic[1:]),
+            note=f"median of epochs 2-{n}; runtime.deterministic: false for the reference (the card's default is on)",
+        ),
     }
     return rows, {"one_epoch": one, "steady": steady, "nondeterministic": nondeterministic}
 
@@ -563,9 +762,19 @@ def run_probe(function, arguments, timeout=3600):
     """benchmarks.bench.<function>(arguments) in a fresh interpreter (its own peak RSS, its own CPU
     affinity); arguments and result travel as JSON on stdin and the last line of stdout."""
     code = f"import json, sys; from benchmarks import bench; print(json.dumps(bench.{function}(json.load(sys.stdin))))"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-    done = subprocess.run([sys.executable, "-c", code], input=json.dumps(arguments), cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        input=json.dumps(arguments),
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
@@ -591,11 +800,18 @@ def tuner_probe(arguments):
             tune(config, root, trials=trials, epochs=arguments["epochs"], stage="coarse", verbose=0)
         metas = [json.loads(p.read_text()) for p in sorted((root / "tuning" / "coarse").glob(f"trial_*/{META}"))]
         result[str(trials)] = {
-            "search_seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb(),
-            "trial_seconds": sum(m["wall_seconds"] for m in metas), "fit_seconds": sum(m["fit_seconds"] for m in metas),
-            "trials": len(metas), "exploded": sum(m["status"] == "exploded" for m in metas),
-            "reused_fixed_shares": [m["fixed_seconds"] / m["wall_seconds"] for m in metas if m["reused"] and m["status"] == "completed"],
-            "first_fixed_shares": [m["fixed_seconds"] / m["wall_seconds"] for m in metas if not m["reused"] and m["status"] == "completed"],
+            "search_seconds": time.perf_counter() - start,
+            "peak_rss_mb": peak_rss_mb(),
+            "trial_seconds": sum(m["wall_seconds"] for m in metas),
+            "fit_seconds": sum(m["fit_seconds"] for m in metas),
+            "trials": len(metas),
+            "exploded": sum(m["status"] == "exploded" for m in metas),
+            "reused_fixed_shares": [
+                m["fixed_seconds"] / m["wall_seconds"] for m in metas if m["reused"] and m["status"] == "completed"
+            ],
+            "first_fixed_shares": [
+                m["fixed_seconds"] / m["wall_seconds"] for m in metas if not m["reused"] and m["status"] == "completed"
+            ],
         }
     return result
 
@@ -609,26 +825,49 @@ def measure_tuner(config, settings):
     first, last = settings["tuner_trials"]
     epochs = settings["tuner_epochs"] or config.paper.search.coarse.epochs
     with tempfile.TemporaryDirectory(prefix="bench-tuner-") as tmp:
-        result = run_probe("tuner_probe", {
-            "paper": str(config.paper_file or config.paper_name), "dataset": str(config.dataset_file or config.dataset_name),
-            "overrides": list(config.overrides or []), "root": tmp, "trials": [first, last], "epochs": epochs})
+        result = run_probe(
+            "tuner_probe",
+            {
+                "paper": str(config.paper_file or config.paper_name),
+                "dataset": str(config.dataset_file or config.dataset_name),
+                "overrides": list(config.overrides or []),
+                "root": tmp,
+                "trials": [first, last],
+                "epochs": epochs,
+            },
+        )
     end = result[str(last)]
     outside = end["trial_seconds"] - end["fit_seconds"]
     rows = {
-        "tuner_outside_fit_share": figure(TUNER_LABELS["tuner_outside_fit_share"], outside / end["trial_seconds"], "of trial time",
-                                          target=("<=", TARGETS["tuner_share"]),
-                                          note=f"{end['trials']} trials of {epochs} epochs ({end['exploded']} exploded): "
-                                               f"{end['trial_seconds']:.1f}s in trials, {end['fit_seconds']:.1f}s in model.fit, "
-                                               f"{outside / end['trials']:.2f}s outside per trial; the whole search "
-                                               f"(start-up and resume included) {end['search_seconds']:.1f}s"),
+        "tuner_outside_fit_share": figure(
+            TUNER_LABELS["tuner_outside_fit_share"],
+            outside / end["trial_seconds"],
+            "of trial time",
+            target=("<=", TARGETS["tuner_share"]),
+            note=f"{end['trials']} trials of {epochs} epochs ({end['exploded']} exploded): "
+            f"{end['trial_seconds']:.1f}s in trials, {end['fit_seconds']:.1f}s in model.fit, "
+            f"{outside / end['trials']:.2f}s outside per trial; the whole search "
+            f"(start-up and resume included) {end['search_seconds']:.1f}s",
+        ),
         "tuner_fixed_share": figure(
-            TUNER_LABELS["tuner_fixed_share"], statistics.median(end["reused_fixed_shares"]) if end["reused_fixed_shares"] else
-            not_measured("no trial reused a compiled model"), "of a coarse trial", target=("<=", TARGETS["tuner_fixed"]),
+            TUNER_LABELS["tuner_fixed_share"],
+            statistics.median(end["reused_fixed_shares"])
+            if end["reused_fixed_shares"]
+            else not_measured("no trial reused a compiled model"),
+            "of a coarse trial",
+            target=("<=", TARGETS["tuner_fixed"]),
             note=f"median over {len(end['reused_fixed_shares'])} trials that reused a compiled model: wall time less epochs x "
-                 f"their steady epoch time; a trial that builds and traces: "
-                 + (f"{statistics.median(end['first_fixed_shares']):.2f}" if end["first_fixed_shares"] else "none")),
-        "tuner_peak_rss": figure(f"{TUNER_LABELS['tuner_peak_rss']} after {last} trials", end["peak_rss_mb"], "MB",
-                                 f"after {first} trials", result[str(first)]["peak_rss_mb"], ("<=", TARGETS["tuner_rss"])),
+            f"their steady epoch time; a trial that builds and traces: "
+            + (f"{statistics.median(end['first_fixed_shares']):.2f}" if end["first_fixed_shares"] else "none"),
+        ),
+        "tuner_peak_rss": figure(
+            f"{TUNER_LABELS['tuner_peak_rss']} after {last} trials",
+            end["peak_rss_mb"],
+            "MB",
+            f"after {first} trials",
+            result[str(first)]["peak_rss_mb"],
+            ("<=", TARGETS["tuner_rss"]),
+        ),
     }
     return rows, result
 
@@ -652,16 +891,37 @@ def measure_sizes(settings):
     sizes = settings["scaling_sizes"]
     with tempfile.TemporaryDirectory(prefix="bench-sizes-") as tmp:
         files, _ = generate_images(Path(tmp) / "images", sizes[-1], settings["input_size"])
-        result = {str(n): run_probe("scaling_probe", {"files": files, "size": n, "input_size": settings["input_size"],
-                                                      "batch_size": settings["batch_size"]}) for n in sizes}
+        result = {
+            str(n): run_probe(
+                "scaling_probe",
+                {"files": files, "size": n, "input_size": settings["input_size"], "batch_size": settings["batch_size"]},
+            )
+            for n in sizes
+        }
     rates = [result[str(n)]["images_per_second"] for n in sizes]
-    details = "; ".join(f"{n:,}: {result[str(n)]['images_per_second']:.0f} images/s, {result[str(n)]['peak_rss_mb']:.0f} MB" for n in sizes)
+    details = "; ".join(
+        f"{n:,}: {result[str(n)]['images_per_second']:.0f} images/s, {result[str(n)]['peak_rss_mb']:.0f} MB"
+        for n in sizes
+    )
     rows = {
-        "size_peak_rss": figure(f"dataset size: peak RSS at {sizes[-1]:,} images", result[str(sizes[-1])]["peak_rss_mb"], "MB",
-                                f"at {sizes[0]:,} images", result[str(sizes[0])]["peak_rss_mb"], ("<=", TARGETS["size_rss"]),
-                                f"{settings['input_size']}px JPEGs, no cache; {details}"),
-        "size_images_per_second": figure("dataset size: slowest images/s across sizes", min(rates), "images/s",
-                                         "fastest", max(rates), (">=", TARGETS["size_speed"]), "within +-15%"),
+        "size_peak_rss": figure(
+            f"dataset size: peak RSS at {sizes[-1]:,} images",
+            result[str(sizes[-1])]["peak_rss_mb"],
+            "MB",
+            f"at {sizes[0]:,} images",
+            result[str(sizes[0])]["peak_rss_mb"],
+            ("<=", TARGETS["size_rss"]),
+            f"{settings['input_size']}px JPEGs, no cache; {details}",
+        ),
+        "size_images_per_second": figure(
+            "dataset size: slowest images/s across sizes",
+            min(rates),
+            "images/s",
+            "fastest",
+            max(rates),
+            (">=", TARGETS["size_speed"]),
+            "within +-15%",
+        ),
     }
     return rows, result
 
@@ -699,17 +959,38 @@ def measure_rank_agreement(config, settings):
     short, full = settings["rank_epochs"] or (search.coarse.epochs, sum(s.epochs for s in config.paper.training.stages))
     epochs = {"coarse": short, "full": full}
     with tempfile.TemporaryDirectory(prefix="bench-rank-") as tmp:
-        scores = run_probe("rank_probe", {
-            "paper": str(config.paper_file or config.paper_name), "dataset": str(config.dataset_file or config.dataset_name),
-            "overrides": list(config.overrides or []), "root": tmp, "trials": settings["rank_trials"], "epochs": epochs})
-    pairs = [(a, b) for a, b in zip(scores["coarse"], scores["full"]) if a == a and b == b and a is not None and b is not None]
+        scores = run_probe(
+            "rank_probe",
+            {
+                "paper": str(config.paper_file or config.paper_name),
+                "dataset": str(config.dataset_file or config.dataset_name),
+                "overrides": list(config.overrides or []),
+                "root": tmp,
+                "trials": settings["rank_trials"],
+                "epochs": epochs,
+            },
+        )
+    pairs = [
+        (a, b)
+        for a, b in zip(scores["coarse"], scores["full"])
+        if a == a and b == b and a is not None and b is not None
+    ]
     rho = spearmanr(*zip(*pairs)).statistic if len(pairs) >= 2 else None
-    row = figure(f"search: rank agreement, {epochs['coarse']}-epoch vs {epochs['full']}-epoch trials",
-                 rho if rho == rho else not_measured("constant scores"), "Spearman rho",
-                 note=f"{len(pairs)} configurations of the card's space (search seed {search.seed}), {search.objective}; "
-                      f"coarse {[round(a, 3) for a, _ in pairs]}, full {[round(b, 3) for _, b in pairs]}")
-    return {"rank_agreement": row}, {**scores, "paper": config.paper_name, "dataset": config.dataset_name, "epochs": epochs,
-                                     "configurations": len(pairs), "rho": rho if rho == rho else None}
+    row = figure(
+        f"search: rank agreement, {epochs['coarse']}-epoch vs {epochs['full']}-epoch trials",
+        rho if rho == rho else not_measured("constant scores"),
+        "Spearman rho",
+        note=f"{len(pairs)} configurations of the card's space (search seed {search.seed}), {search.objective}; "
+        f"coarse {[round(a, 3) for a, _ in pairs]}, full {[round(b, 3) for _, b in pairs]}",
+    )
+    return {"rank_agreement": row}, {
+        **scores,
+        "paper": config.paper_name,
+        "dataset": config.dataset_name,
+        "epochs": epochs,
+        "configurations": len(pairs),
+        "rho": rho if rho == rho else None,
+    }
 
 
 # ------------------------------------------------------------------ accelerator
@@ -721,9 +1002,9 @@ def measure_accelerator(config, settings):
 
     if not tf.config.list_physical_devices("GPU"):
         return figure("accelerator: pipeline-fed vs in-memory training", not_measured("no accelerator")), {}
-    from project.train import runtime
     from project.data.prepare import prepare
     from project.model.classifier import build_model
+    from project.train import runtime
     from project.train.training import compile_model
 
     paper = config.paper
@@ -740,22 +1021,31 @@ def measure_accelerator(config, settings):
             model.fit(train, epochs=1, verbose=0)  # warm up: trace, fill the cache
             fed = timed(lambda: model.fit(train, epochs=1, verbose=0) and steps * paper.training.batch_size)
             own = timed(lambda: model.fit(memory, epochs=1, verbose=0) and steps * paper.training.batch_size)
-    return figure(f"accelerator: {paper.model.backbone} training fed by the pipeline", fed["images_per_second"], "images/s",
-                  "same model, in-memory batch", own["images_per_second"], (">=", TARGETS["accelerator"])), {"fed": fed, "memory": own}
+    return figure(
+        f"accelerator: {paper.model.backbone} training fed by the pipeline",
+        fed["images_per_second"],
+        "images/s",
+        "same model, in-memory batch",
+        own["images_per_second"],
+        (">=", TARGETS["accelerator"]),
+    ), {"fed": fed, "memory": own}
 
 
 # ------------------------------------------------------------------ reports
 
 
 def machine(load_before):
-    from project.train.training import device, versions
-
     import cv2
     import PIL
 
+    from project.train.training import device, versions
+
     return {
-        "cpu_count": os.cpu_count(), "platform": platform.platform(), "device": device(),
-        "load_average_before": [round(x, 2) for x in load_before], "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "device": device(),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "versions": {**versions(), "opencv": cv2.__version__, "pillow": PIL.__version__},
     }
 
@@ -791,14 +1081,21 @@ def text_table(figures):
 def markdown(report):
     m = report["machine"]
     lines = [
-        f"# Benchmarks ({report['command']}{', quick' if report['quick'] else ''})", "",
+        f"# Benchmarks ({report['command']}{', quick' if report['quick'] else ''})",
+        "",
         f"{m['cpu_count']} CPU cores, {m['device']['type']} ({m['device']['name']}); load average "
-        f"{m['load_average_before'][0]} before, {m['load_average_after'][0]} after; {m['platform']}", "",
-        "Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()), "",
-        "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER),
-        *("| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in table(report["figures"])), "",
-        "Notes:", "",
-        *(f"- {row['figure']}: {row['note']}" for row in report["figures"].values() if row["note"]), "",
+        f"{m['load_average_before'][0]} before, {m['load_average_after'][0]} after; {m['platform']}",
+        "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
+        "",
+        "| " + " | ".join(HEADER) + " |",
+        "|" + "---|" * len(HEADER),
+        *("| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in table(report["figures"])),
+        "",
+        "Notes:",
+        "",
+        *(f"- {row['figure']}: {row['note']}" for row in report["figures"].values() if row["note"]),
+        "",
     ]
     return "\n".join(lines)
 
@@ -810,7 +1107,9 @@ def attempt(name, work, labels, log=print):
     try:
         rows, details = work()
     except Exception as error:  # a broken figure must not cost the others
-        reason = not_measured(f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".rstrip(": "))
+        reason = not_measured(
+            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".rstrip(": ")
+        )
         log(f"bench: {name}: {reason}")
         rows, details = {key: figure(label, reason) for key, label in labels.items()}, {"error": reason}
     return rows, {**details, "section_seconds": round(time.perf_counter() - start, 1)}
@@ -822,25 +1121,38 @@ def output_folder(args):
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise UserError(f"--output {folder}: cannot create this folder for the bench reports ({error.strerror or error}); "
-                        f"give a writable folder") from None
+        raise UserError(
+            f"--output {folder}: cannot create this folder for the bench reports ({error.strerror or error}); "
+            f"give a writable folder"
+        ) from None
     return folder
 
 
 def report(command, quick, settings, figures, details, load_before):
-    return {"command": command, "quick": quick, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "machine": machine(load_before), "settings": settings, "targets": TARGETS,
-            "figures": figures, "details": details}
+    return {
+        "command": command,
+        "quick": quick,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine(load_before),
+        "settings": settings,
+        "targets": TARGETS,
+        "figures": figures,
+        "details": details,
+    }
 
 
 def _data_section(settings):
-    return attempt("input pipeline", lambda: measure_data(settings), {key: key.replace("_", " ") for key in DATA_FIGURES})
+    return attempt(
+        "input pipeline", lambda: measure_data(settings), {key: key.replace("_", " ") for key in DATA_FIGURES}
+    )
 
 
 def _print(result):
     m = result["machine"]
-    print(f"\n{m['cpu_count']} CPU cores, {m['device']['type']}; load average {m['load_average_before']} before, "
-          f"{m['load_average_after']} after")
+    print(
+        f"\n{m['cpu_count']} CPU cores, {m['device']['type']}; load average {m['load_average_before']} before, "
+        f"{m['load_average_after']} after"
+    )
     print(", ".join(f"{k} {v}" for k, v in m["versions"].items()))
     print(text_table(result["figures"]))
 
@@ -865,13 +1177,31 @@ def cli(config, args):
     figures, samples = _data_section(settings)
     details = {"samples": samples}
     sections = (
-        ("overhead", lambda: measure_overhead(config, settings),
-         {"template_overhead": "template overhead", "template_overhead_one_epoch": "template overhead, one epoch",
-          "determinism_epoch": "op determinism, a later epoch"}),
+        (
+            "overhead",
+            lambda: measure_overhead(config, settings),
+            {
+                "template_overhead": "template overhead",
+                "template_overhead_one_epoch": "template overhead, one epoch",
+                "determinism_epoch": "op determinism, a later epoch",
+            },
+        ),
         ("tuner", lambda: measure_tuner(config, settings), TUNER_LABELS),
-        ("rank agreement", lambda: measure_rank_agreement(config, settings), {"rank_agreement": "search: rank agreement"}),
-        ("dataset size", lambda: measure_sizes(settings), {"size_peak_rss": "dataset size: peak RSS", "size_images_per_second": "dataset size: images/s"}),
-        ("accelerator", lambda: _single("accelerator", measure_accelerator(config, settings)), {"accelerator": "accelerator"}),
+        (
+            "rank agreement",
+            lambda: measure_rank_agreement(config, settings),
+            {"rank_agreement": "search: rank agreement"},
+        ),
+        (
+            "dataset size",
+            lambda: measure_sizes(settings),
+            {"size_peak_rss": "dataset size: peak RSS", "size_images_per_second": "dataset size: images/s"},
+        ),
+        (
+            "accelerator",
+            lambda: _single("accelerator", measure_accelerator(config, settings)),
+            {"accelerator": "accelerator"},
+        ),
     )
     for name, work, labels in sections:
         rows, found = attempt(name, work, labels)

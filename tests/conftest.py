@@ -27,8 +27,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # No network, deterministically: downloads go through a proxy on a closed local port and are refused
 # at once (urllib, and so keras.utils.get_file, honour these variables).
-OFFLINE = {"https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
-           "HTTP_PROXY": "http://127.0.0.1:9", "no_proxy": "", "NO_PROXY": ""}
+OFFLINE = {
+    "https_proxy": "http://127.0.0.1:9",
+    "http_proxy": "http://127.0.0.1:9",
+    "HTTPS_PROXY": "http://127.0.0.1:9",
+    "HTTP_PROXY": "http://127.0.0.1:9",
+    "no_proxy": "",
+    "NO_PROXY": "",
+}
 
 # A scratch CNN with one block of 8 filters at 16x16: one epoch on digits takes a few seconds.
 TINY_PAPER = {
@@ -147,24 +153,37 @@ class ProjectEnv:
         self.runs = tmp_path / "runs"
         self.reports = tmp_path / "reports"
         self.env = dict(os.environ)
-        self.env.update({
-            "PROJECT_RUNS": str(self.runs), "PYTHONPATH": str(ROOT), "NO_ALBUMENTATIONS_UPDATE": "1",
-            "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1",
-        })
+        self.env.update(
+            {
+                "PROJECT_RUNS": str(self.runs),
+                "PYTHONPATH": str(ROOT),
+                "NO_ALBUMENTATIONS_UPDATE": "1",
+                "TF_CPP_MIN_LOG_LEVEL": "2",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         for name in ("PAPER", "DATASET", "SEEDS"):
             self.env.pop(name, None)
 
     def run(self, *args, timeout=600, env=None, cwd=None):
         return subprocess.run(
-            [sys.executable, "-m", "project", *map(str, args)], cwd=cwd or ROOT, env={**self.env, **(env or {})},
-            capture_output=True, text=True, timeout=timeout,
+            [sys.executable, "-m", "project", *map(str, args)],
+            cwd=cwd or ROOT,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     def python(self, code, timeout=600, env=None):
         """Run Python code in a fresh interpreter (e.g. with its own KERAS_HOME)."""
         return subprocess.run(
-            [sys.executable, "-c", code], cwd=ROOT, env={**self.env, **(env or {})},
-            capture_output=True, text=True, timeout=timeout,
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
 
@@ -240,8 +259,9 @@ def offline_keras(tmp_path_factory):
     home = tmp_path_factory.mktemp("keras_home")
     env = ProjectEnv(tmp_path_factory.mktemp("offline"))
     start = time.monotonic()
-    result = env.python(OFFLINE_SCRIPT, timeout=600, env={
-        "KERAS_HOME": str(home), "TINY_PAPER_JSON": json.dumps(TINY_PAPER), **OFFLINE})
+    result = env.python(
+        OFFLINE_SCRIPT, timeout=600, env={"KERAS_HOME": str(home), "TINY_PAPER_JSON": json.dumps(TINY_PAPER), **OFFLINE}
+    )
     seconds = time.monotonic() - start
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))[7:])

@@ -4,13 +4,13 @@ or the Keras cache (no network), and the fine-tuning stages freeze exactly what 
 import keras
 import numpy as np
 import pytest
-
 from conftest import TINY_PAPER, _merge
+
 from project.config.backbone_table import BACKBONES
-from project.model.backbones import preprocessing_layers
-from project.errors import UserError
-from project.model.classifier import apply_stage, backbone_of, build_model, count_params
 from project.config.schema import Paper
+from project.errors import UserError
+from project.model.backbones import preprocessing_layers
+from project.model.classifier import apply_stage, backbone_of, build_model, count_params
 
 
 def paper(**overrides):
@@ -25,12 +25,27 @@ def application(name, size, **model):
 
 # keras.applications module whose preprocess_input each backbone uses
 MODULES = {
-    "VGG16": "vgg16", "VGG19": "vgg19", "ResNet50": "resnet50", "ResNet101": "resnet", "ResNet152": "resnet",
-    "ResNet50V2": "resnet_v2", "ResNet101V2": "resnet_v2", "ResNet152V2": "resnet_v2", "InceptionV3": "inception_v3",
-    "Xception": "xception", "InceptionResNetV2": "inception_resnet_v2", "MobileNet": "mobilenet",
-    "MobileNetV2": "mobilenet_v2", "MobileNetV3Small": "mobilenet_v3", "MobileNetV3Large": "mobilenet_v3",
-    "DenseNet121": "densenet", "DenseNet169": "densenet", "DenseNet201": "densenet", "NASNetMobile": "nasnet",
-    "ConvNeXtTiny": "convnext", "ConvNeXtSmall": "convnext",
+    "VGG16": "vgg16",
+    "VGG19": "vgg19",
+    "ResNet50": "resnet50",
+    "ResNet101": "resnet",
+    "ResNet152": "resnet",
+    "ResNet50V2": "resnet_v2",
+    "ResNet101V2": "resnet_v2",
+    "ResNet152V2": "resnet_v2",
+    "InceptionV3": "inception_v3",
+    "Xception": "xception",
+    "InceptionResNetV2": "inception_resnet_v2",
+    "MobileNet": "mobilenet",
+    "MobileNetV2": "mobilenet_v2",
+    "MobileNetV3Small": "mobilenet_v3",
+    "MobileNetV3Large": "mobilenet_v3",
+    "DenseNet121": "densenet",
+    "DenseNet169": "densenet",
+    "DenseNet201": "densenet",
+    "NASNetMobile": "nasnet",
+    "ConvNeXtTiny": "convnext",
+    "ConvNeXtSmall": "convnext",
     **{f"EfficientNetB{i}": "efficientnet" for i in range(8)},
     **{f"EfficientNetV2{v}": "efficientnet_v2" for v in ("B0", "B1", "B2", "B3", "S")},
 }
@@ -63,13 +78,19 @@ def test_the_three_modes_differ():
 
 
 def test_mean_preprocessing_from_training_statistics():
-    stats = {"mean": [10.0, 20.0, 30.0], "variance": [4.0, 16.0, 64.0],
-             "mean_image": np.arange(4 * 4 * 3, dtype=np.float32).reshape(4, 4, 3).tolist()}
+    stats = {
+        "mean": [10.0, 20.0, 30.0],
+        "variance": [4.0, 16.0, 64.0],
+        "mean_image": np.arange(4 * 4 * 3, dtype=np.float32).reshape(4, 4, 3).tolist(),
+    }
     x = np.full((1, 4, 4, 3), 50.0, np.float32)
     (channel,) = preprocessing_layers("per_channel_mean", stats["mean"], stats["variance"])
     np.testing.assert_allclose(keras.ops.convert_to_numpy(channel(x))[0, 0, 0], [20.0, 7.5, 2.5], rtol=1e-5)
-    model, _ = build_model(paper(model={"preprocessing": "mean_image", "input_size": 8}), 2, {
-        **stats, "mean_image": np.full((8, 8, 3), 100.0).tolist()})
+    model, _ = build_model(
+        paper(model={"preprocessing": "mean_image", "input_size": 8}),
+        2,
+        {**stats, "mean_image": np.full((8, 8, 3), 100.0).tolist()},
+    )
     layer = model.get_layer("preprocess_mean_image")
     out = keras.Model(model.input, layer.output)(np.full((1, 8, 8, 3), 100.0, np.float32))
     assert np.allclose(keras.ops.convert_to_numpy(out), 0.0)
@@ -103,7 +124,9 @@ def test_every_backbone_builds_at_its_minimum_size(name):
     size = BACKBONES[name]["min_size"]
     model, used = build_model(application(name, size), 4)
     assert used == "random" and model.output_shape == (None, 4)
-    probabilities = keras.ops.convert_to_numpy(model(np.random.default_rng(0).uniform(0, 255, (1, size, size, 3)), training=False))
+    probabilities = keras.ops.convert_to_numpy(
+        model(np.random.default_rng(0).uniform(0, 255, (1, size, size, 3)), training=False)
+    )
     assert np.all(np.isfinite(probabilities)) and np.isclose(probabilities.sum(), 1.0, atol=1e-4)
     backbone = backbone_of(model)
     if BACKBONES[name]["preprocess"] == "builtin":  # the application rescales 0-255 itself
@@ -112,23 +135,41 @@ def test_every_backbone_builds_at_its_minimum_size(name):
         assert model.layers[1].name.startswith("preprocess_")
 
 
-@pytest.mark.parametrize("activation, normalization, initializer, layer_type", [
-    ("relu", "batch", "he_normal", keras.layers.BatchNormalization),
-    ("prelu", "group", "glorot_uniform", keras.layers.PReLU),
-    ("leaky_relu", "layer", "normal_0.01", keras.layers.LeakyReLU),
-    ("elu", "none", "he_uniform", keras.layers.Identity),
-    ("tanh", "group", "glorot_normal", keras.layers.GroupNormalization),
-    ("sigmoid", "layer", "he_normal", keras.layers.LayerNormalization),
-])
+@pytest.mark.parametrize(
+    "activation, normalization, initializer, layer_type",
+    [
+        ("relu", "batch", "he_normal", keras.layers.BatchNormalization),
+        ("prelu", "group", "glorot_uniform", keras.layers.PReLU),
+        ("leaky_relu", "layer", "normal_0.01", keras.layers.LeakyReLU),
+        ("elu", "none", "he_uniform", keras.layers.Identity),
+        ("tanh", "group", "glorot_normal", keras.layers.GroupNormalization),
+        ("sigmoid", "layer", "he_normal", keras.layers.LayerNormalization),
+    ],
+)
 def test_scratch_cnn_options(activation, normalization, initializer, layer_type):
-    card = paper(model={"input_size": 8, "scratch": {"blocks": [4, 6], "convs_per_block": 2, "activation": activation,
-                                                    "normalization": normalization, "initializer": initializer},
-                        "head": {"hidden": [5], "activation": activation, "dropout": 0.3, "normalization": "batch"}},
-                 training={"l2": 0.001})
+    card = paper(
+        model={
+            "input_size": 8,
+            "scratch": {
+                "blocks": [4, 6],
+                "convs_per_block": 2,
+                "activation": activation,
+                "normalization": normalization,
+                "initializer": initializer,
+            },
+            "head": {"hidden": [5], "activation": activation, "dropout": 0.3, "normalization": "batch"},
+        },
+        training={"l2": 0.001},
+    )
     model, used = build_model(card, 2, {"mean": [1.0] * 3, "variance": [1.0] * 3, "mean_image": None})
     assert used == "random (from scratch)"
     backbone = backbone_of(model)
-    assert [layer.name for layer in backbone.layers if "conv" in layer.name] == ["block1_conv1", "block1_conv2", "block2_conv1", "block2_conv2"]
+    assert [layer.name for layer in backbone.layers if "conv" in layer.name] == [
+        "block1_conv1",
+        "block1_conv2",
+        "block2_conv1",
+        "block2_conv2",
+    ]
     assert any(isinstance(layer, layer_type) for layer in backbone.layers)
     assert backbone.output_shape == (None, 2, 2, 6)
     assert len(model.losses) == 6  # L2 on 4 convolutions, the hidden layer and the output layer
@@ -141,6 +182,7 @@ def test_missing_weights_file_is_named(tmp_path):
 
 
 # ------------------------------------------------------------------ ImageNet weights from the Keras cache, offline
+
 
 def test_imagenet_weights_come_from_the_keras_cache_without_network(offline_keras):
     out, home = offline_keras["out"], offline_keras["home"]
@@ -162,7 +204,9 @@ def test_imagenet_weights_come_from_the_keras_cache_without_network(offline_kera
 
 def trainable_layers(model):
     backbone = backbone_of(model)
-    return [layer.name for layer in backbone.layers if layer.trainable and not isinstance(layer, keras.layers.InputLayer)]
+    return [
+        layer.name for layer in backbone.layers if layer.trainable and not isinstance(layer, keras.layers.InputLayer)
+    ]
 
 
 def backbone_layers(model):
@@ -189,7 +233,9 @@ def test_unfreeze_n_trains_the_top_n_layers(mobilenet):
     # pretrained weights: BatchNormalization stays frozen inside the unfrozen top
     apply_stage(model, 12, freeze_batchnorm=True)
     top = layers[-12:]
-    assert trainable_layers(model) == [layer.name for layer in top if not isinstance(layer, keras.layers.BatchNormalization)]
+    assert trainable_layers(model) == [
+        layer.name for layer in top if not isinstance(layer, keras.layers.BatchNormalization)
+    ]
     assert any(isinstance(layer, keras.layers.BatchNormalization) for layer in top)
 
 
@@ -198,7 +244,7 @@ def test_unfreeze_from_a_named_layer(mobilenet):
     names = [layer.name for layer in backbone_layers(model)]
     count = apply_stage(model, "block_16_expand", freeze_batchnorm=False)
     assert count == len(names) - names.index("block_16_expand")
-    assert trainable_layers(model) == names[names.index("block_16_expand"):]
+    assert trainable_layers(model) == names[names.index("block_16_expand") :]
     with pytest.raises(UserError, match="no layer 'block_99' in backbone"):
         apply_stage(model, "block_99", freeze_batchnorm=False)
 

@@ -18,17 +18,29 @@ def run(capsys, *argv):
     return status, capsys.readouterr().err
 
 
-@pytest.mark.parametrize("override, expected", [
-    ("training.batch_size=abc", "training.batch_size: Input should be a valid integer, unable to parse string as an integer (got 'abc')"),
-    ("training.optimizer=adamax", "training.optimizer: Input should be 'sgd', 'momentum', 'nesterov', 'adam', 'adamw' or 'rmsprop' (got 'adamax')"),
-    ("model.head.activation=swishy", "model.head.activation: Input should be 'relu', 'leaky_relu'"),
-    ("model.backbone=ResNet9", "model.backbone: unknown backbone 'ResNet9'; valid names: ConvNeXtSmall"),
-    ("model.input_size=4", "input_size [4, 4] is below the minimum of scratch"),
-    ("data.drop_duplicates=maybe", "data.drop_duplicates: Input should be a valid boolean"),
-    ("training.stages.0.epochs=-1", "training.stages.0.epochs: Input should be greater than or equal to 0"),
-    ("dataset.adapter=foo", "adapter: unknown adapter 'foo'; accepted: folder, csv, digits"),
-    ("training.early_stopping.monitor=val_acc", "training.early_stopping.monitor: Input should be 'val_accuracy', 'val_macro_f1'"),
-])
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        (
+            "training.batch_size=abc",
+            "training.batch_size: Input should be a valid integer, unable to parse string as an integer (got 'abc')",
+        ),
+        (
+            "training.optimizer=adamax",
+            "training.optimizer: Input should be 'sgd', 'momentum', 'nesterov', 'adam', 'adamw' or 'rmsprop' (got 'adamax')",
+        ),
+        ("model.head.activation=swishy", "model.head.activation: Input should be 'relu', 'leaky_relu'"),
+        ("model.backbone=ResNet9", "model.backbone: unknown backbone 'ResNet9'; valid names: ConvNeXtSmall"),
+        ("model.input_size=4", "input_size [4, 4] is below the minimum of scratch"),
+        ("data.drop_duplicates=maybe", "data.drop_duplicates: Input should be a valid boolean"),
+        ("training.stages.0.epochs=-1", "training.stages.0.epochs: Input should be greater than or equal to 0"),
+        ("dataset.adapter=foo", "adapter: unknown adapter 'foo'; accepted: folder, csv, digits"),
+        (
+            "training.early_stopping.monitor=val_acc",
+            "training.early_stopping.monitor: Input should be 'val_accuracy', 'val_macro_f1'",
+        ),
+    ],
+)
 def test_a_bad_override_names_the_file_and_the_key(tmp_path, capsys, tiny_paper_card, digits_card, override, expected):
     paper = tiny_paper_card(tmp_path)
     status, err = run(capsys, "validate", "--paper", paper, "--dataset", digits_card, "--set", override)
@@ -39,13 +51,31 @@ def test_a_bad_override_names_the_file_and_the_key(tmp_path, capsys, tiny_paper_
     assert expected in line
 
 
-@pytest.mark.parametrize("section, expected", [
-    ({"training": {"optimiser": "adam"}}, "training.optimiser: unknown key; allowed here: batch_size, class_weight"),
-    ({"model": {"backbone": "MobileNetV2", "input_size": 16}}, "input_size [16, 16] is below the minimum of MobileNetV2: use at least 32x32"),
-    ({"search": {"space": {"learning_rate": {"min": 0.1, "max": 0.01}}}}, "search.space.learning_rate: min (0.1) must be below max (0.01)"),
-    ({"search": {"space": {"learning_rate": {"min": 0, "max": 0.1, "sampling": "log"}}}}, "search.space.learning_rate: log sampling needs min > 0, got 0.0"),
-    ({"search": {"space": {"learning_rat": {"min": 0.1, "max": 1}}}}, "search.space: unknown hyperparameter learning_rat; searchable: learning_rate"),
-])
+@pytest.mark.parametrize(
+    "section, expected",
+    [
+        (
+            {"training": {"optimiser": "adam"}},
+            "training.optimiser: unknown key; allowed here: batch_size, class_weight",
+        ),
+        (
+            {"model": {"backbone": "MobileNetV2", "input_size": 16}},
+            "input_size [16, 16] is below the minimum of MobileNetV2: use at least 32x32",
+        ),
+        (
+            {"search": {"space": {"learning_rate": {"min": 0.1, "max": 0.01}}}},
+            "search.space.learning_rate: min (0.1) must be below max (0.01)",
+        ),
+        (
+            {"search": {"space": {"learning_rate": {"min": 0, "max": 0.1, "sampling": "log"}}}},
+            "search.space.learning_rate: log sampling needs min > 0, got 0.0",
+        ),
+        (
+            {"search": {"space": {"learning_rat": {"min": 0.1, "max": 1}}}},
+            "search.space: unknown hyperparameter learning_rat; searchable: learning_rate",
+        ),
+    ],
+)
 def test_a_bad_paper_card_names_the_file_and_the_key(tmp_path, capsys, tiny_paper_card, digits_card, section, expected):
     paper = tiny_paper_card(tmp_path, **section)
     status, err = run(capsys, "validate", "--paper", paper, "--dataset", digits_card)
@@ -116,8 +146,16 @@ def test_an_override_is_data_never_code(tmp_path, capsys, tiny_paper_card, digit
     code = f"__import__('os').system('touch {marker}')"
     config = load_config(str(paper), str(digits_card), [f"citation.title={code}"])
     assert config.paper.citation.title == code
-    status, err = run(capsys, "validate", "--paper", paper, "--dataset", digits_card,
-                      "--set", f"seed=!!python/object/apply:os.system ['touch {marker}']")
+    status, err = run(
+        capsys,
+        "validate",
+        "--paper",
+        paper,
+        "--dataset",
+        digits_card,
+        "--set",
+        f"seed=!!python/object/apply:os.system ['touch {marker}']",
+    )
     assert status == 2 and "seed: Input should be a valid integer" in err
     assert not marker.exists()
 
@@ -146,8 +184,8 @@ def test_saved_models_load_in_safe_mode_only(tmp_path, tiny_config):
     import keras
     import numpy as np
 
-    from project.train.evaluate import load_model
     from project.model.classifier import build_model
+    from project.train.evaluate import load_model
 
     marker = tmp_path / "ran"
     inputs = keras.Input((4,))
@@ -164,7 +202,9 @@ def test_saved_models_load_in_safe_mode_only(tmp_path, tiny_config):
     (tmp_path / "ours").mkdir()
     model.save(tmp_path / "ours" / "model.keras")
     images = np.random.default_rng(0).uniform(0, 255, (2, 16, 16, 3)).astype("float32")
-    np.testing.assert_allclose(load_model(tmp_path / "ours").predict(images, verbose=0), model.predict(images, verbose=0), rtol=1e-5)
+    np.testing.assert_allclose(
+        load_model(tmp_path / "ours").predict(images, verbose=0), model.predict(images, verbose=0), rtol=1e-5
+    )
 
 
 def test_no_module_loads_models_or_yaml_unsafely():

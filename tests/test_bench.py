@@ -5,14 +5,18 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import write_tiny_paper_card
+
 from benchmarks import bench
 from project.commands.cli import main
 
 SEARCH = {
-    "objective": "val_accuracy", "direction": "max", "seed": 3, "top_k": 1,
-    "coarse": {"trials": 2, "epochs": 1}, "fine": {"trials": 1, "epochs": 1},
+    "objective": "val_accuracy",
+    "direction": "max",
+    "seed": 3,
+    "top_k": 1,
+    "coarse": {"trials": 2, "epochs": 1},
+    "fine": {"trials": 1, "epochs": 1},
     "space": {"learning_rate": {"min": 0.001, "max": 0.05, "sampling": "log"}},
 }
 
@@ -43,8 +47,20 @@ def test_bench_quick_writes_json_and_markdown_with_every_figure(tmp_path, digits
 
     card = write_tiny_paper_card(tmp_path / "cards", search=SEARCH)
     out = tmp_path / "out"
-    code = main(["bench", "--quick", "--paper", str(card), "--dataset", str(digits_card), "--output", str(out),
-                 "--runs-dir", str(tmp_path / "runs")])
+    code = main(
+        [
+            "bench",
+            "--quick",
+            "--paper",
+            str(card),
+            "--dataset",
+            str(digits_card),
+            "--output",
+            str(out),
+            "--runs-dir",
+            str(tmp_path / "runs"),
+        ]
+    )
     assert code == 0
     report = json.loads((out / "bench.json").read_text())
     figures = report["figures"]

@@ -3,8 +3,8 @@
 import json
 
 import pytest
-
 from conftest import write_card, write_tiny_paper_card
+
 from project.commands.cli import COMMANDS, main
 
 
@@ -50,14 +50,17 @@ def test_validate_a_bad_card_exits_2_with_one_line(project_env, tmp_path, digits
     assert result.stdout == ""
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--set", "training.learnig_rate=0.1"], "training.learnig_rate: unknown key"),
-    (["--set", "optimiser=adam"], "--set optimiser: unknown key 'optimiser'"),
-    (["--set", "model.backbone=ResNet"], "model.backbone: unknown backbone 'ResNet'; valid names:"),
-    (["--set", "model.backbone=InceptionV3", "--set", "model.input_size=64"], "minimum of InceptionV3"),
-    (["--set", "augmentation=[{name: Rotat}]"], "unknown albumentations transform 'Rotat'"),
-    (["--set", "training.stages=[]"], "training.stages"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--set", "training.learnig_rate=0.1"], "training.learnig_rate: unknown key"),
+        (["--set", "optimiser=adam"], "--set optimiser: unknown key 'optimiser'"),
+        (["--set", "model.backbone=ResNet"], "model.backbone: unknown backbone 'ResNet'; valid names:"),
+        (["--set", "model.backbone=InceptionV3", "--set", "model.input_size=64"], "minimum of InceptionV3"),
+        (["--set", "augmentation=[{name: Rotat}]"], "unknown albumentations transform 'Rotat'"),
+        (["--set", "training.stages=[]"], "training.stages"),
+    ],
+)
 def test_validate_errors(tmp_path, digits_card, capsys, args, expected):
     card = write_tiny_paper_card(tmp_path)
     assert main(["validate", "--paper", str(card), "--dataset", str(digits_card), *args]) == 2
@@ -91,16 +94,39 @@ def test_no_command_prints_the_help(capsys):
 
 
 def test_all_runs_every_step_in_one_process_and_stops_on_a_failed_sanity_check(tmp_path, digits_card, capsys):
-    search = {"seed": 3, "top_k": 1, "finalists": 1, "coarse": {"trials": 1, "epochs": 1}, "fine": {"trials": 1, "epochs": 1},
-              "space": {"learning_rate": {"min": 0.01, "max": 0.1, "sampling": "log"}}}
-    card = write_tiny_paper_card(tmp_path, search=search, **{"training.learning_rate": 1e-7})  # cannot overfit 20 images
+    search = {
+        "seed": 3,
+        "top_k": 1,
+        "finalists": 1,
+        "coarse": {"trials": 1, "epochs": 1},
+        "fine": {"trials": 1, "epochs": 1},
+        "space": {"learning_rate": {"min": 0.01, "max": 0.1, "sampling": "log"}},
+    }
+    card = write_tiny_paper_card(
+        tmp_path, search=search, **{"training.learning_rate": 1e-7}
+    )  # cannot overfit 20 images
     runs, reports = tmp_path / "runs", tmp_path / "reports"
-    args = ["all", "--paper", str(card), "--dataset", str(digits_card), "--runs-dir", str(runs), "--reports-dir", str(reports), "--quiet"]
+    args = [
+        "all",
+        "--paper",
+        str(card),
+        "--dataset",
+        str(digits_card),
+        "--runs-dir",
+        str(runs),
+        "--reports-dir",
+        str(reports),
+        "--quiet",
+    ]
     status = main(args)
     out = capsys.readouterr().out
     assert out.startswith("make all on tiny x digits: sanity (6 checks) -> baseline")
     root = runs / "tiny__digits"
     assert status == 1 and "FAIL  3 overfit 20 training examples" in out and not (root / "baseline").exists()
     assert main(args + ["--force"]) == 0  # goes on despite the failed check
-    assert (root / "sanity.json").exists() and (root / "baseline" / "COMPLETE").exists() and (root / "tuned" / "COMPLETE").exists()
+    assert (
+        (root / "sanity.json").exists()
+        and (root / "baseline" / "COMPLETE").exists()
+        and (root / "tuned" / "COMPLETE").exists()
+    )
     assert (reports / "tiny__digits" / "report.md").exists()

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from project.data.pipeline import make_dataset
 from project.config.schema import Split
+from project.data.pipeline import make_dataset
 from project.data.split import make_split
 
 

@@ -19,9 +19,19 @@ from project.train.evaluate import compare, evaluate_cli, image_files, predict_c
 PAPER = {
     "citation": {"title": "A tiny test CNN", "authors": ["Test Author"], "venue": "pytest", "year": 2020},
     "seed": 1,
-    "model": {"backbone": "scratch", "weights": "none", "input_size": 16,
-              "scratch": {"blocks": [8], "convs_per_block": 1}, "head": {"pooling": "avg"}},
-    "training": {"optimizer": "adam", "learning_rate": 0.01, "batch_size": 64, "stages": [{"name": "train", "epochs": 1}]},
+    "model": {
+        "backbone": "scratch",
+        "weights": "none",
+        "input_size": 16,
+        "scratch": {"blocks": [8], "convs_per_block": 1},
+        "head": {"pooling": "avg"},
+    },
+    "training": {
+        "optimizer": "adam",
+        "learning_rate": 0.01,
+        "batch_size": 64,
+        "stages": [{"name": "train", "epochs": 1}],
+    },
     "augmentation": [],
 }
 DATASET = {"adapter": "digits", "options": {}, "split": {"val": 0.15, "test": 0.2, "seed": 0}}
@@ -92,7 +102,9 @@ def test_incomplete_run_is_refused(run, tmp_path):
 
 
 def test_missing_run_is_a_clear_error(tmp_path):
-    with pytest.raises(UserError, match=r"no run at .*nothing__here/tuned: create it with `make tune PAPER=nothing DATASET=here`"):
+    with pytest.raises(
+        UserError, match=r"no run at .*nothing__here/tuned: create it with `make tune PAPER=nothing DATASET=here`"
+    ):
         call(evaluate_cli, run=str(tmp_path / "nothing__here" / "tuned"))
     with pytest.raises(UserError, match="--run is required"):
         call(predict_cli, images=str(tmp_path))
@@ -108,7 +120,9 @@ def test_predict_folder_matches_the_run_predictions(run, tmp_path):
     (folder / "more").mkdir(parents=True)
     for i, source in enumerate(recorded["source"]):
         index = int(source.split(":")[1])
-        Image.fromarray(pixels[index], "L").save(folder / ("more" if i % 2 else ".") / f"{source.replace(':', '_')}.png")
+        Image.fromarray(pixels[index], "L").save(
+            folder / ("more" if i % 2 else ".") / f"{source.replace(':', '_')}.png"
+        )
     (folder / ".DS_Store").write_bytes(b"\0\0")  # hidden files are not images
     (folder / "notes.txt").write_text("not an image")
     (folder / "broken.jpg").write_text("not a JPEG either")

@@ -10,8 +10,22 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # cards -> config -> data -> model -> train -> tune -> report -> commands; the shared helpers below all
-LEVELS = {"errors": 0, "artifacts": 0, "paths": 0, "figures": 0, "records": 0, "logs": 0,
-          "config": 1, "data": 2, "model": 3, "train": 4, "tune": 5, "report": 6, "commands": 7, "__main__": 7}
+LEVELS = {
+    "errors": 0,
+    "artifacts": 0,
+    "paths": 0,
+    "figures": 0,
+    "records": 0,
+    "logs": 0,
+    "config": 1,
+    "data": 2,
+    "model": 3,
+    "train": 4,
+    "tune": 5,
+    "report": 6,
+    "commands": 7,
+    "__main__": 7,
+}
 
 
 def level(module):
@@ -27,9 +41,18 @@ def imports(path):
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
-            found += [(node.lineno, alias.name) for alias in node.names if alias.name.split(".")[0] in ("project", "benchmarks")]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in ("project", "benchmarks"):
-            found += [(node.lineno, f"{node.module}.{alias.name}" if node.module == "project" else node.module) for alias in node.names]
+            found += [
+                (node.lineno, alias.name)
+                for alias in node.names
+                if alias.name.split(".")[0] in ("project", "benchmarks")
+            ]
+        elif (
+            isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in ("project", "benchmarks")
+        ):
+            found += [
+                (node.lineno, f"{node.module}.{alias.name}" if node.module == "project" else node.module)
+                for alias in node.names
+            ]
     return found
 
 
@@ -38,7 +61,9 @@ def upward_imports(package):
     errors = []
     for path in sorted(package.rglob("*.py")):
         module = ".".join(path.relative_to(package.parent).with_suffix("").parts)
-        errors += [f"{module}:{line} imports {target}" for line, target in imports(path) if level(target) > level(module)]
+        errors += [
+            f"{module}:{line} imports {target}" for line, target in imports(path) if level(target) > level(module)
+        ]
     return errors
 
 
@@ -48,9 +73,13 @@ def test_nothing_imports_up_the_flow():
 
 def test_the_rule_finds_an_upward_import_even_inside_a_function(tmp_path):
     (tmp_path / "project" / "data").mkdir(parents=True)
-    (tmp_path / "project" / "data" / "pipeline.py").write_text("import os\n\n\ndef f():\n    from project.report import report\n")
+    (tmp_path / "project" / "data" / "pipeline.py").write_text(
+        "import os\n\n\ndef f():\n    from project.report import report\n"
+    )
     (tmp_path / "project" / "report").mkdir()
-    (tmp_path / "project" / "report" / "render.py").write_text("from project.data.pipeline import f\n")  # downward: fine
+    (tmp_path / "project" / "report" / "render.py").write_text(
+        "from project.data.pipeline import f\n"
+    )  # downward: fine
     assert upward_imports(tmp_path / "project") == ["project.data.pipeline:5 imports project.report"]
 
 

@@ -10,19 +10,24 @@ from argparse import Namespace
 import numpy as np
 import pytest
 import yaml
+from conftest import OFFLINE, ROOT, make_image_folder, write_card, write_tiny_paper_card
 from PIL import Image
 
-from conftest import OFFLINE, ROOT, make_image_folder, write_card, write_tiny_paper_card
-from project.config import cards
-from project.commands import library
-from project.commands import weights
+from project.commands import library, weights
 from project.commands.cli import main
-from project.errors import UserError
+from project.config import cards
 from project.config.schema import Dataset, Paper
+from project.errors import UserError
 
 # The scratch card made tiny: one block of 8 filters at 16x16, one epoch.
-TINY = ["model.input_size=16", "model.scratch.blocks=[8]", "model.head.hidden=[16]", "training.batch_size=8",
-        "training.stages=[{name: scratch, epochs: 1}]", "training.early_stopping=null"]
+TINY = [
+    "model.input_size=16",
+    "model.scratch.blocks=[8]",
+    "model.head.hidden=[16]",
+    "training.batch_size=8",
+    "training.stages=[{name: scratch, epochs: 1}]",
+    "training.early_stopping=null",
+]
 
 
 def paper_args(name, from_card=None):
@@ -86,7 +91,9 @@ def test_new_paper_writes_a_commented_card_with_everything_assumed(tmp_path, cap
     assert len([line for line in text.splitlines() if "#" in line]) >= 60, "every field commented"
     for key in ("backbone:", "input_size:", "stages:", "augmentation:", "assumed:", "search:"):
         line = next(i for i, line in enumerate(text.splitlines()) if line.strip().startswith(key))
-        assert "#" in text.splitlines()[line] or text.splitlines()[line - 1].strip().startswith("#"), f"{key} uncommented"
+        assert "#" in text.splitlines()[line] or text.splitlines()[line - 1].strip().startswith("#"), (
+            f"{key} uncommented"
+        )
     assert len(paper.training.stages) == 2 and paper.training.stages[0].unfreeze == 0
 
 
@@ -130,7 +137,11 @@ def test_cli_errors_exit_2_and_write_nothing(capsys):
     assert main(["new-paper", "--name", "kermany2018"]) == 2
     assert main(["new-dataset", "--name", "zz_never_written", "--path", str(ROOT / "no" / "such" / "folder")]) == 2
     err = capsys.readouterr().err
-    assert "error: new-paper needs a card name" in err and "kermany2018.yaml already exists" in err and "does not exist" in err
+    assert (
+        "error: new-paper needs a card name" in err
+        and "kermany2018.yaml already exists" in err
+        and "does not exist" in err
+    )
     assert (sorted(cards.PAPERS_DIR.glob("*.yaml")), sorted(cards.DATASETS_DIR.glob("*.yaml"))) == before
 
 
@@ -153,7 +164,9 @@ def test_new_dataset_scans_the_folder_and_writes_the_card(tmp_path, capsys):
 
 
 def test_new_dataset_on_a_presplit_tree_with_a_tiny_val_carves_val_from_train(tmp_path, capsys):
-    make_image_folder(tmp_path / "xray", classes={"NORMAL": 0, "PNEUMONIA": 0}, presplit={"train": 15, "val": 1, "test": 4})
+    make_image_folder(
+        tmp_path / "xray", classes={"NORMAL": 0, "PNEUMONIA": 0}, presplit={"train": 15, "val": 1, "test": 4}
+    )
     outside = tmp_path / "elsewhere"
     library.new_dataset_cli(dataset_args("xray", tmp_path / "xray"), outside)
     card = cards.validate(Dataset, cards.read_yaml(outside / "xray.yaml"), "xray")
@@ -197,8 +210,11 @@ def test_new_paper_and_new_dataset_cards_train_one_epoch(tmp_path):
     library.new_paper_cli(paper_args("ours", "scratch_cnn"), tmp_path / "papers")
     folder_with_problems(tmp_path / "datasets" / "ourdata")
     library.new_dataset_cli(dataset_args("ourdata", tmp_path / "datasets" / "ourdata"), tmp_path / "datasets")
-    config = cards.load_config(str(tmp_path / "papers" / "ours.yaml"), str(tmp_path / "datasets" / "ourdata.yaml"),
-                               TINY + ["model.preprocessing=mean_image"])
+    config = cards.load_config(
+        str(tmp_path / "papers" / "ours.yaml"),
+        str(tmp_path / "datasets" / "ourdata.yaml"),
+        TINY + ["model.preprocessing=mean_image"],
+    )
     metrics = train_run(config, tmp_path / "runs" / config.run_name, verbose=0)
     assert metrics["num_classes"] == 3 and 0.0 <= metrics["test_accuracy"] <= 1.0
     assert metrics["stages"][0]["epochs"] == 1
@@ -208,20 +224,27 @@ def test_new_paper_and_new_dataset_cards_train_one_epoch(tmp_path):
 # ------------------------------------------------------------------ make targets
 
 
-@pytest.mark.parametrize("variables, expected", [
-    (["NAME=x", "DATA=/data/here"], '--path "/data/here"'),
-    (["NAME=x", "PATH=/data/there"], '--path "/data/there"'),
-    (["NAME=x"], '--path ""'),  # never the environment's PATH
-    (["NAME=x", "ADAPTER=csv", "DATA=l.csv"], '--adapter csv --path "l.csv"'),
-])
+@pytest.mark.parametrize(
+    "variables, expected",
+    [
+        (["NAME=x", "DATA=/data/here"], '--path "/data/here"'),
+        (["NAME=x", "PATH=/data/there"], '--path "/data/there"'),
+        (["NAME=x"], '--path ""'),  # never the environment's PATH
+        (["NAME=x", "ADAPTER=csv", "DATA=l.csv"], '--adapter csv --path "l.csv"'),
+    ],
+)
 def test_make_new_dataset_passes_data_or_path(variables, expected):
-    out = subprocess.run(["make", "-n", "new-dataset", *variables], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["make", "-n", "new-dataset", *variables], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
     line = next(line for line in out.splitlines() if "-m project new-dataset" in line)
     assert '--name "x"' in line and expected in line
 
 
 def test_make_new_paper_passes_name_and_from():
-    out = subprocess.run(["make", "-n", "new-paper", "NAME=y", "FROM=kermany2018"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["make", "-n", "new-paper", "NAME=y", "FROM=kermany2018"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
     assert '-m project new-paper --name "y" --from kermany2018' in out
 
 
@@ -239,10 +262,14 @@ def test_weights_has_nothing_to_fetch_for_scratch_or_random_init(capsys):
 
 @pytest.mark.slow
 def test_weights_offline_names_the_file_and_the_cache(tmp_path, project_env):
-    card = write_card(tmp_path / "tiny_imagenet.yaml", {
-        **yaml.safe_load((cards.PAPERS_DIR / "demo.yaml").read_text()),
-        "model": {"backbone": "MobileNetV2", "weights": "imagenet", "input_size": 96, "width": 0.35}, "assumed": [],
-    })
+    card = write_card(
+        tmp_path / "tiny_imagenet.yaml",
+        {
+            **yaml.safe_load((cards.PAPERS_DIR / "demo.yaml").read_text()),
+            "model": {"backbone": "MobileNetV2", "weights": "imagenet", "input_size": 96, "width": 0.35},
+            "assumed": [],
+        },
+    )
     home = tmp_path / "keras_home"
     result = project_env.run("weights", "--paper", card, env={**OFFLINE, "KERAS_HOME": str(home)}, timeout=300)
     assert result.returncode == 2, result.stdout + result.stderr

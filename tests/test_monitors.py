@@ -3,13 +3,12 @@
 import json
 import math
 
+import keras
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from sklearn.datasets import load_digits
-
-import keras
 
 from project.train.monitors import RATIO_HIGH, RATIO_LOW, UpdateRatio, diagnose, ratio_summary
 
@@ -23,12 +22,15 @@ def digits():
 def fit_with_ratio(digits, optimizer, tmp_path, epochs=2, peak_lr=None):
     x, y = digits
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(10, activation="softmax")])
+    model = keras.Sequential(
+        [keras.Input((64,)), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(10, activation="softmax")]
+    )
     model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
     monitor = UpdateRatio(peak_lr=peak_lr)
     log = tmp_path / "history.csv"
-    history = model.fit(x, y, batch_size=64, epochs=epochs, verbose=0,
-                        callbacks=[monitor, keras.callbacks.CSVLogger(str(log))])
+    history = model.fit(
+        x, y, batch_size=64, epochs=epochs, verbose=0, callbacks=[monitor, keras.callbacks.CSVLogger(str(log))]
+    )
     return monitor, history, pd.read_csv(log)
 
 
@@ -100,33 +102,52 @@ def problems(result):
 
 
 def test_diagnosis_overfitting():
-    h = history(loss=[1.5, 0.6, 0.2, 0.05, 0.02, 0.01], accuracy=[0.5, 0.8, 0.95, 0.99, 1.0, 1.0],
-                val_loss=[1.4, 0.9, 0.8, 0.9, 1.1, 1.3], val_accuracy=[0.55, 0.7, 0.74, 0.74, 0.73, 0.72])
+    h = history(
+        loss=[1.5, 0.6, 0.2, 0.05, 0.02, 0.01],
+        accuracy=[0.5, 0.8, 0.95, 0.99, 1.0, 1.0],
+        val_loss=[1.4, 0.9, 0.8, 0.9, 1.1, 1.3],
+        val_accuracy=[0.55, 0.7, 0.74, 0.74, 0.73, 0.72],
+    )
     result = diagnose(h, target=0.9)
     assert problems(result) == ["overfitting"]
     assert "val_loss rose" in result["findings"][0]["evidence"] and "augmentation" in result["findings"][0]["advice"]
 
 
 def test_diagnosis_learning_rate_too_low():
-    h = history(loss=[2.302, 2.301, 2.300, 2.299, 2.298], accuracy=[0.10, 0.11, 0.11, 0.12, 0.12],
-                val_loss=[2.302, 2.301, 2.300, 2.299, 2.298], val_accuracy=[0.10, 0.11, 0.11, 0.11, 0.12],
-                update_ratio_at_peak_lr=[2e-7, 2e-7, 2e-7, 2e-7, 2e-7])
+    h = history(
+        loss=[2.302, 2.301, 2.300, 2.299, 2.298],
+        accuracy=[0.10, 0.11, 0.11, 0.12, 0.12],
+        val_loss=[2.302, 2.301, 2.300, 2.299, 2.298],
+        val_accuracy=[0.10, 0.11, 0.11, 0.11, 0.12],
+        update_ratio_at_peak_lr=[2e-7, 2e-7, 2e-7, 2e-7, 2e-7],
+    )
     result = diagnose(h, target=0.9)
     assert problems(result) == ["learning rate too low"]
-    assert "raise the learning rate" in result["findings"][0]["advice"] and "update/weight ratio" in result["findings"][0]["evidence"]
+    assert (
+        "raise the learning rate" in result["findings"][0]["advice"]
+        and "update/weight ratio" in result["findings"][0]["evidence"]
+    )
 
 
 def test_diagnosis_learning_rate_too_high():
     exploding = history(loss=[2.3, 1.9, 3.5, 9.0, float("nan")], accuracy=[0.2, 0.3, 0.2, 0.1, 0.1])
     assert problems(diagnose(exploding)) == ["learning rate too high"]
-    climbing = history(loss=[2.3, 1.2, 2.6, 4.0], accuracy=[0.2, 0.6, 0.3, 0.1],
-                       val_loss=[2.3, 1.3, 2.7, 4.1], val_accuracy=[0.2, 0.55, 0.3, 0.1])
+    climbing = history(
+        loss=[2.3, 1.2, 2.6, 4.0],
+        accuracy=[0.2, 0.6, 0.3, 0.1],
+        val_loss=[2.3, 1.3, 2.7, 4.1],
+        val_accuracy=[0.2, 0.55, 0.3, 0.1],
+    )
     assert problems(diagnose(climbing)) == ["learning rate too high"]
 
 
 def test_diagnosis_too_little_capacity():
-    h = history(loss=[2.0, 1.6, 1.4, 1.3, 1.25, 1.22], accuracy=[0.3, 0.45, 0.52, 0.55, 0.57, 0.58],
-                val_loss=[1.9, 1.6, 1.45, 1.35, 1.3, 1.27], val_accuracy=[0.32, 0.44, 0.5, 0.54, 0.56, 0.57])
+    h = history(
+        loss=[2.0, 1.6, 1.4, 1.3, 1.25, 1.22],
+        accuracy=[0.3, 0.45, 0.52, 0.55, 0.57, 0.58],
+        val_loss=[1.9, 1.6, 1.45, 1.35, 1.3, 1.27],
+        val_accuracy=[0.32, 0.44, 0.5, 0.54, 0.56, 0.57],
+    )
     result = diagnose(h, target=0.9, frozen_layers=100)
     assert problems(result) == ["too little capacity"]
     assert "unfreeze" in result["findings"][0]["advice"]
@@ -137,15 +158,23 @@ def test_diagnosis_too_little_capacity():
 
 def test_no_capacity_finding_when_only_the_augmented_training_accuracy_is_low():
     # the demo's shape: augmentation and dropout keep train accuracy below a val accuracy at the target
-    h = history(loss=[1.7, 0.9, 0.5, 0.33, 0.30, 0.24], accuracy=[0.42, 0.70, 0.83, 0.89, 0.91, 0.92],
-                val_loss=[1.1, 0.6, 0.3, 0.15, 0.10, 0.09], val_accuracy=[0.60, 0.80, 0.90, 0.95, 0.97, 0.97])
+    h = history(
+        loss=[1.7, 0.9, 0.5, 0.33, 0.30, 0.24],
+        accuracy=[0.42, 0.70, 0.83, 0.89, 0.91, 0.92],
+        val_loss=[1.1, 0.6, 0.3, 0.15, 0.10, 0.09],
+        val_accuracy=[0.60, 0.80, 0.90, 0.95, 0.97, 0.97],
+    )
     assert diagnose(h, target=0.97)["status"] == "ok"
 
 
 def test_diagnosis_healthy():
-    h = history(loss=[1.0, 0.4, 0.2, 0.1], accuracy=[0.7, 0.9, 0.95, 0.97],
-                val_loss=[0.8, 0.35, 0.25, 0.2], val_accuracy=[0.75, 0.9, 0.93, 0.94],
-                update_ratio_at_peak_lr=[3e-3, 2e-3, 1e-3, 8e-4])
+    h = history(
+        loss=[1.0, 0.4, 0.2, 0.1],
+        accuracy=[0.7, 0.9, 0.95, 0.97],
+        val_loss=[0.8, 0.35, 0.25, 0.2],
+        val_accuracy=[0.75, 0.9, 0.93, 0.94],
+        update_ratio_at_peak_lr=[3e-3, 2e-3, 1e-3, 8e-4],
+    )
     result = diagnose(h, target=0.95)
     assert result["status"] == "ok" and result["findings"] == []
 
@@ -158,10 +187,19 @@ def test_train_run_logs_the_ratio_and_writes_the_diagnosis(tmp_path):
     from project.train.training import train_run
 
     card = yaml.safe_load((PAPERS_DIR / "demo.yaml").read_text())
-    card["model"] = {"backbone": "scratch", "weights": "none", "input_size": 16,
-                     "scratch": {"blocks": [8], "convs_per_block": 1}, "head": {"pooling": "flatten"}}
-    card["training"] = {"optimizer": "adam", "learning_rate": 0.003, "batch_size": 64,
-                        "stages": [{"name": "train", "epochs": 2}]}
+    card["model"] = {
+        "backbone": "scratch",
+        "weights": "none",
+        "input_size": 16,
+        "scratch": {"blocks": [8], "convs_per_block": 1},
+        "head": {"pooling": "flatten"},
+    }
+    card["training"] = {
+        "optimizer": "adam",
+        "learning_rate": 0.003,
+        "batch_size": 64,
+        "stages": [{"name": "train", "epochs": 2}],
+    }
     card["assumed"], card["augmentation"] = [], []
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(card))

@@ -4,12 +4,15 @@ import json
 from pathlib import Path
 
 import keras_tuner
-
 from conftest import DIGITS_DATASET, write_card, write_tiny_paper_card
 
 # one stage, so trials can share a compiled model; every knob the reuse sets is in play
-CARD = {"augmentation": [{"name": "Affine", "rotate": [-10, 10], "p": 0.8}],
-        "model.head.dropout": 0.2, "training.schedule": "cosine", "training.stages.0.epochs": 2}
+CARD = {
+    "augmentation": [{"name": "Affine", "rotate": [-10, 10], "p": 0.8}],
+    "model.head.dropout": 0.2,
+    "training.schedule": "cosine",
+    "training.stages.0.epochs": 2,
+}
 FIRST = {"learning_rate": 0.02, "weight_decay": 0.001, "dropout": 0.4, "label_smoothing": 0.1, "batch_size": 32}
 SECOND = {"learning_rate": 0.005, "weight_decay": 0.0001, "dropout": 0.1, "label_smoothing": 0.0, "batch_size": 16}
 
@@ -42,12 +45,16 @@ def run_trials(folder, trials):
 def test_a_reused_trial_trains_exactly_as_in_a_fresh_process(tmp_path, project_env):
     (first_reused, _), (second_reused, second) = run_trials(tmp_path / "together", [FIRST, SECOND])
     assert not first_reused and second_reused  # the second trial took the first one's compiled model
-    code = (f"import sys, json; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
-            "from test_reuse import run_trials, SECOND\n"
-            f"print('RESULT ' + json.dumps(run_trials({str(tmp_path / 'alone')!r}, [SECOND])))\n")
+    code = (
+        f"import sys, json; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from test_reuse import run_trials, SECOND\n"
+        f"print('RESULT ' + json.dumps(run_trials({str(tmp_path / 'alone')!r}, [SECOND])))\n"
+    )
     result = project_env.python(code)
     assert result.returncode == 0, result.stderr[-3000:]
-    [(alone_reused, alone)] = json.loads(next(l for l in result.stdout.splitlines() if l.startswith("RESULT "))[7:])
+    [(alone_reused, alone)] = json.loads(
+        next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))[7:]
+    )
     assert not alone_reused
     assert second == alone  # every epoch's loss, accuracy, val figures and update ratio, to the last digit
 

@@ -15,8 +15,12 @@ def _prepare(folder, overrides):
 def test_descriptive_edits_keep_the_run_and_recipe_edits_archive_it(tmp_path):
     folder = tmp_path / "demo__digits" / "baseline"
     _prepare(folder, [])
-    prepare_folder(folder, resolved_yaml(load_config("demo", "digits", ["caveats=[a new caveat]", "target_accuracy=0.9",
-                                                                          "search.coarse.trials=2"])))
+    prepare_folder(
+        folder,
+        resolved_yaml(
+            load_config("demo", "digits", ["caveats=[a new caveat]", "target_accuracy=0.9", "search.coarse.trials=2"])
+        ),
+    )
     assert (folder / "marker").read_text() == "kept", "editing caveats or the search must not retrain the baseline"
     assert "a new caveat" in (folder / "config.resolved.yaml").read_text(), "the resolved config is brought up to date"
     prepare_folder(folder, resolved_yaml(load_config("demo", "digits", ["training.learning_rate=0.01"])))

@@ -3,17 +3,15 @@
 import json
 import math
 
+import keras
 import numpy as np
 import pytest
 import yaml
 from sklearn.datasets import load_digits
 
-import keras
-
-from project.train import sanity
-from project.train import sweep
-from project.config.cards import PAPERS_DIR
 from project.commands.cli import main
+from project.config.cards import PAPERS_DIR
+from project.train import sanity, sweep
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +26,9 @@ def mlp(hidden=(32,), regularizer=None, seed=0):
     inputs = keras.Input((64,))
     x = inputs
     for units in hidden:
-        x = keras.layers.Dense(units, activation="relu", kernel_initializer="he_normal", kernel_regularizer=regularizer)(x)
+        x = keras.layers.Dense(
+            units, activation="relu", kernel_initializer="he_normal", kernel_regularizer=regularizer
+        )(x)
     outputs = keras.layers.Dense(10, activation="softmax", kernel_regularizer=regularizer, name="out")(x)
     return keras.Model(inputs, outputs)
 
@@ -181,7 +181,12 @@ def synthetic_sweep(start, bottom, explode, noise=0.03):
     loss = np.where(x < a, 2.3, np.where(x < b, 2.3 - 1.3 * (x - a) / (b - a), 1.0 + 1.5 * (x - b)))
     loss = loss + np.random.default_rng(0).normal(0, noise, size=len(loss))
     exploded = int(np.searchsorted(lrs, explode))
-    return {"lr": lrs[: exploded + 1].tolist(), "loss": loss[: exploded + 1].tolist(), "start_loss": 2.3, "exploded_at": exploded}
+    return {
+        "lr": lrs[: exploded + 1].tolist(),
+        "loss": loss[: exploded + 1].tolist(),
+        "start_loss": 2.3,
+        "exploded_at": exploded,
+    }
 
 
 def test_read_sweep_finds_where_the_loss_starts_to_fall_bottoms_out_and_explodes():
@@ -194,7 +199,10 @@ def test_read_sweep_finds_where_the_loss_starts_to_fall_bottoms_out_and_explodes
     assert found["suggested_range"] == [found["lr_falls_from"], found["lr_at_min"]]  # Smith's bounds
     # a fall over less than two decades still gets a range two decades wide
     sharp = sweep.read_sweep(synthetic_sweep(1e-3, 3e-3, 0.1))
-    assert 2e-3 < sharp["lr_at_min"] < 4e-3 and sharp["suggested_range"] == [sharp["lr_at_min"] / 100, sharp["lr_at_min"]]
+    assert 2e-3 < sharp["lr_at_min"] < 4e-3 and sharp["suggested_range"] == [
+        sharp["lr_at_min"] / 100,
+        sharp["lr_at_min"],
+    ]
     assert not sweep.read_sweep(synthetic_sweep(1e-3, 3e-3, 1.0, noise=0.0) | {"start_loss": 1.05})["fell"]
 
 
@@ -223,9 +231,10 @@ def test_lr_sweep_warns_when_no_learning_rate_lowers_the_loss(digits):
 
 def deep_mlp(initializer, activation="tanh", layers=10, units=100):
     keras.utils.set_random_seed(1)
-    model = keras.Sequential([keras.Input((units,))] + [
-        keras.layers.Dense(units, activation=activation, kernel_initializer=initializer) for _ in range(layers)
-    ])
+    model = keras.Sequential(
+        [keras.Input((units,))]
+        + [keras.layers.Dense(units, activation=activation, kernel_initializer=initializer) for _ in range(layers)]
+    )
     return model
 
 
@@ -262,9 +271,13 @@ def test_activations_are_healthy_with_glorot_or_he(gaussian_batch, initializer, 
 
 def test_activations_flag_dead_relus(gaussian_batch):
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((100,)),
-                              keras.layers.Dense(50, activation="relu", bias_initializer=keras.initializers.Constant(-100.0)),
-                              keras.layers.Dense(50, activation="relu", kernel_initializer="he_normal")])
+    model = keras.Sequential(
+        [
+            keras.Input((100,)),
+            keras.layers.Dense(50, activation="relu", bias_initializer=keras.initializers.Constant(-100.0)),
+            keras.layers.Dense(50, activation="relu", kernel_initializer="he_normal"),
+        ]
+    )
     rows = sanity.check_activations(model, gaussian_batch)["layers"]
     assert rows[0]["zero_fraction"] == 1.0 and "dead" in rows[0]["flags"]
 
@@ -336,10 +349,20 @@ def test_expected_mode_follows_the_backbone_and_its_weights():
 
 def tiny_card(tmp_path, **training):
     card = yaml.safe_load((PAPERS_DIR / "demo.yaml").read_text())
-    card["model"] = {"backbone": "scratch", "weights": "none", "input_size": 16,
-                     "scratch": {"blocks": [8], "convs_per_block": 1}, "head": {"pooling": "flatten"}}
-    card["training"] = {"optimizer": "adam", "learning_rate": 0.003, "batch_size": 32,
-                        "stages": [{"name": "train", "epochs": 1}], **training}
+    card["model"] = {
+        "backbone": "scratch",
+        "weights": "none",
+        "input_size": 16,
+        "scratch": {"blocks": [8], "convs_per_block": 1},
+        "head": {"pooling": "flatten"},
+    }
+    card["training"] = {
+        "optimizer": "adam",
+        "learning_rate": 0.003,
+        "batch_size": 32,
+        "stages": [{"name": "train", "epochs": 1}],
+        **training,
+    }
     card["assumed"], card["augmentation"] = [], []
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(card))
@@ -366,7 +389,9 @@ def test_sanity_command_writes_all_six_checks(tmp_path, capsys):
     assert statuses["initial_loss"] == statuses["regularisation"] == statuses["overfit"] == "PASS", out
     assert statuses["preprocessing"] == "PASS"  # scratch: per-channel mean subtraction -> zero-centred
     range_test = next(c for c in summary["checks"] if c["name"] == "lr_sweep")
-    assert range_test["status"] == "PASS" and "the card's 0.003 lies inside it" in range_test["advice"], range_test["advice"]
+    assert range_test["status"] == "PASS" and "the card's 0.003 lies inside it" in range_test["advice"], range_test[
+        "advice"
+    ]
     assert range_test["numbers"]["steps"] > sanity.SWEEP["steps"]  # from random initialisation: the longer sweep
     assert code == (1 if summary["status"] == "FAIL" else 0)
 
@@ -380,12 +405,17 @@ def test_sanity_command_exits_1_on_a_fail_unless_forced(tmp_path, capsys):
     summary = json.loads((runs / "tiny__digits" / "sanity.json").read_text())
     assert {c["name"]: c["status"] for c in summary["checks"]}["overfit"] == "FAIL"
     assert code == 1 and "FAIL 3 overfit" in out and "--force" in out
-    assert main(["sanity", "--paper", str(card), "--dataset", "digits", "--runs-dir", str(runs), "--quiet", "--force"]) == 0
+    assert (
+        main(["sanity", "--paper", str(card), "--dataset", "digits", "--runs-dir", str(runs), "--quiet", "--force"])
+        == 0
+    )
 
 
 def test_verdict_returns_1_on_a_fail_unless_forced(capsys):
-    checks = [{"title": "3 overfit", "status": "FAIL", "advice": "fix the labels"},
-              {"title": "1", "status": "PASS", "advice": ""}]
+    checks = [
+        {"title": "3 overfit", "status": "FAIL", "advice": "fix the labels"},
+        {"title": "1", "status": "PASS", "advice": ""},
+    ]
     assert sanity.verdict(checks, force=False) == 1
     assert "fix the labels" in capsys.readouterr().out
     assert sanity.verdict(checks, force=True) == 0

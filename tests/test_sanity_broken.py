@@ -3,16 +3,14 @@ and stays quiet on the same set-up done right (so a check that always fires fail
 
 import math
 
+import keras
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-import keras
-
-from project.train import sanity
-from project.train import sweep
 from project.config.cards import load_config, with_values
 from project.model.classifier import build_model
+from project.train import sanity, sweep
 
 
 def checks_of(card, digits_card, tmp_path):
@@ -43,7 +41,9 @@ def mlp_classifier(seed=0):
 # ---------------------------------------------------------------- learning rate
 
 
-def test_a_learning_rate_far_too_low_fails_the_overfit_and_the_sweep_says_raise_it(tiny_paper_card, digits_card, tmp_path):
+def test_a_learning_rate_far_too_low_fails_the_overfit_and_the_sweep_says_raise_it(
+    tiny_paper_card, digits_card, tmp_path
+):
     card = tiny_paper_card(tmp_path / "cards", **FLAT, **{"training.learning_rate": 1e-7})
     checks = checks_of(card, digits_card, tmp_path)
     overfit, sweep = checks["overfit"], checks["lr_sweep"]
@@ -57,7 +57,7 @@ def test_a_learning_rate_far_too_low_fails_the_overfit_and_the_sweep_says_raise_
 
 def test_a_learning_rate_that_explodes_is_found_and_warned_about(digits):
     x, y = digits
-    batches = [(x[i:i + 32], y[i:i + 32]) for i in range(0, 1024, 32)]
+    batches = [(x[i : i + 32], y[i : i + 32]) for i in range(0, 1024, 32)]
     held = (x[1024:1280], y[1024:1280])
     bad = sanity.check_lr_sweep(mlp_classifier(), batches, current_lr=1.0, held=held)
     explodes = bad["numbers"]["lr_explodes"]
@@ -77,7 +77,9 @@ def test_the_sweep_loss_is_measured_on_the_held_batch(digits):
     found = sweep.lr_sweep(model, [(x[:32], y[:32])], steps=40, min_lr=1e-3, max_lr=1.0, held=held)
     assert len(found["loss"]) == len(found["step_loss"]) == len(found["lr"])
     assert found["start_loss"] == pytest.approx(sanity.cross_entropy(held[1], mlp_classifier()(held[0])), rel=1e-5)
-    assert found["loss"][-1] == pytest.approx(sanity.cross_entropy(held[1], model(held[0])), rel=1e-4)  # after the last step
+    assert found["loss"][-1] == pytest.approx(
+        sanity.cross_entropy(held[1], model(held[0])), rel=1e-4
+    )  # after the last step
     # one batch of 32 seen again and again: its own loss drops far below that of 256 held images
     assert min(found["step_loss"]) < 0.5 * min(found["loss"])
 
@@ -97,7 +99,9 @@ def test_logits_instead_of_probabilities_fail_the_initial_loss(tiny_config):
 
 
 def scratch_activations(tiny_config, **scratch):
-    config = with_values(tiny_config, {f"model.scratch.{k}": v for k, v in scratch.items()} | {"model.preprocessing": "none"})
+    config = with_values(
+        tiny_config, {f"model.scratch.{k}": v for k, v in scratch.items()} | {"model.preprocessing": "none"}
+    )
     keras.utils.set_random_seed(0)
     model, _ = build_model(config.paper, 10)
     images = np.random.default_rng(0).normal(size=(32, 16, 16, 3)).astype("float32")
@@ -114,7 +118,9 @@ def test_tiny_initial_weights_collapse_the_activations_of_a_deep_scratch_cnn(tin
 
 def test_one_collapsed_layer_in_a_healthy_network_is_flagged_without_failing():
     keras.utils.set_random_seed(0)
-    dense = [keras.layers.Dense(64, activation="relu", kernel_initializer="he_normal", name=f"dense{i}") for i in range(4)]
+    dense = [
+        keras.layers.Dense(64, activation="relu", kernel_initializer="he_normal", name=f"dense{i}") for i in range(4)
+    ]
     # normalization after every layer: one layer's collapse does not spread to the next
     normalised = [layer for d in dense for layer in (d, keras.layers.BatchNormalization(epsilon=1e-8))]
     model = keras.Sequential([keras.Input((64,)), *normalised])
@@ -122,7 +128,9 @@ def test_one_collapsed_layer_in_a_healthy_network_is_flagged_without_failing():
     dense[1].set_weights([kernel * 1e-3, bias])
     x = np.random.default_rng(0).normal(size=(128, 64)).astype("float32")
     check = sanity.check_activations(model, x)
-    assert [r["layer"] for r in check["layers"] if r["flags"]] == ["dense1"] and check["layers"][1]["flags"] == ["collapsed"]
+    assert [r["layer"] for r in check["layers"] if r["flags"]] == ["dense1"] and check["layers"][1]["flags"] == [
+        "collapsed"
+    ]
     assert check["status"] == "WARN" and "dense1" in check["advice"] and "too small" in check["advice"]
 
 
@@ -139,8 +147,10 @@ def grey_images(count=32, size=32, seed=0):
 
 
 def test_unscaled_inputs_to_a_backbone_that_expects_minus_one_to_one_warn(tiny_paper_card, digits_card, tmp_path):
-    card = tiny_paper_card(tmp_path / "cards", model={"backbone": "MobileNetV2", "width": 0.35, "input_size": 32,
-                                                      "weights": "none", "preprocessing": "none"})
+    card = tiny_paper_card(
+        tmp_path / "cards",
+        model={"backbone": "MobileNetV2", "width": 0.35, "input_size": 32, "weights": "none", "preprocessing": "none"},
+    )
     config = load_config(str(card), str(digits_card))
     # the template's own rescaling taken out: what a pretrained MobileNetV2 then receives
     mode = sanity.expected_mode(with_values(config, {"model.weights": "imagenet"}).paper)
@@ -176,7 +186,9 @@ def test_heavy_affine_black_borders_are_reported_apart_from_correct_preprocessin
     check = sanity.check_preprocessing(model, images, "centred", augmented=black)
     assert check["status"] == "PASS", check
     n = check["numbers"]
-    assert n["augmentation_mean_shift"] > sanity.AUGMENT_SHIFT and max(abs(m) for m in n["augmented_channel_mean"]) > 0.5
+    assert (
+        n["augmentation_mean_shift"] > sanity.AUGMENT_SHIFT and max(abs(m) for m in n["augmented_channel_mean"]) > 0.5
+    )
     note, grey = check["augmentation"], int(round(float(images.mean())))
     assert "moves the inputs" in note and "border_mode: 4" in note and f"fill: [{grey}, {grey}, {grey}]" in note
     assert note not in check["advice"] and "inputs reach the backbone as it expects" in check["advice"]
@@ -214,7 +226,9 @@ def test_the_demo_card_passes_every_check_and_its_sweep_contains_its_rate(tmp_pa
     trains to > 95%: no check may cry wolf on it, and the sweep must find where its loss falls."""
     checks, weights_used = sanity.run_checks(load_config("demo", "digits"), tmp_path / "runs", log=lambda *_: None)
     assert weights_used == "random"
-    assert {c["name"]: c["status"] for c in checks} == {name: "PASS" for name in sanity.TITLES}, [c["advice"] for c in checks]
+    assert {c["name"]: c["status"] for c in checks} == {name: "PASS" for name in sanity.TITLES}, [
+        c["advice"] for c in checks
+    ]
     n = next(c for c in checks if c["name"] == "lr_sweep")["numbers"]
     low, high = n["suggested_range"]
     assert low <= 0.002 <= high and n["min_loss"] < 0.8 * n["start_loss"]

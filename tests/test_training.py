@@ -8,14 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import write_card, write_tiny_paper_card
-from project.config.cards import load_config
+
 from project.commands.cli import main
-from project.data.prepare import prepare
-from project.train.metrics import class_weights
-from project.model.classifier import backbone_of, build_model
+from project.config.cards import load_config
 from project.config.schema import Config
+from project.data.prepare import prepare
+from project.model.classifier import backbone_of, build_model
+from project.train.metrics import class_weights
 from project.train.training import fit_stages, make_optimizer
 
 ARTIFACTS = ["model.keras", "history.csv", "config.resolved.yaml", "predictions.csv", "metrics.json", "COMPLETE"]
@@ -72,7 +72,11 @@ def test_smoke_metrics_agree_with_the_predictions(smoke):
     assert {"precision", "recall", "f1", "support"} <= set(metrics["per_class"]["3"])
     assert sum(c["support"] for c in metrics["per_class"].values()) == len(test)
     matrix = np.array(metrics["confusion_matrix"])
-    assert matrix.shape == (10, 10) and matrix.sum() == len(test) and np.trace(matrix) == (true == probabilities.argmax(1)).sum()
+    assert (
+        matrix.shape == (10, 10)
+        and matrix.sum() == len(test)
+        and np.trace(matrix) == (true == probabilities.argmax(1)).sum()
+    )
     (stage,) = metrics["stages"]
     model = keras.saving.load_model(run / "model.keras", safe_mode=True)
     assert stage["stage"] == "train" and stage["epochs"] == 1
@@ -129,7 +133,10 @@ def small_data(tmp_path):
     labels = np.arange(90) % 3
     images = np.clip(rng.normal(60 + 70 * labels[:, None, None, None], 20, (90, 8, 8, 3)), 0, 255).astype(np.uint8)
     np.savez(tmp_path / "small.npz", x=images, y=labels)
-    return write_card(tmp_path / "small.yaml", {"adapter": "npz", "options": {"path": "small.npz"}, "split": {"val": 0.2, "test": 0.2}})
+    return write_card(
+        tmp_path / "small.yaml",
+        {"adapter": "npz", "options": {"path": "small.npz"}, "split": {"val": 0.2, "test": 0.2}},
+    )
 
 
 def weights_of(model, name):
@@ -137,9 +144,17 @@ def weights_of(model, name):
 
 
 def test_two_stages_freeze_exactly_what_they_should(tmp_path, small_data):
-    card = write_tiny_paper_card(tmp_path, model={"input_size": 8, "scratch": {"blocks": [4, 4]}}, training={
-        "batch_size": 16, "stages": [{"name": "head", "epochs": 1, "unfreeze": 0},
-                                     {"name": "top", "epochs": 1, "unfreeze": "block2_conv1", "learning_rate": 0.05}]})
+    card = write_tiny_paper_card(
+        tmp_path,
+        model={"input_size": 8, "scratch": {"blocks": [4, 4]}},
+        training={
+            "batch_size": 16,
+            "stages": [
+                {"name": "head", "epochs": 1, "unfreeze": 0},
+                {"name": "top", "epochs": 1, "unfreeze": "block2_conv1", "learning_rate": 0.05},
+            ],
+        },
+    )
     config = load_config(str(card), str(small_data))
     data = prepare(config, tmp_path / "run")
     model, _ = build_model(config.paper, data.num_classes, data.stats(config.paper))
@@ -176,7 +191,9 @@ class FinalWeights(keras.callbacks.Callback):
 @pytest.mark.parametrize("reload_last", [True, False])
 def test_the_best_epoch_is_reloaded_unless_a_trial_drops_the_model(tmp_path, digits_card, reload_last):
     # a high learning rate: val accuracy wanders, so the best epoch is not the last
-    card = write_tiny_paper_card(tmp_path, **{"training.learning_rate": 1.0, "training.stages.0.epochs": 4, "runtime.backup_seconds": 0})
+    card = write_tiny_paper_card(
+        tmp_path, **{"training.learning_rate": 1.0, "training.stages.0.epochs": 4, "runtime.backup_seconds": 0}
+    )
     config = load_config(str(card), str(digits_card))
     data = prepare(config, tmp_path / "run")
     keras.utils.set_random_seed(config.paper.seed)  # both cases train the same model
@@ -193,7 +210,9 @@ def test_the_best_epoch_is_reloaded_unless_a_trial_drops_the_model(tmp_path, dig
     if reload_last:
         best = keras.models.clone_model(model)
         best.load_weights(checkpoint)
-        assert not all(np.array_equal(a, b) for a, b in zip(best.get_weights(), final.weights))  # the best epoch, not the last
+        assert not all(
+            np.array_equal(a, b) for a, b in zip(best.get_weights(), final.weights)
+        )  # the best epoch, not the last
     expected = best.get_weights() if reload_last else final.weights
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), expected))
 
@@ -210,8 +229,17 @@ def test_the_optimizer_is_built_before_the_first_traced_step(tmp_path, tiny_conf
 # ------------------------------------------------------------------ optimizers and class weights
 
 
-@pytest.mark.parametrize("optimizer, cls", [("sgd", "SGD"), ("momentum", "SGD"), ("nesterov", "SGD"), ("adam", "Adam"),
-                                            ("adamw", "AdamW"), ("rmsprop", "RMSprop")])
+@pytest.mark.parametrize(
+    "optimizer, cls",
+    [
+        ("sgd", "SGD"),
+        ("momentum", "SGD"),
+        ("nesterov", "SGD"),
+        ("adam", "Adam"),
+        ("adamw", "AdamW"),
+        ("rmsprop", "RMSprop"),
+    ],
+)
 def test_optimizers(tiny_config, optimizer, cls):
     t = tiny_config.paper.training.model_copy(update={"optimizer": optimizer, "weight_decay": 0.001})
     built = make_optimizer(t, 0.1, steps_per_epoch=10, epochs=5)
@@ -220,7 +248,9 @@ def test_optimizers(tiny_config, optimizer, cls):
         assert built.momentum == 0.9 and built.nesterov == (optimizer == "nesterov")
 
 
-@pytest.mark.parametrize("schedule, at_step_20", [("constant", 0.1), ("step", 0.01), ("cosine", 0.05), ("exponential", 0.001)])
+@pytest.mark.parametrize(
+    "schedule, at_step_20", [("constant", 0.1), ("step", 0.01), ("cosine", 0.05), ("exponential", 0.001)]
+)
 def test_schedules(tiny_config, schedule, at_step_20):
     t = tiny_config.paper.training.model_copy(update={"schedule": schedule, "step_every": 2, "decay": 0.1})
     rate = make_optimizer(t, 0.1, steps_per_epoch=10, epochs=4).get_config()["learning_rate"]
@@ -243,8 +273,22 @@ def test_kermany2018_trains_one_epoch_on_digits(tmp_path, digits_card):
     config = load_config("kermany2018", str(digits_card))
     assert config.paper.model.backbone == "InceptionV3" and config.paper.model.weights == "imagenet"
     runs = tmp_path / "runs"
-    args = ["train", "--paper", "kermany2018", "--dataset", str(digits_card), "--runs-dir", str(runs), "--quiet",
-            "--set", "model.weights=none", "--set", "model.input_size=75", "--set", "training.stages.0.epochs=1"]
+    args = [
+        "train",
+        "--paper",
+        "kermany2018",
+        "--dataset",
+        str(digits_card),
+        "--runs-dir",
+        str(runs),
+        "--quiet",
+        "--set",
+        "model.weights=none",
+        "--set",
+        "model.input_size=75",
+        "--set",
+        "training.stages.0.epochs=1",
+    ]
     assert main(args) == 0
     run = runs / "kermany2018__digits" / "baseline"
     metrics = json.loads((run / "metrics.json").read_text())

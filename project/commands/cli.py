@@ -39,19 +39,39 @@ def parser():
     commands = root.add_subparsers(dest="command", metavar="command")
     for name, (_, _, text) in COMMANDS.items():
         p = commands.add_parser(name, help=text, description=text)
-        p.add_argument("--paper", default=os.environ.get("PAPER") or "demo", help="paper card name or path (default: demo)")
-        p.add_argument("--dataset", default=os.environ.get("DATASET") or "digits", help="dataset card name or path (default: digits)")
-        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a card value by dotted key, e.g. training.learning_rate=0.01 (repeatable)")
-        p.add_argument("--runs-dir", default=os.environ.get("PROJECT_RUNS", "runs"), help="where runs are kept (default: runs)")
+        p.add_argument(
+            "--paper", default=os.environ.get("PAPER") or "demo", help="paper card name or path (default: demo)"
+        )
+        p.add_argument(
+            "--dataset",
+            default=os.environ.get("DATASET") or "digits",
+            help="dataset card name or path (default: digits)",
+        )
+        p.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a card value by dotted key, e.g. training.learning_rate=0.01 (repeatable)",
+        )
+        p.add_argument(
+            "--runs-dir", default=os.environ.get("PROJECT_RUNS", "runs"), help="where runs are kept (default: runs)"
+        )
         p.add_argument("--reports-dir", default="reports", help="where reports are written (default: reports)")
-        p.add_argument("--fresh", action="store_true", help="start over; the previous state is moved aside, never deleted")
+        p.add_argument(
+            "--fresh", action="store_true", help="start over; the previous state is moved aside, never deleted"
+        )
         p.add_argument("--force", action="store_true", help="go on despite failed sanity checks")
-        p.add_argument("--seeds", type=int, default=int(os.environ.get("SEEDS") or 1), help="repeat training with this many seeds")
+        p.add_argument(
+            "--seeds", type=int, default=int(os.environ.get("SEEDS") or 1), help="repeat training with this many seeds"
+        )
         p.add_argument("--trials", type=int, default=None, help="tune: trials per search stage")
         p.add_argument("--epochs", type=int, default=None, help="tune: epochs per trial")
         p.add_argument("--stage", default="all", help="tune: coarse, fine or all")
-        p.add_argument("--budget", default=os.environ.get("BUDGET") or None, help="tune: time for the search's trials, e.g. 20m")
+        p.add_argument(
+            "--budget", default=os.environ.get("BUDGET") or None, help="tune: time for the search's trials, e.g. 20m"
+        )
         p.add_argument("--target", type=float, default=None, help="report: target test accuracy (default: the card's)")
         p.add_argument("--run", default=None, help="a run folder, e.g. runs/demo__digits/tuned")
         p.add_argument("--images", default=None, help="predict: a folder or image files")
@@ -67,8 +87,8 @@ def parser():
 
 def load(args):
     """The validated config, augmentation included, before any TensorFlow import."""
-    from project.data.augment import build_augmentation
     from project.config.cards import load_config
+    from project.data.augment import build_augmentation
 
     config = load_config(args.paper, args.dataset, args.overrides)
     build_augmentation([t.model_dump() for t in config.paper.augmentation], 1.0, source=config.paper_file)
@@ -105,14 +125,25 @@ def main(argv=None):
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except (PermissionError, NotADirectoryError, FileExistsError, IsADirectoryError) as error:  # e.g. an unwritable runs/
-        print(f"error: cannot use {error.filename}: {error.strerror} (check --runs-dir / --reports-dir: "
-              f"they must be folders you can write to)", file=sys.stderr)
+    except (
+        PermissionError,
+        NotADirectoryError,
+        FileExistsError,
+        IsADirectoryError,
+    ) as error:  # e.g. an unwritable runs/
+        print(
+            f"error: cannot use {error.filename}: {error.strerror} (check --runs-dir / --reports-dir: "
+            f"they must be folders you can write to)",
+            file=sys.stderr,
+        )
         return 2
     except OSError as error:
         if error.errno not in (errno.ENOSPC, errno.EROFS, errno.EDQUOT):
             raise
-        print(f"error: cannot write {error.filename or ''}: {error.strerror} (free some space or use another --runs-dir)", file=sys.stderr)
+        print(
+            f"error: cannot write {error.filename or ''}: {error.strerror} (free some space or use another --runs-dir)",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted: rerun the same command to resume", file=sys.stderr)

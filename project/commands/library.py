@@ -17,8 +17,8 @@ import yaml
 
 from project.config import cards
 from project.config.backbone_table import BACKBONES, WIDTH_MULTIPLIER
-from project.errors import UserError
 from project.config.schema import Dataset, Paper
+from project.errors import UserError
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -33,7 +33,12 @@ STARTER = {
         "link": "TODO: https://doi.org/... or https://arxiv.org/abs/...",
     },
     "summary": "TODO: in two sentences, the method of the paper and what this card reproduces.",
-    "model": {"backbone": "ResNet50", "weights": "imagenet", "input_size": 224, "head": {"pooling": "avg", "dropout": 0.2}},
+    "model": {
+        "backbone": "ResNet50",
+        "weights": "imagenet",
+        "input_size": 224,
+        "head": {"pooling": "avg", "dropout": 0.2},
+    },
     "training": {
         "optimizer": "adam",
         "learning_rate": 0.001,
@@ -56,10 +61,22 @@ STARTER = {
 
 # Recipe keys of a new card: all assumed until the team finds them in its paper.
 RECIPE_KEYS = [
-    "model.backbone", "model.weights", "model.input_size", "model.preprocessing", "model.head",
-    "training.optimizer", "training.learning_rate", "training.schedule", "training.batch_size",
-    "training.weight_decay", "training.l2", "training.label_smoothing", "training.class_weight",
-    "training.early_stopping", "training.stages", "augmentation",
+    "model.backbone",
+    "model.weights",
+    "model.input_size",
+    "model.preprocessing",
+    "model.head",
+    "training.optimizer",
+    "training.learning_rate",
+    "training.schedule",
+    "training.batch_size",
+    "training.weight_decay",
+    "training.l2",
+    "training.label_smoothing",
+    "training.class_weight",
+    "training.early_stopping",
+    "training.stages",
+    "augmentation",
 ]
 
 # The option of each adapter that `new-dataset --path` fills in.
@@ -82,7 +99,9 @@ def new_card_path(folder, name, command, example):
     name = card_name(name, command, example)
     target = Path(folder) / f"{name}.yaml"
     if target.exists():
-        raise UserError(f"{target} already exists; {command} never overwrites a card: choose another NAME, or edit that card")
+        raise UserError(
+            f"{target} already exists; {command} never overwrites a card: choose another NAME, or edit that card"
+        )
     return name, target
 
 
@@ -105,15 +124,25 @@ def paper_rows(folder=None):
         try:
             paper = cards.validate(Paper, cards.read_yaml(path), path)
         except UserError as error:
-            rows.append({"name": path.stem, "paper": f"INVALID: {_first_error(error, path)}", "year": "", "backbone": "", "reported": ""})
+            rows.append(
+                {
+                    "name": path.stem,
+                    "paper": f"INVALID: {_first_error(error, path)}",
+                    "year": "",
+                    "backbone": "",
+                    "reported": "",
+                }
+            )
             continue
-        rows.append({
-            "name": path.stem,
-            "paper": _short_citation(paper.citation),
-            "year": str(paper.citation.year),
-            "backbone": paper.model.backbone + (f" x{paper.model.width:g}" if paper.model.width != 1.0 else ""),
-            "reported": _reported_text(paper.reported),
-        })
+        rows.append(
+            {
+                "name": path.stem,
+                "paper": _short_citation(paper.citation),
+                "year": str(paper.citation.year),
+                "backbone": paper.model.backbone + (f" x{paper.model.width:g}" if paper.model.width != 1.0 else ""),
+                "reported": _reported_text(paper.reported),
+            }
+        )
     return rows
 
 
@@ -124,16 +153,26 @@ def dataset_rows(folder=None):
         try:
             card = cards.validate(Dataset, cards.read_yaml(path), path)
         except UserError as error:
-            rows.append({"name": path.stem, "adapter": "INVALID", "classes": "", "images": "", "data": _first_error(error, path)})
+            rows.append(
+                {
+                    "name": path.stem,
+                    "adapter": "INVALID",
+                    "classes": "",
+                    "images": "",
+                    "data": _first_error(error, path),
+                }
+            )
             continue
         classes = card.num_classes or (len(card.classes) if card.classes else None)
-        rows.append({
-            "name": path.stem,
-            "adapter": card.adapter,
-            "classes": str(classes or "?"),
-            "images": f"{card.num_images:,}" if card.num_images else "?",
-            "data": data_status(card, path.parent, path.stem)[1],
-        })
+        rows.append(
+            {
+                "name": path.stem,
+                "adapter": card.adapter,
+                "classes": str(classes or "?"),
+                "images": f"{card.num_images:,}" if card.num_images else "?",
+                "data": data_status(card, path.parent, path.stem)[1],
+            }
+        )
     return rows
 
 
@@ -170,11 +209,21 @@ def data_status(card, base, name="..."):
     if card.adapter == "keras":
         name = options.get("name", "")
         cached = Path(_keras_home()) / "datasets" / KERAS_CACHE.get(name, name)
-        return (True, f"yes (cached: {cached})") if cached.exists() else (False, f"no: `make download DATASET={name}` fetches it to {cached.parent}")
+        return (
+            (True, f"yes (cached: {cached})")
+            if cached.exists()
+            else (False, f"no: `make download DATASET={name}` fetches it to {cached.parent}")
+        )
     if card.adapter == "tfds":
-        root = Path(os.path.expanduser(options.get("data_dir") or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"))
+        root = Path(
+            os.path.expanduser(options.get("data_dir") or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets")
+        )
         prepared = root / str(options.get("name", "")).split(":")[0]
-        return (True, f"yes (prepared: {prepared})") if prepared.exists() else (False, f"no: `make download DATASET={name}` prepares it in {root}")
+        return (
+            (True, f"yes (prepared: {prepared})")
+            if prepared.exists()
+            else (False, f"no: `make download DATASET={name}` prepares it in {root}")
+        )
     option = PATH_OPTION.get(card.adapter)
     if option is None or option not in options:
         return False, "? (custom adapter: run `make check-data`)"
@@ -212,7 +261,9 @@ def list_cli(args, papers_dir=None, datasets_dir=None):
     print(format_table(papers, ["name", "paper", "year", "backbone", "reported"]))
     print(f"\nDataset cards ({len(datasets)}) in {_display(datasets_dir or cards.DATASETS_DIR)}:")
     print(format_table(datasets, ["name", "adapter", "classes", "images", "data"]))
-    print("\nmake all PAPER=<paper> DATASET=<dataset>  |  make new-paper NAME=x [FROM=card]  |  make new-dataset NAME=y DATA=path")
+    print(
+        "\nmake all PAPER=<paper> DATASET=<dataset>  |  make new-paper NAME=x [FROM=card]  |  make new-dataset NAME=y DATA=path"
+    )
     return 0
 
 
@@ -228,7 +279,9 @@ def new_paper_cli(args, papers_dir=None):
     origin = f"the recipe of {source.stem}" if source else "the template's starter recipe"
     print(f"wrote {_display(target)} from {origin}")
     print("next: fill in citation and reported from the paper, correct the recipe, and delete from `assumed`")
-    print(f"every key you find stated in the paper; then `make validate PAPER={name}` and `make train PAPER={name} DATASET=...`")
+    print(
+        f"every key you find stated in the paper; then `make validate PAPER={name}` and `make train PAPER={name} DATASET=...`"
+    )
     return 0
 
 
@@ -263,16 +316,37 @@ def paper_card_text(name, source=None):
             del param["sampling"]
     values["reported"] = []
     values["assumed"] = _new_assumed(values)
-    covered = {"citation", "reported", "summary", "caveats", "intended_use", "seed", "model", "training",
-               "augmentation", "augmentation_strength", "target_accuracy", "search", "assumed"}
+    covered = {
+        "citation",
+        "reported",
+        "summary",
+        "caveats",
+        "intended_use",
+        "seed",
+        "model",
+        "training",
+        "augmentation",
+        "augmentation_strength",
+        "target_accuracy",
+        "search",
+        "assumed",
+    }
     extra = {k: v for k, v in values.items() if k not in covered}  # sections added to the schema later
     environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
-        finalize=_yaml_value, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        undefined=jinja2.StrictUndefined,
+        finalize=_yaml_value,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
     )
     text = environment.get_template("paper_card.yaml").render(
-        name=_Raw(name), origin=_Raw(origin), date=_Raw(datetime.date.today().isoformat()),
-        backbones=_Raw(", ".join(sorted(BACKBONES))), extra=extra, **values,
+        name=_Raw(name),
+        origin=_Raw(origin),
+        date=_Raw(datetime.date.today().isoformat()),
+        backbones=_Raw(", ".join(sorted(BACKBONES))),
+        extra=extra,
+        **values,
     )
     cards.validate(Paper, yaml.safe_load(text), f"new card {name} (a bug in project/templates/paper_card.yaml)")
     return text
@@ -298,7 +372,9 @@ def _yaml_value(value):
     """A value as inline (flow-style) YAML, for the template's {{ ... }}."""
     if isinstance(value, _Raw):
         return value
-    dumped = yaml.safe_dump([_without_none(value)], default_flow_style=True, width=10**6, allow_unicode=True, sort_keys=False)
+    dumped = yaml.safe_dump(
+        [_without_none(value)], default_flow_style=True, width=10**6, allow_unicode=True, sort_keys=False
+    )
     return dumped.strip()[1:-1]
 
 
@@ -324,7 +400,9 @@ def _write_new(target, text):
 
 def new_dataset_cli(args, datasets_dir=None):
     datasets_dir = Path(datasets_dir or cards.DATASETS_DIR)
-    name, target = new_card_path(datasets_dir, args.name, "new-dataset", "make new-dataset NAME=mydata DATA=path/to/images [ADAPTER=folder]")
+    name, target = new_card_path(
+        datasets_dir, args.name, "new-dataset", "make new-dataset NAME=mydata DATA=path/to/images [ADAPTER=folder]"
+    )
     adapter = args.adapter or "folder"
     options = dataset_options(adapter, args.path, getattr(args, "overrides", []), datasets_dir)
     scan = scan_dataset(adapter, options, datasets_dir)
@@ -340,17 +418,23 @@ def dataset_options(adapter, path, overrides, datasets_dir):
     """The adapter options: --path as the adapter's path option (relative to the card's folder when
     inside it), plus `--set key=value` for any other option (e.g. sep=whitespace, header=false)."""
     if adapter not in PATH_OPTION:
-        raise UserError(f"new-dataset --adapter {adapter!r}: accepted: {', '.join(PATH_OPTION)} "
-                        f"(a custom adapter's card is written by hand: see datasets/README.md)")
+        raise UserError(
+            f"new-dataset --adapter {adapter!r}: accepted: {', '.join(PATH_OPTION)} "
+            f"(a custom adapter's card is written by hand: see datasets/README.md)"
+        )
     options = {}
     option = PATH_OPTION[adapter]
     if option == "name":
         if not path:
-            raise UserError(f"new-dataset --adapter {adapter} needs the dataset's name as --path (make new-dataset NAME=y ADAPTER={adapter} DATA=cifar10)")
+            raise UserError(
+                f"new-dataset --adapter {adapter} needs the dataset's name as --path (make new-dataset NAME=y ADAPTER={adapter} DATA=cifar10)"
+            )
         options["name"] = path
     elif option:
         if not path:
-            raise UserError(f"new-dataset needs the data's location: make new-dataset NAME=y DATA=path/to/{'images' if adapter == 'folder' else 'file'}")
+            raise UserError(
+                f"new-dataset needs the data's location: make new-dataset NAME=y DATA=path/to/{'images' if adapter == 'folder' else 'file'}"
+            )
         resolved = Path(os.path.expanduser(path)).resolve()
         if not resolved.exists():
             raise UserError(f"new-dataset --path {path}: {resolved} does not exist")
@@ -372,8 +456,15 @@ def scan_dataset(adapter, options, base):
     names = sources.class_names
     labels = sources.labels
     scan = {
-        "adapter": adapter, "classes": list(names), "kind": sources.kind, "subsets": None,
-        "problems": [], "notes": [], "formats": Counter(), "modes": Counter(), "sizes": [],
+        "adapter": adapter,
+        "classes": list(names),
+        "kind": sources.kind,
+        "subsets": None,
+        "problems": [],
+        "notes": [],
+        "formats": Counter(),
+        "modes": Counter(),
+        "sizes": [],
     }
     readable = _scan_images(sources, scan)
     labels = labels[readable]
@@ -383,10 +474,13 @@ def scan_dataset(adapter, options, base):
         subsets = sources.subsets[readable]
         scan["subsets"] = {
             s: {n: int(((labels == i) & (subsets == s)).sum()) for i, n in enumerate(names)}
-            for s in ("train", "val", "test") if (subsets == s).any()
+            for s in ("train", "val", "test")
+            if (subsets == s).any()
         }
     if adapter == "folder":
-        _scan_folder(Path(options["path"]) if Path(options["path"]).is_absolute() else Path(base) / options["path"], names, scan)
+        _scan_folder(
+            Path(options["path"]) if Path(options["path"]).is_absolute() else Path(base) / options["path"], names, scan
+        )
     _check_counts(scan)
     return scan
 
@@ -419,8 +513,10 @@ def _scan_images(sources, scan):
             unreadable.append(str(ident))
             readable[index] = False
     if unreadable:
-        scan["problems"].append(f"{len(unreadable)} unreadable image(s), not counted (Pillow cannot open them; "
-                                f"training skips them): " + ", ".join(unreadable[:5]) + (" ..." if len(unreadable) > 5 else ""))
+        scan["problems"].append(
+            f"{len(unreadable)} unreadable image(s), not counted (Pillow cannot open them; "
+            f"training skips them): " + ", ".join(unreadable[:5]) + (" ..." if len(unreadable) > 5 else "")
+        )
     return readable
 
 
@@ -437,35 +533,49 @@ def _scan_folder(root, names, scan):
                 empty.append(class_dir.relative_to(root).as_posix() + "/")
     if empty:
         scan["problems"].append(f"{len(empty)} class folder(s) without images (ignored): {', '.join(empty[:10])}")
-    skipped = Counter(f.suffix.lower() or "(no extension)" for f in root.rglob("*")
-                      if f.is_file() and f.suffix.lower() not in IMAGE_EXTENSIONS and not f.name.startswith("."))
+    skipped = Counter(
+        f.suffix.lower() or "(no extension)"
+        for f in root.rglob("*")
+        if f.is_file() and f.suffix.lower() not in IMAGE_EXTENSIONS and not f.name.startswith(".")
+    )
     if skipped:
-        scan["notes"].append(f"{sum(skipped.values())} non-image file(s) skipped: "
-                             + ", ".join(f"{ext} {n}" for ext, n in skipped.most_common(5)))
-    scan["layout"] = ("train/ val/ test/ sub-folders, each with one folder per class" if presplit
-                      else "one folder per class")
+        scan["notes"].append(
+            f"{sum(skipped.values())} non-image file(s) skipped: "
+            + ", ".join(f"{ext} {n}" for ext, n in skipped.most_common(5))
+        )
+    scan["layout"] = (
+        "train/ val/ test/ sub-folders, each with one folder per class" if presplit else "one folder per class"
+    )
 
 
 def _check_counts(scan):
     counts = scan["counts"]
     small = [n for n, c in counts.items() if c < 10]
     if small:
-        scan["problems"].append(f"{len(small)} class(es) with fewer than 10 images (too few to split and evaluate): {', '.join(small[:10])}")
+        scan["problems"].append(
+            f"{len(small)} class(es) with fewer than 10 images (too few to split and evaluate): {', '.join(small[:10])}"
+        )
     low, high = min(counts.values()), max(counts.values())
     if low and high / low >= 3:
-        scan["notes"].append(f"imbalanced: the largest class has {high / low:.1f}x the images of the smallest "
-                             f"(compare macro F1; training.class_weight: auto is an option)")
+        scan["notes"].append(
+            f"imbalanced: the largest class has {high / low:.1f}x the images of the smallest "
+            f"(compare macro F1; training.class_weight: auto is an option)"
+        )
     subsets = scan["subsets"]
     if subsets is not None:
         if "test" not in subsets:
-            scan["problems"].append("pre-split data without a test subset: the split section needs val/test fractions instead")
+            scan["problems"].append(
+                "pre-split data without a test subset: the split section needs val/test fractions instead"
+            )
         val = subsets.get("val")
         if val is None:
             scan["notes"].append("no val subset: val is carved from train")
         elif min(val.values()) < 10:
             scan["val_from_train"] = True
-            scan["notes"].append(f"the provided val subset is tiny ({sum(val.values())} images): "
-                                 f"split.val_from_train carves val from train instead")
+            scan["notes"].append(
+                f"the provided val subset is tiny ({sum(val.values())} images): "
+                f"split.val_from_train carves val from train instead"
+            )
 
 
 def summary_text(scan):
@@ -500,8 +610,10 @@ def resolution_text(sizes):
         w, h = sizes[0]
         return f"{w}x{h}"
     widths, heights = sorted(s[0] for s in sizes), sorted(s[1] for s in sizes)
-    return (f"variable: width {widths[0]}-{widths[-1]}, height {heights[0]}-{heights[-1]} "
-            f"(median {widths[len(widths) // 2]}x{heights[len(heights) // 2]})")
+    return (
+        f"variable: width {widths[0]}-{widths[-1]}, height {heights[0]}-{heights[-1]} "
+        f"(median {widths[len(widths) // 2]}x{heights[len(heights) // 2]})"
+    )
 
 
 def dataset_card_text(name, adapter, options, scan):

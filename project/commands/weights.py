@@ -22,7 +22,9 @@ def cli(config, args):
         return 0
     if m.weights != "imagenet":
         if not Path(m.weights).exists():
-            raise UserError(f"model.weights: weights file {m.weights} does not exist (accepted: imagenet, none, or a path)")
+            raise UserError(
+                f"model.weights: weights file {m.weights} does not exist (accepted: imagenet, none, or a path)"
+            )
         print(f"{name}: model.weights is the local file {m.weights}: nothing to download")
         return 0
     from project.model.backbones import build_application, weights_cache_dir
@@ -31,7 +33,11 @@ def cli(config, args):
     before = _files(folder)
     build_application(m.backbone, (*m.input_size, 3), "imagenet", m.width)
     new = sorted(_files(folder) - before)
-    what = f"{m.backbone}" + (f" (width {m.width:g})" if m.width != 1.0 else "") + f" at {m.input_size[0]}x{m.input_size[1]}"
+    what = (
+        f"{m.backbone}"
+        + (f" (width {m.width:g})" if m.width != 1.0 else "")
+        + f" at {m.input_size[0]}x{m.input_size[1]}"
+    )
     if new:
         for file in new:
             print(f"downloaded {file.name} ({file.stat().st_size / 1e6:.1f} MB) to {folder}")
@@ -47,12 +53,14 @@ def _files(folder):
 
 def download_cli(config, args):
     """Fetch a dataset with a programmatic source (keras, tfds); say where to get any other."""
-    from project.config.cards import DATASETS_DIR
     from project.commands.library import data_status
+    from project.config.cards import DATASETS_DIR
 
     d = config.dataset
     name = config.dataset_name
-    base = Path(config.dataset_file).parent if config.dataset_file else DATASETS_DIR  # as project.data.prepare.dataset_base
+    base = (
+        Path(config.dataset_file).parent if config.dataset_file else DATASETS_DIR
+    )  # as project.data.prepare.dataset_base
     if d.adapter == "digits":
         print(f"{name}: bundled with scikit-learn: nothing to download")
         return 0
@@ -60,7 +68,9 @@ def download_cli(config, args):
         from project.data.adapters import load_sources
 
         sources = load_sources(d.adapter, d.options, base, d.classes)
-        print(f"{name}: keras.datasets.{d.options['name']} is cached ({len(sources):,} images): {data_status(d, base, name)[1]}")
+        print(
+            f"{name}: keras.datasets.{d.options['name']} is cached ({len(sources):,} images): {data_status(d, base, name)[1]}"
+        )
         return 0
     if d.adapter == "tfds":
         folder = _prepare_tfds(d.options)
@@ -71,7 +81,9 @@ def download_cli(config, args):
     for label, text in (("get it from", d.source), ("licence", d.license), ("layout", d.layout)):
         if text:
             print(f"  {label}: {' '.join(text.split())}")
-    print(f"  the card ({config.dataset_file}) describes the folder layout in its comments; see also datasets/README.md")
+    print(
+        f"  the card ({config.dataset_file}) describes the folder layout in its comments; see also datasets/README.md"
+    )
     return 0
 
 
@@ -87,5 +99,7 @@ def _prepare_tfds(options):
         builder = tfds.builder(options["name"], data_dir=options.get("data_dir"))
         builder.download_and_prepare()
     except Exception as error:  # TFDS raises many kinds (unknown name, network, checksum)
-        raise UserError(f"TFDS dataset {options['name']!r} could not be downloaded and prepared: {str(error)[:200]}") from None
+        raise UserError(
+            f"TFDS dataset {options['name']!r} could not be downloaded and prepared: {str(error)[:200]}"
+        ) from None
     return builder.data_dir

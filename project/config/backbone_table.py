@@ -49,4 +49,6 @@ def check_backbone(name, input_size=()):
         raise ValueError(f"unknown backbone {name!r}; valid names: {', '.join(sorted(BACKBONES))}")
     minimum = BACKBONES[name]["min_size"]
     if input_size and min(input_size) < minimum:
-        raise ValueError(f"input_size {list(input_size)} is below the minimum of {name}: use at least {minimum}x{minimum}")
+        raise ValueError(
+            f"input_size {list(input_size)} is below the minimum of {name}: use at least {minimum}x{minimum}"
+        )

@@ -39,8 +39,10 @@ def read_yaml(path):
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         if isinstance(error, yaml.constructor.ConstructorError):  # e.g. !!python/object: never constructed
-            raise UserError(f"{path}:{where}: YAML tags that build objects are refused (cards are plain data, read "
-                            f"with yaml.safe_load): {getattr(error, 'problem', error)}") from None
+            raise UserError(
+                f"{path}:{where}: YAML tags that build objects are refused (cards are plain data, read "
+                f"with yaml.safe_load): {getattr(error, 'problem', error)}"
+            ) from None
         raise UserError(f"{path}:{where} is not valid YAML: {getattr(error, 'problem', error)}") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: a card must be a YAML mapping of keys to values")

@@ -4,7 +4,7 @@ Every model forbids unknown keys, so a typo is an error that names the key. Noth
 imports TensorFlow: a bad card is reported in well under a second.
 """
 
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -12,7 +12,14 @@ from project.config.backbone_table import BACKBONES, check_backbone
 from project.config.durations import parse_duration
 from project.paths import REPO_ROOT
 
-ADAPTER_NAMES = ("folder", "csv", "digits", "npz", "keras", "tfds")  # the built-in loaders: project.data.adapters.ADAPTERS
+ADAPTER_NAMES = (
+    "folder",
+    "csv",
+    "digits",
+    "npz",
+    "keras",
+    "tfds",
+)  # the built-in loaders: project.data.adapters.ADAPTERS
 
 Activation = Literal["relu", "leaky_relu", "prelu", "elu", "selu", "gelu", "swish", "tanh", "sigmoid"]
 Optimizer = Literal["sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop"]
@@ -34,7 +41,9 @@ class Citation(Strict):
 
 
 # what the template computes on the test subset (project.train.metrics.classification_metrics), so what a paper can be held to
-ReportedMetric = Literal["accuracy", "macro_f1", "balanced_accuracy", "sensitivity", "specificity", "roc_auc", "top5_accuracy"]
+ReportedMetric = Literal[
+    "accuracy", "macro_f1", "balanced_accuracy", "sensitivity", "specificity", "roc_auc", "top5_accuracy"
+]
 
 
 class Reported(Strict):
@@ -50,11 +59,13 @@ class Reported(Strict):
 
     dataset: str = Field(description='a dataset card name, or other text for another dataset ("none")')
     metric: ReportedMetric = "accuracy"
-    class_name: Optional[str] = Field(default=None, description="the class of sensitivity or specificity")
+    class_name: str | None = Field(default=None, description="the class of sensitivity or specificity")
     value: float = Field(gt=0.0, le=1.0, description="a fraction: 0.928 for 92.8%")
     where: str = Field(description="table, figure or section of the paper")
-    test_size: Optional[int] = Field(default=None, ge=1)
-    tolerance: float = Field(default=0.02, gt=0.0, lt=1.0, description="largest half-width of our interval that still decides")
+    test_size: int | None = Field(default=None, ge=1)
+    tolerance: float = Field(
+        default=0.02, gt=0.0, lt=1.0, description="largest half-width of our interval that still decides"
+    )
     note: str = ""
 
     @model_validator(mode="after")
@@ -130,8 +141,8 @@ class Stage(Strict):
 
     name: str
     epochs: int = Field(ge=0)
-    unfreeze: Union[int, str] = "all"
-    learning_rate: Optional[float] = Field(default=None, gt=0.0)
+    unfreeze: int | str = "all"
+    learning_rate: float | None = Field(default=None, gt=0.0)
 
     @field_validator("unfreeze")
     @classmethod
@@ -157,14 +168,16 @@ class Training(Strict):
     momentum: float = Field(default=0.9, ge=0.0, lt=1.0, description="momentum of momentum, nesterov and rmsprop")
     schedule: Literal["constant", "step", "cosine", "exponential", "plateau"] = "constant"
     step_every: int = Field(default=10, ge=1, description="epochs between drops (step schedule)")
-    decay: float = Field(default=0.1, gt=0.0, le=1.0, description="factor per drop (step), per epoch (exponential), on plateau")
+    decay: float = Field(
+        default=0.1, gt=0.0, le=1.0, description="factor per drop (step), per epoch (exponential), on plateau"
+    )
     plateau_patience: int = Field(default=3, ge=1)
     batch_size: int = Field(default=32, ge=1, le=65536)
     weight_decay: float = Field(default=0.0, ge=0.0, lt=1.0, description="decoupled, applied by the optimizer")
     l2: float = Field(default=0.0, ge=0.0, lt=10.0, description="L2 penalty in the loss, on layers the template builds")
     label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
     class_weight: Literal["none", "auto"] = "none"
-    early_stopping: Optional[EarlyStopping] = None
+    early_stopping: EarlyStopping | None = None
     stages: list[Stage] = Field(default_factory=lambda: [Stage(name="train", epochs=10)], min_length=1)
 
     @field_validator("stages")
@@ -182,14 +195,19 @@ class Runtime(Strict):
     """How to run, not what to train: auto picks mixed precision and XLA on a GPU only."""
 
     mixed_precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
-    jit_compile: Union[bool, Literal["auto"]] = "auto"
+    jit_compile: bool | Literal["auto"] = "auto"
     distribution: Literal["none", "mirrored"] = Field(
-        default="none", description="mirrored: every GPU of this machine; batch_size is per replica")
-    cache: Literal["memory", "disk", "none"] = Field(default="memory", description="decoded images: memory, disk (runs/<run>/cache), none")
+        default="none", description="mirrored: every GPU of this machine; batch_size is per replica"
+    )
+    cache: Literal["memory", "disk", "none"] = Field(
+        default="memory", description="decoded images: memory, disk (runs/<run>/cache), none"
+    )
     backup_seconds: float = Field(
-        default=30.0, ge=0.0, description="resume state written at an epoch end at most this often (0: every epoch)")
+        default=30.0, ge=0.0, description="resume state written at an epoch end at most this often (0: every epoch)"
+    )
     deterministic: bool = Field(
-        default=True, description="TensorFlow op determinism: the same seed gives the same numbers on the same machine")
+        default=True, description="TensorFlow op determinism: the same seed gives the same numbers on the same machine"
+    )
 
 
 class DataCheck(Strict):
@@ -210,11 +228,11 @@ class Transform(Strict):
 class Param(Strict):
     """One searched hyperparameter: a numeric range (min, max, sampling) or a list of choices."""
 
-    min: Optional[float] = None
-    max: Optional[float] = None
+    min: float | None = None
+    max: float | None = None
     sampling: Literal["linear", "log"] = "linear"
-    step: Optional[float] = None
-    choices: Optional[list[Any]] = None
+    step: float | None = None
+    choices: list[Any] | None = None
 
     @model_validator(mode="after")
     def _check(self):
@@ -264,8 +282,12 @@ class Search(Strict):
     coarse: SearchStage = SearchStage(trials=8, epochs=3)
     fine: SearchStage = SearchStage(trials=4, epochs=6)
     space: dict[str, Param] = Field(default_factory=dict)
-    budget: Optional[str] = Field(default=None, description="time for the search's trials, e.g. 20m or 1h30m (trials stay limits)")
-    finalists: int = Field(default=2, ge=1, description="best trials retrained for the full epochs; the best on val is the tuned run")
+    budget: str | None = Field(
+        default=None, description="time for the search's trials, e.g. 20m or 1h30m (trials stay limits)"
+    )
+    finalists: int = Field(
+        default=2, ge=1, description="best trials retrained for the full epochs; the best on val is the tuned run"
+    )
 
     @field_validator("budget")
     @classmethod
@@ -278,7 +300,9 @@ class Search(Strict):
     @classmethod
     def _names(cls, space):
         if not space:
-            raise ValueError("the search space is empty: add at least one hyperparameter, e.g. learning_rate: {min: 1e-5, max: 1e-1, sampling: log}")
+            raise ValueError(
+                "the search space is empty: add at least one hyperparameter, e.g. learning_rate: {min: 1e-5, max: 1e-1, sampling: log}"
+            )
         unknown = sorted(set(space) - set(SEARCHABLE))
         if unknown:
             raise ValueError(f"unknown hyperparameter {', '.join(unknown)}; searchable: {', '.join(SEARCHABLE)}")
@@ -290,16 +314,20 @@ class Paper(Strict):
     reported: list[Reported] = Field(default_factory=list)
     summary: str = ""
     caveats: list[str] = Field(default_factory=list)
-    intended_use: str = "Coursework reproduction of a published image classifier; not for clinical or other high-stakes use."
+    intended_use: str = (
+        "Coursework reproduction of a published image classifier; not for clinical or other high-stakes use."
+    )
     seed: int = 42
     model: Model = Model()
     training: Training = Training()
     data: DataCheck = DataCheck()
     augmentation: list[Transform] = Field(default_factory=list)
-    augmentation_strength: float = Field(default=1.0, ge=0.0, le=1.0, description="scales each transform's probability p")
+    augmentation_strength: float = Field(
+        default=1.0, ge=0.0, le=1.0, description="scales each transform's probability p"
+    )
     target_accuracy: float = Field(default=0.97, gt=0.0, le=1.0)
     runtime: Runtime = Runtime()
-    search: Optional[Search] = None
+    search: Search | None = None
     assumed: list[str] = Field(default_factory=list, description="dotted keys whose values the paper does not state")
 
     @model_validator(mode="after")
@@ -318,7 +346,9 @@ class Split(Strict):
     test: float = Field(default=0.15, gt=0.0, lt=1.0)
     seed: int = 0
     provided: bool = Field(default=False, description="the data comes pre-split (train/val/test)")
-    val_from_train: bool = Field(default=False, description="with provided: carve val from train anyway (e.g. a tiny val set)")
+    val_from_train: bool = Field(
+        default=False, description="with provided: carve val from train anyway (e.g. a tiny val set)"
+    )
 
     @model_validator(mode="after")
     def _fractions(self):
@@ -331,12 +361,12 @@ class Dataset(Strict):
     adapter: str
     options: dict[str, Any] = Field(default_factory=dict)
     split: Split = Field(default_factory=Split, description='fractions, or "provided" (the data comes pre-split)')
-    classes: Optional[list[str]] = None
+    classes: list[str] | None = None
     description: str = ""
     source: str = ""
     license: str = ""
-    num_classes: Optional[int] = None
-    num_images: Optional[int] = None
+    num_classes: int | None = None
+    num_images: int | None = None
     resolution: str = ""
     layout: str = ""
 
@@ -356,9 +386,13 @@ class Dataset(Strict):
             return value
         file, colon, function = value.rpartition(":")
         if not colon or not file.endswith(".py") or not function.isidentifier():
-            raise ValueError(f"unknown adapter {value!r}; accepted: {', '.join(ADAPTER_NAMES)}, or path/to/file.py:function inside the repository")
+            raise ValueError(
+                f"unknown adapter {value!r}; accepted: {', '.join(ADAPTER_NAMES)}, or path/to/file.py:function inside the repository"
+            )
         if not (REPO_ROOT / file).resolve().is_relative_to(REPO_ROOT):
-            raise ValueError(f"custom adapter {file} lies outside the repository ({REPO_ROOT}); custom adapters must live inside it")
+            raise ValueError(
+                f"custom adapter {file} lies outside the repository ({REPO_ROOT}); custom adapters must live inside it"
+            )
         return value
 
 
@@ -393,4 +427,3 @@ def _lookup(model, dotted):
         else:
             return _MISSING
     return node
-

@@ -10,12 +10,11 @@ import inspect
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
-from project.errors import UserError
 from project.data.network import download_timeout
+from project.errors import UserError
 from project.paths import REPO_ROOT
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
@@ -33,9 +32,9 @@ class Sources:
     labels: np.ndarray
     class_names: list
     ids: list
-    subsets: Optional[np.ndarray] = None
+    subsets: np.ndarray | None = None
     kind: str = "files"  # files | encoded | array
-    root: Optional[str] = None
+    root: str | None = None
     issues: list = field(default_factory=list)
 
     def __len__(self):
@@ -87,7 +86,9 @@ def folder(path, base, classes=None):
                 if file.is_file() and _is_image(file) and not _hidden(file, root):
                     records.append((str(file), class_dir.name, subset, file.relative_to(root).as_posix()))
     if not records:
-        raise UserError(f"dataset option path: no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in class folders under {root}")
+        raise UserError(
+            f"dataset option path: no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in class folders under {root}"
+        )
     names = _names_from_classes({r[1] for r in records}, classes, f"folder {root}")
     records = [r for r in records if r[1] in names]
     index = {n: i for i, n in enumerate(names)}
@@ -101,8 +102,19 @@ def folder(path, base, classes=None):
     )
 
 
-def csv_manifest(manifest, base, classes=None, sep=",", header=True, path_column=0, label_column=1, split_column=None, root=None,
-        comment=None, path_suffix=""):
+def csv_manifest(
+    manifest,
+    base,
+    classes=None,
+    sep=",",
+    header=True,
+    path_column=0,
+    label_column=1,
+    split_column=None,
+    root=None,
+    comment=None,
+    path_suffix="",
+):
     """A manifest read with pandas: a path column and a label column (by name or position).
 
     sep: any pandas separator; "whitespace" for runs of spaces/tabs. comment: lines starting with
@@ -113,8 +125,14 @@ def csv_manifest(manifest, base, classes=None, sep=",", header=True, path_column
     import pandas as pd
 
     file = _require(_resolve(manifest, base), "manifest")
-    table = pd.read_csv(file, sep=r"\s+" if sep == "whitespace" else sep, header=0 if header else None, dtype=str,
-                        keep_default_na=False, comment=comment)
+    table = pd.read_csv(
+        file,
+        sep=r"\s+" if sep == "whitespace" else sep,
+        header=0 if header else None,
+        dtype=str,
+        keep_default_na=False,
+        comment=comment,
+    )
     columns = {"path_column": path_column, "label_column": label_column}
     if split_column is not None:
         columns["split_column"] = split_column
@@ -122,7 +140,9 @@ def csv_manifest(manifest, base, classes=None, sep=",", header=True, path_column
     for option, column in columns.items():
         if isinstance(column, int) and not header:
             if column >= table.shape[1]:
-                raise UserError(f"dataset option {option}: column {column} does not exist in {file} ({table.shape[1]} columns)")
+                raise UserError(
+                    f"dataset option {option}: column {column} does not exist in {file} ({table.shape[1]} columns)"
+                )
             picked[option] = table.iloc[:, column]
         elif column in table.columns:
             picked[option] = table[column]
@@ -131,7 +151,9 @@ def csv_manifest(manifest, base, classes=None, sep=",", header=True, path_column
         else:
             raise UserError(f"dataset option {option}: no column {column!r} in {file}; columns: {list(table.columns)}")
     folder_root = Path(os.path.abspath(_resolve(root, file.parent) if root else file.parent))
-    keep, issues = _manifest_rows(picked["path_column"].str.strip(), picked["label_column"].str.strip(), folder_root, classes, 2 if header else 1)
+    keep, issues = _manifest_rows(
+        picked["path_column"].str.strip(), picked["label_column"].str.strip(), folder_root, classes, 2 if header else 1
+    )
     picked = {option: column.iloc[keep].reset_index(drop=True) for option, column in picked.items()}
     raw = picked["label_column"].str.strip()
     numeric = pd.to_numeric(raw, errors="coerce")
@@ -177,7 +199,9 @@ def _manifest_rows(paths, labels, folder_root, classes, first_line):
         elif not label:
             issues.append((path, "blank_label", f"{line}: no label"))
         elif classes is not None and not numeric and label not in classes:
-            issues.append((path, "unknown_label", f"{line}: label {label!r} is not in the card's classes: {list(classes)}"))
+            issues.append(
+                (path, "unknown_label", f"{line}: label {label!r} is not in the card's classes: {list(classes)}")
+            )
         elif not Path(resolved).is_relative_to(folder_root):
             issues.append((path, "path_outside_root", f"{line}: {resolved} lies outside {folder_root}"))
         elif resolved in seen:
@@ -226,7 +250,18 @@ def npz(path, base, classes=None, x="x", y="y"):
 
 KERAS_CLASSES = {
     "mnist": [str(d) for d in range(10)],
-    "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
+    "fashion_mnist": [
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ],
     "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
     "cifar100": [f"class_{i:02d}" for i in range(100)],
 }
@@ -268,10 +303,14 @@ def tfds(name, base=None, classes=None, splits=None, data_dir=None):
         builder = tf_datasets.builder(name, data_dir=data_dir)
         builder.download_and_prepare()
     except Exception as error:
-        raise UserError(f"TFDS dataset {name!r} could not be prepared ({str(error)[:160]}); "
-                        f"prepare it on a machine with network (`make download DATASET=...`) and copy its data_dir") from None
+        raise UserError(
+            f"TFDS dataset {name!r} could not be prepared ({str(error)[:160]}); "
+            f"prepare it on a machine with network (`make download DATASET=...`) and copy its data_dir"
+        ) from None
     available = set(builder.info.splits)
-    wanted = splits or {s: n for s, n in (("train", "train"), ("val", "validation"), ("test", "test")) if n in available}
+    wanted = splits or {
+        s: n for s, n in (("train", "train"), ("val", "validation"), ("test", "test")) if n in available
+    }
     items, labels, subsets, ids = [], [], [], []
     label_key = "label" if "label" in builder.info.features else next(iter(builder.info.supervised_keys or ()), "label")
     for subset, split in wanted.items():
@@ -306,9 +345,13 @@ def custom_adapter(spec):
     file_part, _, function = spec.rpartition(":")
     file = (REPO_ROOT / file_part).resolve()
     if not file.is_relative_to(REPO_ROOT):
-        raise UserError(f"dataset card adapter: {file_part} lies outside the repository ({REPO_ROOT}); custom adapters must live inside it")
+        raise UserError(
+            f"dataset card adapter: {file_part} lies outside the repository ({REPO_ROOT}); custom adapters must live inside it"
+        )
     if not file.is_file():
-        raise UserError(f"dataset card adapter: {file_part} does not exist (expected path/to/file.py:function, relative to {REPO_ROOT})")
+        raise UserError(
+            f"dataset card adapter: {file_part} does not exist (expected path/to/file.py:function, relative to {REPO_ROOT})"
+        )
     module_spec = importlib.util.spec_from_file_location(f"custom_adapter_{file.stem}", file)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
@@ -324,13 +367,17 @@ def load_sources(adapter, options, base, classes=None):
     elif ".py:" in adapter:
         function = custom_adapter(adapter)
     else:
-        raise UserError(f"dataset card adapter: unknown adapter {adapter!r}; accepted: {', '.join(ADAPTERS)} or path/to/file.py:function")
+        raise UserError(
+            f"dataset card adapter: unknown adapter {adapter!r}; accepted: {', '.join(ADAPTERS)} or path/to/file.py:function"
+        )
     parameters = inspect.signature(function).parameters
     given = {k: v for k, v in (("base", base), ("classes", classes)) if k in parameters}
     accepted = [p for p in parameters if p not in given]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
-        raise UserError(f"dataset card options: unknown option {', '.join(unknown)} for adapter {adapter}; accepted: {', '.join(accepted) or '(none)'}")
+        raise UserError(
+            f"dataset card options: unknown option {', '.join(unknown)} for adapter {adapter}; accepted: {', '.join(accepted) or '(none)'}"
+        )
     missing = [p for p in accepted if parameters[p].default is inspect.Parameter.empty and p not in options]
     if missing:
         raise UserError(f"dataset card options: adapter {adapter} needs option {', '.join(missing)}")
@@ -338,11 +385,17 @@ def load_sources(adapter, options, base, classes=None):
     sources = result if isinstance(result, Sources) else Sources(**result)
     sources.labels = np.asarray(sources.labels, dtype=np.int64).reshape(-1)
     if not len(sources.items) == len(sources.labels) == len(sources.ids):
-        raise UserError(f"dataset ({adapter}): {len(sources.items)} items, {len(sources.labels)} labels, {len(sources.ids)} ids; "
-                        f"each image needs one label and one id")
+        raise UserError(
+            f"dataset ({adapter}): {len(sources.items)} items, {len(sources.labels)} labels, {len(sources.ids)} ids; "
+            f"each image needs one label and one id"
+        )
     if len(sources.labels) and not 0 <= sources.labels.min() <= sources.labels.max() < len(sources.class_names):
-        raise UserError(f"dataset ({adapter}): labels must lie in 0..{len(sources.class_names) - 1} "
-                        f"(one per class name), got {sources.labels.min()}..{sources.labels.max()}")
+        raise UserError(
+            f"dataset ({adapter}): labels must lie in 0..{len(sources.class_names) - 1} "
+            f"(one per class name), got {sources.labels.min()}..{sources.labels.max()}"
+        )
     if len(sources.class_names) < 2 or len(set(sources.labels.tolist())) < 2:
-        raise UserError(f"dataset ({adapter}): found {len(set(sources.labels.tolist()))} class(es); a classifier needs at least 2")
+        raise UserError(
+            f"dataset ({adapter}): found {len(set(sources.labels.tolist()))} class(es); a classifier needs at least 2"
+        )
     return sources

@@ -27,8 +27,10 @@ def build_augmentation(transforms, strength=1.0, seed=None, source="paper card")
         name = params.pop("name")
         cls = getattr(A, name, None)
         if not isinstance(cls, type) or not issubclass(cls, A.BasicTransform):
-            raise UserError(f"{source}: augmentation.{i}.name: unknown albumentations transform {name!r} "
-                            f"(see albumentations 2.0.8's list of transforms, e.g. HorizontalFlip, Affine, RandomResizedCrop)")
+            raise UserError(
+                f"{source}: augmentation.{i}.name: unknown albumentations transform {name!r} "
+                f"(see albumentations 2.0.8's list of transforms, e.g. HorizontalFlip, Affine, RandomResizedCrop)"
+            )
         params["p"] = float(params.get("p", _default_p(cls))) * strength
         try:
             with warnings.catch_warnings():  # albumentations only warns about unknown arguments
@@ -36,7 +38,9 @@ def build_augmentation(transforms, strength=1.0, seed=None, source="paper card")
                 built.append(cls(**params))
         except Exception as error:  # albumentations validates arguments with pydantic
             message = str(error).splitlines()
-            raise UserError(f"{source}: augmentation.{i} ({name}): invalid arguments {spec}: {' '.join(message[:3])}") from None
+            raise UserError(
+                f"{source}: augmentation.{i} ({name}): invalid arguments {spec}: {' '.join(message[:3])}"
+            ) from None
     return A.Compose(built, seed=seed)
 
 

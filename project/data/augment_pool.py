@@ -71,7 +71,11 @@ def augment_in_place(compose, images, start, stop, seeds):
         # 80 us an image here, an eighth of the Compose's own time
         compose.set_random_state(np.random.default_rng(int(seed)), random.Random(int(seed)))
         out = compose(image=images[i])["image"]  # images[i] is ours to overwrite: no copy
-        images[i] = out if out.shape[:2] == (height, width) else cv2.resize(out, (width, height), interpolation=cv2.INTER_LINEAR)
+        images[i] = (
+            out
+            if out.shape[:2] == (height, width)
+            else cv2.resize(out, (width, height), interpolation=cv2.INTER_LINEAR)
+        )
 
 
 # ------------------------------------------------------------------ worker side
@@ -132,7 +136,9 @@ class Pool:
         if context.get_start_method() == "forkserver":
             context.set_forkserver_preload([__name__, "cv2", "albumentations"])
         self.count = count
-        self.executor = ProcessPoolExecutor(count, mp_context=context, initializer=_start_worker, initargs=(os.getpid(),))
+        self.executor = ProcessPoolExecutor(
+            count, mp_context=context, initializer=_start_worker, initargs=(os.getpid(),)
+        )
         self.free, self.every, self.lock = {}, [], threading.Lock()
 
     def _take(self, size):
@@ -153,8 +159,10 @@ class Pool:
             shared = np.ndarray(images.shape, np.uint8, buffer=block.buf)
             shared[...] = images
             bounds = np.linspace(0, len(images), min(self.count, len(images)) + 1).astype(int)
-            futures = [self.executor.submit(_work, key, blob, block.name, images.shape, int(a), int(b), seeds[a:b])
-                       for a, b in zip(bounds[:-1], bounds[1:])]
+            futures = [
+                self.executor.submit(_work, key, blob, block.name, images.shape, int(a), int(b), seeds[a:b])
+                for a, b in zip(bounds[:-1], bounds[1:])
+            ]
             for future in futures:
                 future.result()
             return shared.copy()
@@ -202,8 +210,11 @@ def batch_function(compose):
             except (BrokenProcessPool, OSError) as error:
                 if not _unavailable:
                     _unavailable.append(f"{type(error).__name__}: {error}")
-                    print(f"warning: augmentation worker processes unavailable ({_unavailable[0]}); augmenting in this "
-                          "process, on one core (a script that trains needs `if __name__ == '__main__':`)", file=sys.stderr)
+                    print(
+                        f"warning: augmentation worker processes unavailable ({_unavailable[0]}); augmenting in this "
+                        "process, on one core (a script that trains needs `if __name__ == '__main__':`)",
+                        file=sys.stderr,
+                    )
         if not hasattr(local, "compose"):  # reseeded per image: one copy per tf.data thread
             local.compose = copy.deepcopy(compose)
         out = images.copy()

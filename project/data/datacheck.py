@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from project.data.adapters import IMAGE_EXTENSIONS, load_sources
 from project.artifacts import atomic_write, run_root
 from project.config.cards import DATASETS_DIR
+from project.data.adapters import IMAGE_EXTENSIONS, load_sources
 from project.errors import UserError
 
 AS_IS = {("JPEG", "L"), ("JPEG", "RGB"), ("PNG", "L"), ("PNG", "RGB")}  # decoded faithfully by TensorFlow
@@ -131,16 +131,28 @@ def inspect(path, converted_dir):
     from PIL import Image, UnidentifiedImageError
 
     data = Path(path).read_bytes()
-    row = {"hash": hashlib.blake2b(data, digest_size=16).hexdigest(), "format": "", "mode": "", "width": 0, "height": 0,
-           "status": "kept", "reason": "", "detail": ""}
+    row = {
+        "hash": hashlib.blake2b(data, digest_size=16).hexdigest(),
+        "format": "",
+        "mode": "",
+        "width": 0,
+        "height": 0,
+        "status": "kept",
+        "reason": "",
+        "detail": "",
+    }
     if not data:
         return {**row, "status": "excluded", "reason": "empty_file", "detail": "zero bytes"}
     try:
         with Image.open(io.BytesIO(data)) as image:
             row.update(format=image.format, mode=image.mode, width=image.width, height=image.height)
             if image.format not in READABLE:
-                return {**row, "status": "excluded", "reason": "unsupported_format",
-                        "detail": f"{image.format} image: convert it to PNG or JPEG"}
+                return {
+                    **row,
+                    "status": "excluded",
+                    "reason": "unsupported_format",
+                    "detail": f"{image.format} image: convert it to PNG or JPEG",
+                }
             changes = conversions(image)
             if changes:
                 target = Path(converted_dir) / f"{row['hash']}.png"
@@ -187,8 +199,12 @@ def scan(paths, root):
             reason = ("broken_link" if os.path.islink(path) else "missing_file") if missing else "unreadable"
             return {"path": key, "status": "excluded", "reason": reason, "detail": error.strerror or str(error)}
         hit = cached.get(key)
-        if (hit and hit["size"] == str(stat.st_size) and hit["mtime_ns"] == str(stat.st_mtime_ns)
-                and (hit["status"] != "converted" or (converted_dir / f"{hit['hash']}.png").exists())):
+        if (
+            hit
+            and hit["size"] == str(stat.st_size)
+            and hit["mtime_ns"] == str(stat.st_mtime_ns)
+            and (hit["status"] != "converted" or (converted_dir / f"{hit['hash']}.png").exists())
+        ):
             return hit
         try:
             row = inspect(path, converted_dir)
@@ -223,10 +239,24 @@ def walk(root, sources):
             path = Path(folder) / name
             if os.path.islink(path) and not any(p.startswith(f"{os.path.abspath(path)}{os.sep}") for p in listed):
                 outside = not inside(path, real_root)
-                issues.append(issue((rel / name).as_posix() + "/", "outside_dataset" if outside else "linked_folder", "excluded",
-                                    f"a link to {os.path.realpath(path)}" + (", outside the dataset folder" if outside else ": links to folders are not followed")))
+                issues.append(
+                    issue(
+                        (rel / name).as_posix() + "/",
+                        "outside_dataset" if outside else "linked_folder",
+                        "excluded",
+                        f"a link to {os.path.realpath(path)}"
+                        + (", outside the dataset folder" if outside else ": links to folders are not followed"),
+                    )
+                )
             elif len(rel.parts) == class_depth - 1 and name not in sources.class_names:
-                issues.append(issue((rel / name).as_posix() + "/", "empty_class", "warning", f"class folder {name!r} holds no images: not a class"))
+                issues.append(
+                    issue(
+                        (rel / name).as_posix() + "/",
+                        "empty_class",
+                        "warning",
+                        f"class folder {name!r} holds no images: not a class",
+                    )
+                )
         for name in sorted(files):
             path = Path(folder) / name
             if ignored(name) or os.path.abspath(path) in listed:
@@ -234,16 +264,31 @@ def walk(root, sources):
             source = (rel / name).as_posix()
             suffix = path.suffix.lower()
             if os.path.islink(path) and not path.exists():
-                issues.append(issue(source, "broken_link", "excluded", f"a link to {os.readlink(path)}, which does not exist"))
+                issues.append(
+                    issue(source, "broken_link", "excluded", f"a link to {os.readlink(path)}, which does not exist")
+                )
             elif len(rel.parts) < class_depth:
                 if suffix in IMAGE_EXTENSIONS:
-                    issues.append(issue(source, "not_in_class_folder", "excluded", f"images must be inside a class folder under {root}"))
+                    issues.append(
+                        issue(
+                            source,
+                            "not_in_class_folder",
+                            "excluded",
+                            f"images must be inside a class folder under {root}",
+                        )
+                    )
             elif suffix not in IMAGE_EXTENSIONS:
                 with open(path, "rb") as handle:
                     head = handle.read(64)
                 kind = "a TIFF image" if head[:4] in (b"II*\x00", b"MM\x00*") else sniff(head)[1].split(":")[0]
-                issues.append(issue(source, "unsupported_format", "excluded",
-                                    f"{suffix or 'no extension'} ({kind}): read extensions are {', '.join(sorted(IMAGE_EXTENSIONS))}"))
+                issues.append(
+                    issue(
+                        source,
+                        "unsupported_format",
+                        "excluded",
+                        f"{suffix or 'no extension'} ({kind}): read extensions are {', '.join(sorted(IMAGE_EXTENSIONS))}",
+                    )
+                )
     return issues
 
 
@@ -279,9 +324,17 @@ class Check:
                 for b in range(a + 1, len(where)):
                     pairs[f"{where[a]}&{where[b]}"] += 1
             for i in group:
-                others = ", ".join(f"{self.sources.ids[j]} ({subsets[j]}, {names[self.sources.labels[j]]})" for j in group if j != i)
-                rows.append(issue(self.sources.ids[i], "leakage" if len(where) > 1 else "duplicate", "warning",
-                                  f"in {subsets[i]}; identical to {others}"))
+                others = ", ".join(
+                    f"{self.sources.ids[j]} ({subsets[j]}, {names[self.sources.labels[j]]})" for j in group if j != i
+                )
+                rows.append(
+                    issue(
+                        self.sources.ids[i],
+                        "leakage" if len(where) > 1 else "duplicate",
+                        "warning",
+                        f"in {subsets[i]}; identical to {others}",
+                    )
+                )
         return rows, dict(sorted(pairs.items())), spanning
 
     def report(self, subsets):
@@ -291,13 +344,17 @@ class Check:
         path = self.folder / "data_issues.csv"
         atomic_write(path, table.to_csv(index=False))
         counts = table["action"].value_counts()
-        print(f"data check: {self.files} files, {len(self.sources)} kept ({counts.get('converted', 0)} as converted copies), "
-              f"{counts.get('excluded', 0)} excluded; every issue is listed in {path}")
+        print(
+            f"data check: {self.files} files, {len(self.sources)} kept ({counts.get('converted', 0)} as converted copies), "
+            f"{counts.get('excluded', 0)} excluded; every issue is listed in {path}"
+        )
         for (action, reason), count in table.groupby(["action", "reason"], sort=False).size().items():
             note = ""
             if reason == "leakage":
-                note = (f": {spanning} groups of identical images span subsets ({', '.join(f'{k} {v}' for k, v in pairs.items())}); "
-                        f"--set data.drop_duplicates=true keeps one copy of each")
+                note = (
+                    f": {spanning} groups of identical images span subsets ({', '.join(f'{k} {v}' for k, v in pairs.items())}); "
+                    f"--set data.drop_duplicates=true keeps one copy of each"
+                )
             print(f"  {count:5d}  {action:9s} {reason}{note}")
         for row in self.issues:
             if row["reason"] in ("small_class", "empty_class"):
@@ -321,7 +378,14 @@ def check(config, sources, root):
         if inside(path, real_top) or not os.path.lexists(path) or not os.path.exists(path):
             candidates.append(i)
         else:
-            issues.append(issue(sources.ids[i], "outside_dataset", "excluded", f"a link to {os.path.realpath(path)}, outside {real_top}"))
+            issues.append(
+                issue(
+                    sources.ids[i],
+                    "outside_dataset",
+                    "excluded",
+                    f"a link to {os.path.realpath(path)}, outside {real_top}",
+                )
+            )
     rows = scan([sources.items[i] for i in candidates], root)
     keep, items, hashes = [], list(sources.items), {}
     for i, row in zip(candidates, rows):
@@ -333,7 +397,14 @@ def check(config, sources, root):
             items[i] = str(root / "converted" / f"{row['hash']}.png")
             issues.append(issue(source, "converted", "converted", row["detail"]))
         if min(int(row["width"]), int(row["height"])) < TINY_SIDE:
-            issues.append(issue(source, "tiny_image", "warning", f"{row['width']}x{row['height']} pixels: kept, resized to the model's input"))
+            issues.append(
+                issue(
+                    source,
+                    "tiny_image",
+                    "warning",
+                    f"{row['width']}x{row['height']} pixels: kept, resized to the model's input",
+                )
+            )
         keep.append(i)
         hashes[i] = row["hash"]
     if wanted.drop_duplicates:
@@ -348,8 +419,10 @@ def check(config, sources, root):
     if len(present) < 2:
         result.report(np.full(len(kept), "train"))
         names = [kept.class_names[i] for i in present]
-        raise UserError(f"dataset {config.dataset_file}: only {len(present)} class ({', '.join(names) or 'none'}) has usable images "
-                        f"after the data check (see {root / 'data_issues.csv'}); a classifier needs at least 2")
+        raise UserError(
+            f"dataset {config.dataset_file}: only {len(present)} class ({', '.join(names) or 'none'}) has usable images "
+            f"after the data check (see {root / 'data_issues.csv'}); a classifier needs at least 2"
+        )
     return result
 
 
@@ -369,15 +442,23 @@ def drop_duplicates(keep, hashes, sources, issues):
         for i in group:
             if i != keeper:
                 dropped.add(i)
-                issues.append(issue(sources.ids[i], "duplicate", "excluded", f"identical to {sources.ids[keeper]} (kept){conflict}"))
+                issues.append(
+                    issue(
+                        sources.ids[i], "duplicate", "excluded", f"identical to {sources.ids[keeper]} (kept){conflict}"
+                    )
+                )
     return [i for i in keep if i not in dropped]
 
 
 def subset_sources(sources, keep, items):
     index = np.asarray(keep, dtype=np.int64)
     return replace(
-        sources, items=[items[i] for i in keep], labels=sources.labels[index], ids=[sources.ids[i] for i in keep],
-        subsets=None if sources.subsets is None else np.asarray(sources.subsets)[index], issues=[],
+        sources,
+        items=[items[i] for i in keep],
+        labels=sources.labels[index],
+        ids=[sources.ids[i] for i in keep],
+        subsets=None if sources.subsets is None else np.asarray(sources.subsets)[index],
+        issues=[],
     )
 
 
@@ -390,7 +471,14 @@ def drop_empty_classes(sources, listed):
             names.append(name)
         elif listed and name in listed:
             names.append(name)
-            issues.append(issue(name, "empty_class", "warning", f"class {name!r} has no usable images but is listed in the card's classes: kept"))
+            issues.append(
+                issue(
+                    name,
+                    "empty_class",
+                    "warning",
+                    f"class {name!r} has no usable images but is listed in the card's classes: kept",
+                )
+            )
         else:
             issues.append(issue(name, "empty_class", "warning", f"class {name!r} has no usable images: dropped"))
     if len(names) == len(sources.class_names):
@@ -402,11 +490,16 @@ def drop_empty_classes(sources, listed):
 def small_classes(sources):
     counts = np.bincount(sources.labels, minlength=len(sources.class_names))
     return [
-        issue(name, "small_class", "warning",
-              f"class {name!r} has {counts[i]} image(s), fewer than the {MIN_PER_CLASS} a train/val/test split needs (one each): "
-              f"the split falls back to a plain random split (not stratified) and {name!r} may be missing from val or test; "
-              f"add images, or leave the class out")
-        for i, name in enumerate(sources.class_names) if 0 < counts[i] < MIN_PER_CLASS
+        issue(
+            name,
+            "small_class",
+            "warning",
+            f"class {name!r} has {counts[i]} image(s), fewer than the {MIN_PER_CLASS} a train/val/test split needs (one each): "
+            f"the split falls back to a plain random split (not stratified) and {name!r} may be missing from val or test; "
+            f"add images, or leave the class out",
+        )
+        for i, name in enumerate(sources.class_names)
+        if 0 < counts[i] < MIN_PER_CLASS
     ]
 
 
@@ -415,7 +508,9 @@ def cli(config, args):
     from project.data.split import load_or_make_split, make_split
 
     d = config.dataset
-    base = Path(config.dataset_file).parent if config.dataset_file else DATASETS_DIR  # as data.dataset_base, without TensorFlow
+    base = (
+        Path(config.dataset_file).parent if config.dataset_file else DATASETS_DIR
+    )  # as data.dataset_base, without TensorFlow
     sources = load_sources(d.adapter, d.options, base, d.classes)
     if sources.kind != "files":
         print(f"data check: the {d.adapter} adapter gives {len(sources)} images held in memory; no files to scan")

@@ -61,8 +61,11 @@ def resize(image, size):
 
     def scaled():
         shrink = tf.minimum(shape[0] / height, shape[1] / width)
-        out = tf.cond(shrink >= 2, lambda: tf.image.resize(image, size, method="area"),
-                      lambda: tf.image.resize(image, size, method="bilinear"))
+        out = tf.cond(
+            shrink >= 2,
+            lambda: tf.image.resize(image, size, method="area"),
+            lambda: tf.image.resize(image, size, method="bilinear"),
+        )
         return tf.saturate_cast(tf.round(out), tf.uint8)
 
     same = tf.reduce_all(shape[:2] == [height, width])
@@ -84,8 +87,11 @@ def decoded_dataset(items, labels, kind, size, shuffle_seed=None):
 
 
 def _warn_skipped(missing, expected):
-    print(f"warning: {missing} of {expected} images could not be decoded and were skipped (damaged or changed "
-          "after the data check?); run `make check-data` to list them", file=sys.stderr)
+    print(
+        f"warning: {missing} of {expected} images could not be decoded and were skipped (damaged or changed "
+        "after the data check?); run `make check-data` to list them",
+        file=sys.stderr,
+    )
     return np.int64(missing)
 
 
@@ -100,8 +106,11 @@ def count_skipped(data, expected, size):
 
     def step(count, element):
         missing = tf.where(element[1] < 0, expected - count, zero)
-        warned = tf.cond(missing > 0, lambda: tf.numpy_function(_warn_skipped, [missing, expected], tf.int64, stateful=False),
-                         lambda: zero)
+        warned = tf.cond(
+            missing > 0,
+            lambda: tf.numpy_function(_warn_skipped, [missing, expected], tf.int64, stateful=False),
+            lambda: zero,
+        )
         return count + 1 + warned - missing, element  # uses the call's result (== missing), or TensorFlow prunes it
 
     return data.concatenate(end).scan(tf.constant(0, tf.int64), step).filter(lambda image, y: y >= 0)
@@ -128,8 +137,18 @@ def augment_batch_fn(compose, size):
 
 
 def make_dataset(
-    items, labels, kind, *, size, num_classes, batch_size, training=False,
-    augmentation=None, cache="memory", seed=0, epochs=(0, 1),
+    items,
+    labels,
+    kind,
+    *,
+    size,
+    num_classes,
+    batch_size,
+    training=False,
+    augmentation=None,
+    cache="memory",
+    seed=0,
+    epochs=(0, 1),
 ):
     """A batched tf.data.Dataset of (float32 images 0-255, one-hot labels).
 
@@ -154,8 +173,16 @@ def make_dataset(
 
         def one_epoch(epoch):
             shuffle_seed = seed * EPOCH_STRIDE + epoch
-            data = decoded_dataset(items, labels, kind, size, shuffle_seed) if source is None else _shuffled(source, count, shuffle_seed, buffer)
-            return data.batch(batch_size).enumerate().map(lambda i, batch: (*batch, tf.stack([tf.constant(seed, tf.int64), epoch, i])))
+            data = (
+                decoded_dataset(items, labels, kind, size, shuffle_seed)
+                if source is None
+                else _shuffled(source, count, shuffle_seed, buffer)
+            )
+            return (
+                data.batch(batch_size)
+                .enumerate()
+                .map(lambda i, batch: (*batch, tf.stack([tf.constant(seed, tf.int64), epoch, i])))
+            )
 
         data = tf.data.Dataset.range(*epochs).flat_map(one_epoch)
     else:

@@ -5,13 +5,12 @@ from pathlib import Path
 
 import numpy as np
 
-from project.data import datacheck
-from project.data import pipeline
+from project.config.cards import DATASETS_DIR
+from project.data import datacheck, pipeline
 from project.data.adapters import load_sources
 from project.data.augment import build_augmentation
-from project.config.cards import DATASETS_DIR
-from project.errors import UserError
 from project.data.split import load_or_make_split
+from project.errors import UserError
 
 
 @dataclass
@@ -56,12 +55,21 @@ class Data:
         training = subset == "train" if training is None else training
         augmentation = None
         if training:
-            augmentation = build_augmentation([t.model_dump() for t in paper.augmentation], paper.augmentation_strength, paper.seed)
+            augmentation = build_augmentation(
+                [t.model_dump() for t in paper.augmentation], paper.augmentation_strength, paper.seed
+            )
         return pipeline.make_dataset(
-            self.items(subset), self.labels(subset), self.sources.kind,
-            size=paper.model.input_size, num_classes=self.num_classes,
-            batch_size=batch_size or paper.training.batch_size, training=training,
-            augmentation=augmentation, cache=self.cache_for(subset, paper), seed=paper.seed, epochs=epochs,
+            self.items(subset),
+            self.labels(subset),
+            self.sources.kind,
+            size=paper.model.input_size,
+            num_classes=self.num_classes,
+            batch_size=batch_size or paper.training.batch_size,
+            training=training,
+            augmentation=augmentation,
+            cache=self.cache_for(subset, paper),
+            seed=paper.seed,
+            epochs=epochs,
         )
 
     def steps(self, subset, batch_size):

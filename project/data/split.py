@@ -18,7 +18,9 @@ def _carve(indices, labels, fraction, seed):
     stratify = labels[indices]
     counts = np.bincount(stratify)
     if counts[counts > 0].min() < 2 or round(fraction * len(indices)) < len(counts[counts > 0]):
-        warnings.warn("a class has too few images to stratify the split: falling back to a plain random split")
+        warnings.warn(
+            "a class has too few images to stratify the split: falling back to a plain random split", stacklevel=2
+        )
         stratify = None
     rest, part = train_test_split(indices, test_size=fraction, random_state=seed, stratify=stratify)
     return np.sort(rest), np.sort(part)
@@ -33,17 +35,23 @@ def make_split(labels, split, presplit=None):
     if split.provided and presplit is not None:
         subsets[:] = presplit
         if "test" not in set(presplit):
-            raise UserError("dataset card split: provided, but the data has no test subset (test/ folder or split column)")
+            raise UserError(
+                "dataset card split: provided, but the data has no test subset (test/ folder or split column)"
+            )
         if "val" not in set(presplit) or split.val_from_train:
             pool = everything[(presplit == "train") | (presplit == "val")]
             train, val = _carve(pool, labels, split.val, split.seed)
             subsets[train], subsets[val] = "train", "val"
         return subsets.astype(str)
     if presplit is not None:
-        print("note: the data comes pre-split, but the dataset card's split is not `provided`: "
-              "all subsets are pooled and split again (set split: {provided: true} to keep the given test subset)")
+        print(
+            "note: the data comes pre-split, but the dataset card's split is not `provided`: "
+            "all subsets are pooled and split again (set split: {provided: true} to keep the given test subset)"
+        )
     if split.provided:
-        raise UserError("dataset card split: provided, but the adapter returned no subsets; give val/test fractions instead")
+        raise UserError(
+            "dataset card split: provided, but the adapter returned no subsets; give val/test fractions instead"
+        )
     rest, test = _carve(everything, labels, split.test, split.seed)
     train, val = _carve(rest, labels, split.val / (1.0 - split.test), split.seed + 1)
     subsets[train], subsets[val], subsets[test] = "train", "val", "test"
@@ -75,5 +83,15 @@ def load_or_make_split(path, sources, split):
     subsets = make_split(sources.labels, split, sources.subsets)
     table = pd.DataFrame({"source": sources.ids, "label": names, "subset": subsets})
     atomic_write(path, table.to_csv(index=False))
-    atomic_write(meta_path, json.dumps({"split": split_settings(split), "counts": table.groupby(["subset", "label"]).size().unstack(fill_value=0).to_dict()}, indent=2, sort_keys=True))
+    atomic_write(
+        meta_path,
+        json.dumps(
+            {
+                "split": split_settings(split),
+                "counts": table.groupby(["subset", "label"]).size().unstack(fill_value=0).to_dict(),
+            },
+            indent=2,
+            sort_keys=True,
+        ),
+    )
     return subsets

@@ -12,8 +12,8 @@ import os
 import re
 
 from project.config.backbone_table import WIDTH_MULTIPLIER
-from project.errors import UserError
 from project.data.network import download_timeout
+from project.errors import UserError
 
 _IMAGENET_MEAN_RGB = [123.68, 116.779, 103.939]  # caffe mode
 # torch mode: (x / 255 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225], i.e. in 0-255 units
@@ -95,8 +95,13 @@ def build_scratch(input_shape, blocks, convs_per_block, kernel_size, activation,
     for b, filters in enumerate(blocks):
         for c in range(convs_per_block):
             x = keras.layers.Conv2D(
-                filters, kernel_size, padding="same", kernel_initializer=init, kernel_regularizer=reg,
-                use_bias=normalization == "none", name=f"block{b + 1}_conv{c + 1}",
+                filters,
+                kernel_size,
+                padding="same",
+                kernel_initializer=init,
+                kernel_regularizer=reg,
+                use_bias=normalization == "none",
+                name=f"block{b + 1}_conv{c + 1}",
             )(x)
             x = normalization_layer(normalization, filters, f"block{b + 1}_norm{c + 1}")(x)
             x = activation_layer(activation, f"block{b + 1}_act{c + 1}", conv=True)(x)

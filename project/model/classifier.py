@@ -3,13 +3,12 @@
 The backbone is one nested layer named "backbone" so that a stage can freeze or unfreeze it.
 """
 
+import keras
 import numpy as np
 
-import keras
-
 from project.config.backbone_table import BACKBONES
-from project.model.backbones import activation_layer, build_application, build_scratch, preprocessing_layers
 from project.errors import UserError
+from project.model.backbones import activation_layer, build_application, build_scratch, preprocessing_layers
 
 
 def build_model(paper, num_classes, stats=None):
@@ -25,7 +24,9 @@ def build_model(paper, num_classes, stats=None):
     x = _pooling(m.head.pooling)(x)
     reg = keras.regularizers.L2(paper.training.l2) if paper.training.l2 else None
     for i, units in enumerate(m.head.hidden):
-        x = keras.layers.Dense(units, kernel_regularizer=reg, kernel_initializer="he_normal", name=f"head_dense{i + 1}")(x)
+        x = keras.layers.Dense(
+            units, kernel_regularizer=reg, kernel_initializer="he_normal", name=f"head_dense{i + 1}"
+        )(x)
         if m.head.normalization == "batch":
             x = keras.layers.BatchNormalization(name=f"head_norm{i + 1}")(x)
         x = activation_layer(m.head.activation, f"head_act{i + 1}")(x)
@@ -35,7 +36,11 @@ def build_model(paper, num_classes, stats=None):
         x = HeadDropout(m.head.dropout, name="head_dropout")(x)
     # float32 keeps softmax stable under mixed precision; small weights make the initial loss ln(C)
     outputs = keras.layers.Dense(
-        num_classes, activation="softmax", kernel_regularizer=reg, dtype="float32", name="predictions",
+        num_classes,
+        activation="softmax",
+        kernel_regularizer=reg,
+        dtype="float32",
+        name="predictions",
         kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
     )(x)
     return keras.Model(inputs, outputs, name=f"{m.backbone}_classifier"), weights_used
@@ -49,7 +54,9 @@ class HeadDropout(keras.layers.Layer):
     def __init__(self, rate, seed=None, **kwargs):
         super().__init__(**kwargs)
         self.initial_rate = float(rate)
-        self.rate = self.add_weight(shape=(), initializer=keras.initializers.Constant(self.initial_rate), trainable=False, name="rate")
+        self.rate = self.add_weight(
+            shape=(), initializer=keras.initializers.Constant(self.initial_rate), trainable=False, name="rate"
+        )
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.supports_masking = True
 
@@ -91,7 +98,16 @@ def _backbone(paper, shape):
     m = paper.model
     if m.backbone == "scratch":
         s = m.scratch
-        cnn = build_scratch(shape, s.blocks, s.convs_per_block, s.kernel_size, s.activation, s.initializer, s.normalization, paper.training.l2)
+        cnn = build_scratch(
+            shape,
+            s.blocks,
+            s.convs_per_block,
+            s.kernel_size,
+            s.activation,
+            s.initializer,
+            s.normalization,
+            paper.training.l2,
+        )
         return _named(cnn), "random (from scratch)"
     weights = None if m.weights.lower() == "none" else m.weights
     try:
@@ -99,8 +115,12 @@ def _backbone(paper, shape):
     except UserError as error:
         if m.weights_fallback != "random" or weights != "imagenet":
             raise
-        print(f"\n!!! WARNING: {error}\n!!! weights_fallback: random -> training {m.backbone} from RANDOM initialisation.\n")
-        return _named(build_application(m.backbone, shape, None, m.width), True), "random (fallback: imagenet weights unavailable)"
+        print(
+            f"\n!!! WARNING: {error}\n!!! weights_fallback: random -> training {m.backbone} from RANDOM initialisation.\n"
+        )
+        return _named(
+            build_application(m.backbone, shape, None, m.width), True
+        ), "random (fallback: imagenet weights unavailable)"
     return _named(model, weights is None), {None: "random", "imagenet": "imagenet"}.get(weights, f"file: {weights}")
 
 
@@ -136,7 +156,9 @@ def apply_stage(model, unfreeze, freeze_batchnorm):
     else:
         names = [layer.name for layer in layers]
         if unfreeze not in names:
-            raise UserError(f"training.stages.unfreeze: no layer {unfreeze!r} in {backbone.name}; e.g. {', '.join(names[-40::8])}")
+            raise UserError(
+                f"training.stages.unfreeze: no layer {unfreeze!r} in {backbone.name}; e.g. {', '.join(names[-40::8])}"
+            )
         count = len(layers) - names.index(unfreeze)
     backbone.trainable = count > 0
     for i, layer in enumerate(layers):

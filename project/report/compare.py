@@ -22,7 +22,9 @@ VERDICTS = ("reproduced", "inconclusive", "below", "above", "not comparable")
 def _paired(correct_before, correct_after):
     before, after = np.asarray(correct_before, dtype=bool), np.asarray(correct_after, dtype=bool)
     if before.shape != after.shape or before.ndim != 1 or not len(before):
-        raise ValueError(f"two non-empty 1-D arrays of the same length are needed, got shapes {before.shape} and {after.shape}")
+        raise ValueError(
+            f"two non-empty 1-D arrays of the same length are needed, got shapes {before.shape} and {after.shape}"
+        )
     return before, after
 
 
@@ -47,8 +49,13 @@ def paired_bootstrap(correct_before, correct_after, resamples=RESAMPLES, seed=SE
     rng = np.random.default_rng(seed)
     n = len(change)
     differences = [change[rng.integers(0, n, n)].mean() for _ in range(resamples)]
-    return {"difference": float(change.mean()), "ci95": interval95(differences), "images": n, "resamples": resamples,
-            "seed": seed}
+    return {
+        "difference": float(change.mean()),
+        "ci95": interval95(differences),
+        "images": n,
+        "resamples": resamples,
+        "seed": seed,
+    }
 
 
 def bootstrap_metric(function, y_true, probabilities, resamples=RESAMPLES, seed=SEED):
@@ -62,22 +69,39 @@ def bootstrap_metric(function, y_true, probabilities, resamples=RESAMPLES, seed=
         value = function(y_true[index], probabilities[index])
         if value is not None:
             values.append(value)
-    return {"ci95": interval95(values) if values else None, "resamples": resamples, "defined": len(values), "seed": seed}
+    return {
+        "ci95": interval95(values) if values else None,
+        "resamples": resamples,
+        "defined": len(values),
+        "seed": seed,
+    }
 
 
 def _side(values):
-    return {"accuracies": [float(v) for v in values], "n": len(values), "mean": float(np.mean(values)),
-            "std": float(np.std(values, ddof=1)) if len(values) > 1 else None}
+    return {
+        "accuracies": [float(v) for v in values],
+        "n": len(values),
+        "mean": float(np.mean(values)),
+        "std": float(np.std(values, ddof=1)) if len(values) > 1 else None,
+    }
 
 
 def welch(before, after):
     """Welch's t-test of after against before; p is None (with the reason) when it is undefined."""
     if min(len(before), len(after)) < 2:
-        return {"t": None, "df": None, "p_value": None,
-                "reason": f"Welch's t-test needs at least 2 seeds on each side (n = {len(before)} before, {len(after)} after)"}
+        return {
+            "t": None,
+            "df": None,
+            "p_value": None,
+            "reason": f"Welch's t-test needs at least 2 seeds on each side (n = {len(before)} before, {len(after)} after)",
+        }
     if np.ptp(before) == 0 and np.ptp(after) == 0:
-        return {"t": None, "df": None, "p_value": None,
-                "reason": "every seed gave the same accuracy on each side (zero variance on both sides): t is undefined"}
+        return {
+            "t": None,
+            "df": None,
+            "p_value": None,
+            "reason": "every seed gave the same accuracy on each side (zero variance on both sides): t is undefined",
+        }
     result = stats.ttest_ind(after, before, equal_var=False)
     return {"t": float(result.statistic), "df": float(result.df), "p_value": float(result.pvalue), "reason": ""}
 
@@ -93,13 +117,25 @@ def seed_comparison(before_accs, after_accs, resamples=RESAMPLES, seed=SEED):
     difference of means (seeds resampled within each side)."""
     before, after = np.asarray(before_accs, dtype=float), np.asarray(after_accs, dtype=float)
     rng = np.random.default_rng(seed)
-    differences = [rng.choice(after, len(after)).mean() - rng.choice(before, len(before)).mean() for _ in range(resamples)]
+    differences = [
+        rng.choice(after, len(after)).mean() - rng.choice(before, len(before)).mean() for _ in range(resamples)
+    ]
     floor, relabellings = permutation_floor(len(before), len(after))
-    note = (f"n = {len(before)} seeds before, {len(after)} after. An exact permutation test of {len(before)} vs "
-            f"{len(after)} seeds has only {relabellings} relabellings, so its two-sided p cannot go below {floor:.3g}; "
-            f"Welch's t-test is used instead (it assumes roughly normal per-seed accuracies, not equal variances).")
-    return {"before": _side(before), "after": _side(after), "difference": float(after.mean() - before.mean()),
-            "ci95": interval95(differences), "resamples": resamples, "seed": seed, "welch": welch(before, after), "note": note}
+    note = (
+        f"n = {len(before)} seeds before, {len(after)} after. An exact permutation test of {len(before)} vs "
+        f"{len(after)} seeds has only {relabellings} relabellings, so its two-sided p cannot go below {floor:.3g}; "
+        f"Welch's t-test is used instead (it assumes roughly normal per-seed accuracies, not equal variances)."
+    )
+    return {
+        "before": _side(before),
+        "after": _side(after),
+        "difference": float(after.mean() - before.mean()),
+        "ci95": interval95(differences),
+        "resamples": resamples,
+        "seed": seed,
+        "welch": welch(before, after),
+        "note": note,
+    }
 
 
 def uses_seeds(seeds):
@@ -131,13 +167,23 @@ def deciding(paired, bootstrap, seeds=None):
     bootstrap interval and Welch's p; otherwise the paired result on the shared test images (bootstrap
     interval, McNemar's exact p)."""
     if uses_seeds(seeds):
-        chosen = {"by": "seeds", "test": "Welch's t-test", "difference": seeds["difference"], "ci95": seeds["ci95"],
-                  "p_value": seeds["welch"]["p_value"],
-                  "basis": f"mean over {seeds['before']['n']} vs {seeds['after']['n']} seeds, Welch's t-test"}
+        chosen = {
+            "by": "seeds",
+            "test": "Welch's t-test",
+            "difference": seeds["difference"],
+            "ci95": seeds["ci95"],
+            "p_value": seeds["welch"]["p_value"],
+            "basis": f"mean over {seeds['before']['n']} vs {seeds['after']['n']} seeds, Welch's t-test",
+        }
     else:
-        chosen = {"by": "paired", "test": "McNemar exact", "difference": bootstrap["difference"], "ci95": bootstrap["ci95"],
-                  "p_value": paired["p_value"],
-                  "basis": f"paired on the same {bootstrap['images']} test images, McNemar's exact test"}
+        chosen = {
+            "by": "paired",
+            "test": "McNemar exact",
+            "difference": bootstrap["difference"],
+            "ci95": bootstrap["ci95"],
+            "p_value": paired["p_value"],
+            "basis": f"paired on the same {bootstrap['images']} test images, McNemar's exact test",
+        }
     return chosen | {"result": decision(chosen["ci95"], chosen["p_value"])}
 
 
@@ -159,23 +205,33 @@ def paired_correct(before, after, before_name="before", after_name="after"):
     for table, name in ((before, before_name), (after, after_name)):
         repeated = table["source"][table["source"].duplicated()]
         if len(repeated):
-            raise UserError(f"{name} lists test image {repeated.iloc[0]} more than once: "
-                            f"its predictions cannot be paired by image")
+            raise UserError(
+                f"{name} lists test image {repeated.iloc[0]} more than once: its predictions cannot be paired by image"
+            )
     only_before = sorted(set(before["source"]) - set(after["source"]))
     only_after = sorted(set(after["source"]) - set(before["source"]))
     if only_before or only_after:
-        examples = "; ".join(f"{len(items)} only in {name} (e.g. {items[0]})"
-                             for items, name in ((only_before, before_name), (only_after, after_name)) if items)
-        raise UserError(f"the runs were not evaluated on the same test images: {examples}. A before/after comparison pairs "
-                        f"each test image, so both runs must use the same split (runs/<paper>__<dataset>/split.csv): "
-                        f"retrain the older one.")
+        examples = "; ".join(
+            f"{len(items)} only in {name} (e.g. {items[0]})"
+            for items, name in ((only_before, before_name), (only_after, after_name))
+            if items
+        )
+        raise UserError(
+            f"the runs were not evaluated on the same test images: {examples}. A before/after comparison pairs "
+            f"each test image, so both runs must use the same split (runs/<paper>__<dataset>/split.csv): "
+            f"retrain the older one."
+        )
     merged = before.merge(after, on="source", suffixes=("_before", "_after")).sort_values("source", kind="stable")
     relabelled = merged[merged["true_before"] != merged["true_after"]]
     if len(relabelled):
-        raise UserError(f"{before_name} and {after_name} give different true classes to {len(relabelled)} test images "
-                        f"(e.g. {relabelled['source'].iloc[0]}): the dataset changed between the runs; retrain the older one.")
-    return ((merged["true_before"] == merged["predicted_before"]).to_numpy(),
-            (merged["true_after"] == merged["predicted_after"]).to_numpy())
+        raise UserError(
+            f"{before_name} and {after_name} give different true classes to {len(relabelled)} test images "
+            f"(e.g. {relabelled['source'].iloc[0]}): the dataset changed between the runs; retrain the older one."
+        )
+    return (
+        (merged["true_before"] == merged["predicted_before"]).to_numpy(),
+        (merged["true_after"] == merged["predicted_after"]).to_numpy(),
+    )
 
 
 # ------------------------------------------------------------------ against the paper
@@ -183,6 +239,7 @@ def paired_correct(before, after, before_name="before", after_name="after"):
 
 def same_dataset(reported, card_name):
     """A reported dataset names this card when both agree ignoring case, spaces, hyphens and underscores."""
+
     def key(text):
         return re.sub(r"[^a-z0-9]", "", str(text).lower())
 
@@ -211,9 +268,9 @@ def verdict_text(verdict, value, interval, tolerance, reason=""):
     half = (interval[1] - interval[0]) / 2
     return {
         "reproduced": f"reproduced: the paper's {value:.4f} lies inside our 95% interval {ci}, whose half-width {half:.4f} "
-                      f"is within the tolerance {tolerance:g}",
+        f"is within the tolerance {tolerance:g}",
         "inconclusive": f"inconclusive: the paper's {value:.4f} lies inside our 95% interval {ci}, but its half-width "
-                        f"{half:.4f} is above the tolerance {tolerance:g}: too wide to tell",
+        f"{half:.4f} is above the tolerance {tolerance:g}: too wide to tell",
         "below": f"below: our result is below the paper's (our whole 95% interval {ci} lies under {value:.4f})",
         "above": f"above: our result is above the paper's (our whole 95% interval {ci} lies over {value:.4f})",
     }[verdict]
@@ -235,6 +292,8 @@ def overall_verdict(verdicts):
     if not verdicts:
         return overall, "the paper card lists no reported result."
     if not comparable:
-        return overall, (f"no result the paper reports ({len(verdicts)} in the card) can be compared with this run (another "
-                         f"dataset, or a metric this run does not give): the recipe is reproduced, not the result.")
+        return overall, (
+            f"no result the paper reports ({len(verdicts)} in the card) can be compared with this run (another "
+            f"dataset, or a metric this run does not give): the recipe is reproduced, not the result."
+        )
     return overall, f"{len(comparable)} of the {len(verdicts)} results the paper reports are comparable ({counts})."

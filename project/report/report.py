@@ -22,18 +22,29 @@ from markupsafe import Markup, escape
 from project import figures
 from project.artifacts import COMPLETE, atomic_write, read_json, require_complete, run_root, write_json
 from project.config.cards import read_yaml, validate
-from project.errors import UserError
-from project.train.metrics import IMBALANCED, imbalance_ratio, wilson_interval
 from project.config.schema import SEARCHABLE, Config
+from project.errors import UserError
 from project.paths import REPO_ROOT
+from project.train.metrics import IMBALANCED, imbalance_ratio, wilson_interval
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 MISSING = "missing"
 TOP_TRIALS = 10
 EXAMPLES = 12
 SECTIONS = [
-    "Summary", "Paper vs reproduction", "Hyperparameters", "Search", "Learning curves", "Per-class results",
-    "Examples", "Data", "Model", "Sanity checks", "Compute and environment", "Reproduce", "Model card",
+    "Summary",
+    "Paper vs reproduction",
+    "Hyperparameters",
+    "Search",
+    "Learning curves",
+    "Per-class results",
+    "Examples",
+    "Data",
+    "Model",
+    "Sanity checks",
+    "Compute and environment",
+    "Reproduce",
+    "Model card",
 ]
 NO_TEST_SELECTION = (
     "The test subset was not used for any selection: trials were ranked, narrowed and early-stopped on the "
@@ -86,8 +97,12 @@ def ci_text(interval):
 
 
 def table(head, rows, marks=None):
-    return {"type": "table", "head": list(head), "rows": [[str(c) for c in row] for row in rows],
-            "marks": list(marks) if marks is not None else [False] * len(rows)}
+    return {
+        "type": "table",
+        "head": list(head),
+        "rows": [[str(c) for c in row] for row in rows],
+        "marks": list(marks) if marks is not None else [False] * len(rows),
+    }
 
 
 def p(text):
@@ -127,8 +142,12 @@ def load_run(folder):
     history = pd.read_csv(folder / "history.csv") if (folder / "history.csv").exists() else None
     predictions = pd.read_csv(folder / "predictions.csv", dtype={"source": str, "true": str, "predicted": str})
     return {
-        "name": folder.name, "folder": folder, "metrics": read_json(folder / "metrics.json"), "history": history,
-        "predictions": predictions, "config": read_yaml(folder / "config.resolved.yaml"),
+        "name": folder.name,
+        "folder": folder,
+        "metrics": read_json(folder / "metrics.json"),
+        "history": history,
+        "predictions": predictions,
+        "config": read_yaml(folder / "config.resolved.yaml"),
         "completed": (folder / COMPLETE).read_text(encoding="utf-8").strip(),
     }
 
@@ -183,8 +202,13 @@ def flatten(paper):
     model = dict(paper["model"])
     if model.get("backbone") != "scratch":
         model.pop("scratch", None)
-    return {"seed": paper["seed"], **dotted(model, "model"), **dotted(paper["training"], "training"),
-            **dotted(paper["augmentation"] or [], "augmentation"), "augmentation_strength": paper["augmentation_strength"]}
+    return {
+        "seed": paper["seed"],
+        **dotted(model, "model"),
+        **dotted(paper["training"], "training"),
+        **dotted(paper["augmentation"] or [], "augmentation"),
+        "augmentation_strength": paper["augmentation_strength"],
+    }
 
 
 def _covers(keys, key):
@@ -243,17 +267,25 @@ def hyperparameters(runs, card, config):
         rows.append([key, b, a, "yes" if is_changed else "", origin(key, assumed, in_card, overridden), searched_name])
         marks.append(is_changed)
     blocks = [
-        p("Every value the models were trained with, from each run's `config.resolved.yaml`. "
-          "**Changed** rows differ between before and after; **origin** says where the baseline value comes from: "
-          "the paper, assumed (the paper card's `assumed` list: the paper does not state it), a template default "
-          "(the card does not set it), or a `--set` override; **searched** names "
-          "the hyperparameter of the search space that sets it."),
+        p(
+            "Every value the models were trained with, from each run's `config.resolved.yaml`. "
+            "**Changed** rows differ between before and after; **origin** says where the baseline value comes from: "
+            "the paper, assumed (the paper card's `assumed` list: the paper does not state it), a template default "
+            "(the card does not set it), or a `--set` override; **searched** names "
+            "the hyperparameter of the search space that sets it."
+        ),
         table(["hyperparameter", "before", "after", "changed", "origin", "searched"], rows, marks),
-        p(f"{len(changed)} of {len(keys)} values changed by optimisation."
-          if after is not None else "No tuned run yet: the after column is missing."),
+        p(
+            f"{len(changed)} of {len(keys)} values changed by optimisation."
+            if after is not None
+            else "No tuned run yet: the after column is missing."
+        ),
     ]
     data = {
-        "before": before, "after": after, "changed": changed, "origin": {k: origin(k, assumed, in_card, overridden) for k in keys},
+        "before": before,
+        "after": after,
+        "changed": changed,
+        "origin": {k: origin(k, assumed, in_card, overridden) for k in keys},
         "searched": {k: n for k, n in sorted(searched.items())},
         "best_hyperparameters": _best_hyperparameters(runs),
     }
@@ -273,10 +305,18 @@ def _best_hyperparameters(runs):
 def metric_summary(m):
     lo, hi = accuracy_ci(m)
     return {
-        "run": m.get("run"), "seed": m.get("seed"), "test_accuracy": m["test_accuracy"], "test_accuracy_ci95": [lo, hi],
-        "test_macro_f1": m["test_macro_f1"], "test_balanced_accuracy": m["test"]["balanced_accuracy"],
-        "test_loss": m["test_loss"], "test_count": m["test"]["count"], "test_majority_share": m["test"]["majority_share"],
-        "val_accuracy": m.get("val_accuracy"), "per_class": m["per_class"], "confusion_matrix": m["confusion_matrix"],
+        "run": m.get("run"),
+        "seed": m.get("seed"),
+        "test_accuracy": m["test_accuracy"],
+        "test_accuracy_ci95": [lo, hi],
+        "test_macro_f1": m["test_macro_f1"],
+        "test_balanced_accuracy": m["test"]["balanced_accuracy"],
+        "test_loss": m["test_loss"],
+        "test_count": m["test"]["count"],
+        "test_majority_share": m["test"]["majority_share"],
+        "val_accuracy": m.get("val_accuracy"),
+        "per_class": m["per_class"],
+        "confusion_matrix": m["confusion_matrix"],
     }
 
 
@@ -305,6 +345,7 @@ def _column(table, *names):
 
 def normalise_trials(trials, space):
     """A uniform view: trial, stage, hyperparameters, objective, epochs, status, failed."""
+
     def column(*names, default=""):
         name = _column(trials, *names)
         return trials[name] if name else pd.Series(default, index=trials.index)
@@ -313,14 +354,16 @@ def normalise_trials(trials, space):
     reason = column("failure_reason", "reason").fillna("").astype(str)
     exploded = status.eq("exploded") | reason.str.lower().str.contains("explod")
     objective = _column(trials, "best_objective", "best")
-    view = pd.DataFrame({
-        "trial": column("trial_id", "trial", default="").astype(str),
-        "stage": column("stage", default="search").astype(str),
-        "objective": pd.to_numeric(trials[objective], errors="coerce") if objective else np.nan,
-        "epochs": pd.to_numeric(column("epochs_run", "epochs", default=np.nan), errors="coerce"),
-        "status": np.where(exploded, "exploded", status.where(status != "", "completed")),
-        "seconds": pd.to_numeric(column("wall_seconds", "seconds", default=np.nan), errors="coerce"),
-    })
+    view = pd.DataFrame(
+        {
+            "trial": column("trial_id", "trial", default="").astype(str),
+            "stage": column("stage", default="search").astype(str),
+            "objective": pd.to_numeric(trials[objective], errors="coerce") if objective else np.nan,
+            "epochs": pd.to_numeric(column("epochs_run", "epochs", default=np.nan), errors="coerce"),
+            "status": np.where(exploded, "exploded", status.where(status != "", "completed")),
+            "seconds": pd.to_numeric(column("wall_seconds", "seconds", default=np.nan), errors="coerce"),
+        }
+    )
     view["failed"] = view["status"] != "completed"
     for name in space:
         if name in trials:
@@ -341,7 +384,8 @@ def space_text(entry):
 
 def edge_warnings(summary_, best, search):
     """The tuning step's warnings (summary.json); else the same rule applied to best_hyperparameters.json."""
-    from project.tune.search_space import card_space, edge_warnings as warnings_for
+    from project.tune.search_space import card_space
+    from project.tune.search_space import edge_warnings as warnings_for
 
     if "warnings" in summary_:
         return list(summary_["warnings"])
@@ -351,29 +395,54 @@ def edge_warnings(summary_, best, search):
 
 def search_time_blocks(summary_, ranks=None):
     """The time the trials took, what a budget bought, and the final round of finalists (summary.json)."""
-    blocks = [p(f"**Search time:** {summary_['trial_seconds']:.1f} s of trials (every trial's wall time, all workers).")]
+    blocks = [
+        p(f"**Search time:** {summary_['trial_seconds']:.1f} s of trials (every trial's wall time, all workers).")
+    ]
     budget = summary_.get("budget")
     if budget:
         trials = budget["trials"]
-        blocks.append(p(f"**Budget:** {budget['budget_seconds']:.0f} s. The first trial took {budget['first_trial_seconds']:.1f} s "
-                        f"(epochs {budget['epoch_seconds']:.2f} s each, {budget['fixed_seconds']:.1f} s building and tracing), "
-                        f"which bought {trials['coarse']} coarse and {trials['fine']} fine trials."))
+        blocks.append(
+            p(
+                f"**Budget:** {budget['budget_seconds']:.0f} s. The first trial took {budget['first_trial_seconds']:.1f} s "
+                f"(epochs {budget['epoch_seconds']:.2f} s each, {budget['fixed_seconds']:.1f} s building and tracing), "
+                f"which bought {trials['coarse']} coarse and {trials['fine']} fine trials."
+            )
+        )
     final = summary_.get("final_round")
     if final:
         metric = final["metric"]
         best = summary_["best"]
-        rows = [[f["stage"], str(f["trial_id"]), f4(f["search_score"]), f4(f[metric]),
-                 "yes" if (f["stage"], f["trial_id"]) == (best["stage"], best["trial_id"]) else ""] for f in final["finalists"]]
-        blocks += [h3("Final round"),
-                   p(f"The top {len(rows)} trials of the search, each trained for the card's full epochs like the baseline; "
-                     f"the best {metric} became the tuned run (short trials rank roughly)."),
-                   table(["stage", "trial", f"search {summary_['objective']}", f"full-length {metric}", "chosen"], rows)]
+        rows = [
+            [
+                f["stage"],
+                str(f["trial_id"]),
+                f4(f["search_score"]),
+                f4(f[metric]),
+                "yes" if (f["stage"], f["trial_id"]) == (best["stage"], best["trial_id"]) else "",
+            ]
+            for f in final["finalists"]
+        ]
+        blocks += [
+            h3("Final round"),
+            p(
+                f"The top {len(rows)} trials of the search, each trained for the card's full epochs like the baseline; "
+                f"the best {metric} became the tuned run (short trials rank roughly)."
+            ),
+            table(["stage", "trial", f"search {summary_['objective']}", f"full-length {metric}", "chosen"], rows),
+        ]
     if ranks:
-        blocks.append(p(f"**Rank agreement** (`make bench`, {ranks['created'][:10]}): Spearman rho = {ranks['rho']:.2f} between "
-                        f"the {ranks['epochs']['coarse']}-epoch and {ranks['epochs']['full']}-epoch scores of {ranks['configurations']} "
-                        f"configurations of this card's space: "
-                        + ("short trials rank the configurations much as full-length ones do." if ranks["rho"] >= 0.7 else
-                           "short trials rank the configurations only roughly; the final round matters.")))
+        blocks.append(
+            p(
+                f"**Rank agreement** (`make bench`, {ranks['created'][:10]}): Spearman rho = {ranks['rho']:.2f} between "
+                f"the {ranks['epochs']['coarse']}-epoch and {ranks['epochs']['full']}-epoch scores of {ranks['configurations']} "
+                f"configurations of this card's space: "
+                + (
+                    "short trials rank the configurations much as full-length ones do."
+                    if ranks["rho"] >= 0.7
+                    else "short trials rank the configurations only roughly; the final round matters."
+                )
+            )
+        )
     return blocks
 
 
@@ -385,7 +454,9 @@ def rank_agreement(reports_dir, config):
         return None
     bench = read_json(path)
     ranks = bench["details"].get("rank agreement", {})
-    if (ranks.get("paper"), ranks.get("dataset")) != (config.paper_name, config.dataset_name) or ranks.get("rho") is None:
+    if (ranks.get("paper"), ranks.get("dataset")) != (config.paper_name, config.dataset_name) or ranks.get(
+        "rho"
+    ) is None:
         return None
     return {**ranks, "created": bench["created"]}
 
@@ -400,13 +471,17 @@ def search_section(runs, root, cmd, figs, ranks=None):
     best = _best_hyperparameters(runs)
     fine = summary_.get("fine_space") or fine_file.get("space")
     blocks = [
-        p(f"**Method:** Keras Tuner random search in two stages, coarse → fine. The coarse stage samples the card's "
-          f"ranges below with few epochs per trial; the fine stage narrows every numeric range around the top "
-          f"{search['top_k']} coarse trials (in log space for log-sampled ones), keeps only the choices found among "
-          f"them, and trains each trial for more epochs. The best trial's values are then retrained with the card's "
-          f"full epoch budget (the tuned run)."),
-        p(f"**Objective:** {search['objective']} ({search['direction']}imise), on the validation subset. "
-          f"**Search seed:** {search['seed']}."),
+        p(
+            f"**Method:** Keras Tuner random search in two stages, coarse → fine. The coarse stage samples the card's "
+            f"ranges below with few epochs per trial; the fine stage narrows every numeric range around the top "
+            f"{search['top_k']} coarse trials (in log space for log-sampled ones), keeps only the choices found among "
+            f"them, and trains each trial for more epochs. The best trial's values are then retrained with the card's "
+            f"full epoch budget (the tuned run)."
+        ),
+        p(
+            f"**Objective:** {search['objective']} ({search['direction']}imise), on the validation subset. "
+            f"**Search seed:** {search['seed']}."
+        ),
         p(f"**{NO_TEST_SELECTION}**"),
         h3("Search space"),
     ]
@@ -418,9 +493,15 @@ def search_section(runs, root, cmd, figs, ranks=None):
     if fine and fine_file.get("top_k"):
         blocks.append(p(f"The fine space was narrowed around coarse trials {', '.join(map(str, fine_file['top_k']))}."))
     elif not fine:
-        blocks.append(p("The fine column shows the values the fine trials tried (the narrowed space was not recorded)."))
+        blocks.append(
+            p("The fine column shows the values the fine trials tried (the narrowed space was not recorded).")
+        )
     if trials is None:
-        blocks.append(warning(f"No search results in runs/ yet ({Path(root) / 'tuning' / 'trials.csv'} is missing): run `{cmd['tune']}`."))
+        blocks.append(
+            warning(
+                f"No search results in runs/ yet ({Path(root) / 'tuning' / 'trials.csv'} is missing): run `{cmd['tune']}`."
+            )
+        )
         return blocks, None
     view = normalise_trials(trials, space)
     blocks += [h3("Trials per stage"), _stage_table(view, search)]
@@ -429,9 +510,13 @@ def search_section(runs, root, cmd, figs, ranks=None):
     blocks.append(ul(warnings_) if warnings_ else p("None: no best value lies in the outer 10% of its range."))
     blocks += [h3(f"Top {TOP_TRIALS} trials"), _top_table(view, space, search)]
     if best and best.get("hyperparameters"):
-        blocks.append(p(f"**Best trial:** {best.get('stage', '?')} trial {best.get('trial_id', '?')}, "
-                        f"{best.get('objective', search['objective'])} {f4(best.get('score'))}; values: "
-                        + ", ".join(f"{k} = {plain(v)}" for k, v in sorted(best["hyperparameters"].items()))))
+        blocks.append(
+            p(
+                f"**Best trial:** {best.get('stage', '?')} trial {best.get('trial_id', '?')}, "
+                f"{best.get('objective', search['objective'])} {f4(best.get('score'))}; values: "
+                + ", ".join(f"{k} = {plain(v)}" for k, v in sorted(best["hyperparameters"].items()))
+            )
+        )
     blocks += search_time_blocks(summary_, ranks)
     blocks += [h3("Objective against each hyperparameter")]
     for name, param in space.items():
@@ -442,7 +527,9 @@ def search_section(runs, root, cmd, figs, ranks=None):
         file = f"trials_{name}.png"
         bounds = (param["min"], param["max"]) if param.get("choices") is None else None
         figs[file] = figures.trial_scatter(values, name, search["objective"], param.get("sampling") == "log", bounds)
-        blocks.append(figure(file, f"val objective against {name} (dotted: the card's range); failed trials as red crosses"))
+        blocks.append(
+            figure(file, f"val objective against {name} (dotted: the card's range); failed trials as red crosses")
+        )
     return blocks, trials
 
 
@@ -469,22 +556,46 @@ def _stage_table(view, search):
         planned = search.get(stage, {}) if stage in ("coarse", "fine") else {}
         status = group["status"].str.lower()
         epochs = pd.to_numeric(group["epochs"], errors="coerce")
-        rows.append([
-            stage, str(len(group)), str(planned.get("trials", "—")), str(int((status == "completed").sum())),
-            str(int((status == "failed").sum())), str(int((status == "exploded").sum())),
-            str(planned.get("epochs", "—")), "—" if epochs.isna().all() else span(epochs.min(), epochs.max()),
-        ])
-    return table(["stage", "trials run", "trials in card", "completed", "failed", "exploded", "epochs per stage of a trial (card)", "epochs run"], rows)
+        rows.append(
+            [
+                stage,
+                str(len(group)),
+                str(planned.get("trials", "—")),
+                str(int((status == "completed").sum())),
+                str(int((status == "failed").sum())),
+                str(int((status == "exploded").sum())),
+                str(planned.get("epochs", "—")),
+                "—" if epochs.isna().all() else span(epochs.min(), epochs.max()),
+            ]
+        )
+    return table(
+        [
+            "stage",
+            "trials run",
+            "trials in card",
+            "completed",
+            "failed",
+            "exploded",
+            "epochs per stage of a trial (card)",
+            "epochs run",
+        ],
+        rows,
+    )
 
 
 def _top_table(view, space, search):
     ascending = search["direction"] == "min"
-    ranked = view.assign(_key=view["objective"]).sort_values(["_key", "trial"], ascending=[ascending, True], na_position="last", kind="stable")
+    ranked = view.assign(_key=view["objective"]).sort_values(
+        ["_key", "trial"], ascending=[ascending, True], na_position="last", kind="stable"
+    )
     names = [n for n in space if n in view]
     rows = []
     for rank, (_, row) in enumerate(ranked.head(TOP_TRIALS).iterrows(), 1):
-        rows.append([str(rank), row["trial"], row["stage"]] + [plain(_py(row[n])) for n in names]
-                    + [f4(row["objective"]) if pd.notna(row["objective"]) else "—", plain(_py(row["epochs"])), row["status"]])
+        rows.append(
+            [str(rank), row["trial"], row["stage"]]
+            + [plain(_py(row[n])) for n in names]
+            + [f4(row["objective"]) if pd.notna(row["objective"]) else "—", plain(_py(row["epochs"])), row["status"]]
+        )
     return table(["rank", "trial", "stage", *names, search["objective"], "epochs", "status"], rows)
 
 
@@ -505,8 +616,12 @@ def _py(value):
 def curves_section(runs, target, figs):
     from project.train.monitors import GAP as gap  # the training monitors' threshold: one reading of the curves
 
-    blocks = [p("Loss and accuracy per epoch, train (solid) and validation (dashed); dotted lines mark where each "
-                "fine-tuning stage begins. Train figures are measured with augmentation and dropout on, so val may lie above train.")]
+    blocks = [
+        p(
+            "Loss and accuracy per epoch, train (solid) and validation (dashed); dotted lines mark where each "
+            "fine-tuning stage begins. Train figures are measured with augmentation and dropout on, so val may lie above train."
+        )
+    ]
     rows = []
     for label, name, suffix in (("before", "baseline", "before"), ("after", "tuned", "after")):
         if not runs[name]:
@@ -519,10 +634,28 @@ def curves_section(runs, target, figs):
         rows += _gap_rows(label, run["history"], target, gap)
         blocks += diagnosis_blocks(label, run["metrics"].get("diagnosis"))
     if rows:
-        blocks.append(table(["run", "stage", "epochs", "train accuracy", "val accuracy", "gap (train − val)", "best val (epoch)", "reading"], rows))
-        blocks.append(p(f"A gap above {gap:.2f} at the end of a stage says overfitting: more regularisation "
-                        f"(dropout, L2, weight decay), augmentation or data. No gap with accuracy below the target says too "
-                        f"little capacity or training: unfreeze more layers, a bigger head, more epochs."))
+        blocks.append(
+            table(
+                [
+                    "run",
+                    "stage",
+                    "epochs",
+                    "train accuracy",
+                    "val accuracy",
+                    "gap (train − val)",
+                    "best val (epoch)",
+                    "reading",
+                ],
+                rows,
+            )
+        )
+        blocks.append(
+            p(
+                f"A gap above {gap:.2f} at the end of a stage says overfitting: more regularisation "
+                f"(dropout, L2, weight decay), augmentation or data. No gap with accuracy below the target says too "
+                f"little capacity or training: unfreeze more layers, a bigger head, more epochs."
+            )
+        )
     return blocks
 
 
@@ -533,7 +666,10 @@ def diagnosis_blocks(label, diagnosis):
     if not isinstance(diagnosis, dict):
         return [p(f"**Diagnosis of the {label} training:** {_describe(diagnosis)}")]
     blocks = [p(f"**Diagnosis of the {label} training:** {diagnosis.get('summary', diagnosis.get('status', ''))}")]
-    findings = [f"**{f.get('problem', '?')}**: {f.get('evidence', '')} → {f.get('advice', '')}" for f in diagnosis.get("findings", [])]
+    findings = [
+        f"**{f.get('problem', '?')}**: {f.get('evidence', '')} → {f.get('advice', '')}"
+        for f in diagnosis.get("findings", [])
+    ]
     return blocks + ([ul(findings)] if findings else [])
 
 
@@ -551,8 +687,18 @@ def _gap_rows(label, history, target, gap_threshold):
             reading = "small gap, accuracy below target: too little capacity or training"
         else:
             reading = "small gap, accuracy at target: good fit"
-        rows.append([label, str(stage), str(len(group)), f4(float(last["accuracy"])), f4(float(last["val_accuracy"])),
-                     signed(gap), f"{f4(float(best['val_accuracy']))} ({int(best['global_epoch'])})", reading])
+        rows.append(
+            [
+                label,
+                str(stage),
+                str(len(group)),
+                f4(float(last["accuracy"])),
+                f4(float(last["val_accuracy"])),
+                signed(gap),
+                f"{f4(float(best['val_accuracy']))} ({int(best['global_epoch'])})",
+                reading,
+            ]
+        )
     return rows
 
 
@@ -577,13 +723,39 @@ def per_class_section(runs, figs):
     for name in names:
         b = before["per_class"][name]
         a = after["per_class"][name] if after else None
-        rows.append([name, str(b["support"]), f4(b["precision"]), f4(b["recall"]), f4(b["f1"]),
-                     f4(a["precision"]) if a else MISSING, f4(a["recall"]) if a else MISSING, f4(a["f1"]) if a else MISSING,
-                     signed(a["f1"] - b["f1"]) if a else ""])
-    blocks = [table(["class", "support", "precision before", "recall before", "F1 before",
-                     "precision after", "recall after", "F1 after", "F1 change"], rows),
-              p("Confusion matrices on the test subset: rows are true classes, colour is the share of the true class "
-                "(row-normalised), cells hold counts.")]
+        rows.append(
+            [
+                name,
+                str(b["support"]),
+                f4(b["precision"]),
+                f4(b["recall"]),
+                f4(b["f1"]),
+                f4(a["precision"]) if a else MISSING,
+                f4(a["recall"]) if a else MISSING,
+                f4(a["f1"]) if a else MISSING,
+                signed(a["f1"] - b["f1"]) if a else "",
+            ]
+        )
+    blocks = [
+        table(
+            [
+                "class",
+                "support",
+                "precision before",
+                "recall before",
+                "F1 before",
+                "precision after",
+                "recall after",
+                "F1 after",
+                "F1 change",
+            ],
+            rows,
+        ),
+        p(
+            "Confusion matrices on the test subset: rows are true classes, colour is the share of the true class "
+            "(row-normalised), cells hold counts."
+        ),
+    ]
     figs["confusion_before.png"] = figures.confusion(before["confusion_matrix"], names, "before (baseline)")
     blocks.append(figure("confusion_before.png", "confusion matrix before optimisation"))
     if after:
@@ -601,14 +773,24 @@ def examples_section(runs, root, figs):
     run = runs["tuned"][0] if runs["tuned"] else runs["baseline"][0]
     which = "after optimisation (tuned)" if runs["tuned"] else "of the baseline (no tuned run yet)"
     table_ = run["predictions"]
-    wrong = table_[table_["true"] != table_["predicted"]].sort_values(["confidence", "source"], ascending=[False, True], kind="stable")
+    wrong = table_[table_["true"] != table_["predicted"]].sort_values(
+        ["confidence", "source"], ascending=[False, True], kind="stable"
+    )
     top = wrong.head(EXAMPLES)
-    blocks = [p(f"The {len(top)} most confidently misclassified test images {which}, of {len(wrong)} misclassified "
-                f"out of {len(table_)}.")]
+    blocks = [
+        p(
+            f"The {len(top)} most confidently misclassified test images {which}, of {len(wrong)} misclassified "
+            f"out of {len(table_)}."
+        )
+    ]
     if top.empty:
         return blocks
-    blocks.append(table(["source", "true", "predicted", "confidence"],
-                        [[r.source, r.true, r.predicted, f4(float(r.confidence))] for r in top.itertuples()]))
+    blocks.append(
+        table(
+            ["source", "true", "predicted", "confidence"],
+            [[r.source, r.true, r.predicted, f4(float(r.confidence))] for r in top.itertuples()],
+        )
+    )
     try:
         images = load_images(run_config(run), root, list(top["source"]))
     except UserError as error:
@@ -653,15 +835,25 @@ def data_section(runs, root):
     split = d["split"]
     counts = m["counts"]
     names = m["class_names"]
-    blocks = [ul([
-        f"**Dataset:** {run['config']['dataset_name']}" + (f" — {d['description'].rstrip('.')}" if d.get("description") else ""),
-        f"**Source:** {d.get('source') or 'not stated in the dataset card'}; **license:** {d.get('license') or 'not stated'}",
-        f"**Adapter:** `{d['adapter']}` with options `{plain(d.get('options') or {})}`",
-        f"**Classes ({len(names)}):** {', '.join(names)}",
-        "**Split:** " + ("provided by the data" if split.get("provided") else
-                         f"stratified, val {split['val']:g}, test {split['test']:g}") + f", seed {split['seed']} "
-        "(`split.csv`, the same for every run)",
-    ])]
+    blocks = [
+        ul(
+            [
+                f"**Dataset:** {run['config']['dataset_name']}"
+                + (f" — {d['description'].rstrip('.')}" if d.get("description") else ""),
+                f"**Source:** {d.get('source') or 'not stated in the dataset card'}; **license:** {d.get('license') or 'not stated'}",
+                f"**Adapter:** `{d['adapter']}` with options `{plain(d.get('options') or {})}`",
+                f"**Classes ({len(names)}):** {', '.join(names)}",
+                "**Split:** "
+                + (
+                    "provided by the data"
+                    if split.get("provided")
+                    else f"stratified, val {split['val']:g}, test {split['test']:g}"
+                )
+                + f", seed {split['seed']} "
+                "(`split.csv`, the same for every run)",
+            ]
+        )
+    ]
     rows = []
     for name in names:
         per = [counts[s].get(name, 0) for s in ("train", "val", "test")]
@@ -669,7 +861,9 @@ def data_section(runs, root):
     totals = [sum(counts[s].values()) for s in ("train", "val", "test")]
     rows.append(["total", *map(str, totals), str(sum(totals))])
     blocks.append(table(["class", "train", "val", "test", "total"], rows))
-    blocks.append(p(f"**Imbalance ratio** (largest / smallest class in train): {imbalance_ratio(counts['train']):.2f}."))
+    blocks.append(
+        p(f"**Imbalance ratio** (largest / smallest class in train): {imbalance_ratio(counts['train']):.2f}.")
+    )
     blocks += data_issues(Path(root) / "data_issues.csv")
     return blocks
 
@@ -677,15 +871,23 @@ def data_section(runs, root):
 def data_issues(path):
     """Images excluded (and converted or warned about) by the data check, counted by reason."""
     if not path.exists():
-        return [p("**Images excluded:** none reported (no data_issues.csv in runs/: the data check has not run on this dataset).")]
+        return [
+            p(
+                "**Images excluded:** none reported (no data_issues.csv in runs/: the data check has not run on this dataset)."
+            )
+        ]
     issues = pd.read_csv(path, dtype=str, keep_default_na=False)
     if issues.empty or "reason" not in issues:
         return [p(f"**Images excluded:** none (the data check's {path.name} lists no issue).")]
     action = issues["action"] if "action" in issues else pd.Series("excluded", index=issues.index)
     excluded = int((action == "excluded").sum())
     counts = issues.assign(action=action).groupby(["action", "reason"]).size().sort_index()
-    return [p(f"**Images excluded:** {excluded} (the data check, {path.name}); every issue it found, by action and reason:"),
-            table(["action", "reason", "count"], [[a, r, str(n)] for (a, r), n in counts.items()])]
+    return [
+        p(
+            f"**Images excluded:** {excluded} (the data check, {path.name}); every issue it found, by action and reason:"
+        ),
+        table(["action", "reason", "count"], [[a, r, str(n)] for (a, r), n in counts.items()]),
+    ]
 
 
 # ------------------------------------------------------------------ model
@@ -699,10 +901,15 @@ def model_section(runs):
     blocks = []
     fallback = [r["name"] for g in runs.values() for r in g if "fallback" in str(r["metrics"].get("weights_used", ""))]
     if fallback:
-        blocks.append(warning(f"ImageNet weights were unavailable: {', '.join(fallback)} trained from RANDOM initialisation "
-                              f"(weights_fallback: random). Results are not those of a pretrained backbone."))
+        blocks.append(
+            warning(
+                f"ImageNet weights were unavailable: {', '.join(fallback)} trained from RANDOM initialisation "
+                f"(weights_fallback: random). Results are not those of a pretrained backbone."
+            )
+        )
     items = [
-        f"**Backbone:** {model['backbone']}" + (f", width multiplier {model['width']:g}" if model["backbone"].startswith("MobileNet") else ""),
+        f"**Backbone:** {model['backbone']}"
+        + (f", width multiplier {model['width']:g}" if model["backbone"].startswith("MobileNet") else ""),
         f"**Weights used:** {weights} (card: `{model['weights']}`)",
         f"**Input size:** {model['input_size'][0]}×{model['input_size'][1]}×3, preprocessing `{model['preprocessing']}` inside the model",
         f"**Head:** {head['pooling']} pooling, hidden layers {plain(head['hidden'])}, activation {head['activation']}, "
@@ -710,16 +917,40 @@ def model_section(runs):
     ]
     if model["backbone"] == "scratch":
         s = model["scratch"]
-        items.append(f"**Scratch CNN:** blocks {plain(s['blocks'])}, {s['convs_per_block']} convs per block, kernel {s['kernel_size']}, "
-                     f"{s['activation']}, {s['initializer']} init, {s['normalization']} normalization")
+        items.append(
+            f"**Scratch CNN:** blocks {plain(s['blocks'])}, {s['convs_per_block']} convs per block, kernel {s['kernel_size']}, "
+            f"{s['activation']}, {s['initializer']} init, {s['normalization']} normalization"
+        )
     blocks.append(ul(items))
     rows = []
     for label, name in (("before", "baseline"), ("after", "tuned")):
         for r in runs[name][:1]:
             for s in r["metrics"].get("stages", []):
-                rows.append([label, s["stage"], str(s["epochs"]), str(s["unfrozen_layers"]), plain(s["learning_rate"]),
-                             f"{s['params_trainable']:,}", f"{s['params_frozen']:,}"])
-    blocks.append(table(["run", "stage", "epochs run", "unfrozen backbone layers", "learning rate", "trainable params", "frozen params"], rows))
+                rows.append(
+                    [
+                        label,
+                        s["stage"],
+                        str(s["epochs"]),
+                        str(s["unfrozen_layers"]),
+                        plain(s["learning_rate"]),
+                        f"{s['params_trainable']:,}",
+                        f"{s['params_frozen']:,}",
+                    ]
+                )
+    blocks.append(
+        table(
+            [
+                "run",
+                "stage",
+                "epochs run",
+                "unfrozen backbone layers",
+                "learning rate",
+                "trainable params",
+                "frozen params",
+            ],
+            rows,
+        )
+    )
     return blocks
 
 
@@ -737,16 +968,25 @@ def sanity_section(root, cmd, figs):
     for check in checks:
         numbers = check.get("numbers", {})
         shown = ", ".join(f"{k} {_num(v)}" for k, v in numbers.items() if v is not None and not _long(v))
-        advice = str(check.get("advice", "")) + (f". Augmentation: {check['augmentation']}" if check.get("augmentation") else "")
+        advice = str(check.get("advice", "")) + (
+            f". Augmentation: {check['augmentation']}" if check.get("augmentation") else ""
+        )
         rows.append([check.get("title", check.get("name", "?")), str(check.get("status", "?")), shown, advice])
         plot = Path(root) / str(check.get("plot", ""))
         if check.get("plot") and plot.is_file():
             figs[f"sanity_{check.get('name', plot.stem)}.png"] = plot.read_bytes()
-            blocks.append(figure(f"sanity_{check.get('name', plot.stem)}.png", f"sanity check: {check.get('title', plot.stem)}"))
+            blocks.append(
+                figure(f"sanity_{check.get('name', plot.stem)}.png", f"sanity check: {check.get('title', plot.stem)}")
+            )
     overall = data.get("status", "?") if isinstance(data, dict) else "?"
-    weights = f", backbone weights {data['weights_used']}" if isinstance(data, dict) and data.get("weights_used") else ""
-    return [p(f"**Overall: {overall}** (`make sanity`, {path.name}{weights})."),
-            table(["check", "result", "numbers", "advice"], rows), *blocks]
+    weights = (
+        f", backbone weights {data['weights_used']}" if isinstance(data, dict) and data.get("weights_used") else ""
+    )
+    return [
+        p(f"**Overall: {overall}** (`make sanity`, {path.name}{weights})."),
+        table(["check", "result", "numbers", "advice"], rows),
+        *blocks,
+    ]
 
 
 def _long(value):
@@ -766,6 +1006,7 @@ def _num(value):
 
 def code_version():
     """The last commit that touched the code (project/), so committing a report does not change it."""
+
     def git(*args):
         return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
 
@@ -781,46 +1022,81 @@ def determinism_text(runs):
     """Whether every run was deterministic (runtime.deterministic), so whether rerunning gives the same numbers."""
     flags = {r["name"]: r["metrics"]["deterministic"] for group in runs.values() for r in group}
     if all(flags.values()):
-        return ("**Deterministic:** yes, every run (runtime.deterministic): the same code, cards, data and seed on this "
-                "machine give identical numbers; only the timing fields differ.")
+        return (
+            "**Deterministic:** yes, every run (runtime.deterministic): the same code, cards, data and seed on this "
+            "machine give identical numbers; only the timing fields differ."
+        )
     off = ", ".join(name for name, on in flags.items() if not on)
-    return f"**Deterministic:** no, for {off} (runtime.deterministic: false): a rerun may give slightly different numbers."
+    return (
+        f"**Deterministic:** no, for {off} (runtime.deterministic: false): a rerun may give slightly different numbers."
+    )
 
 
 def compute_section(runs, root, trials):
     base = runs["baseline"][0]["metrics"]
     dev = base.get("device", {})
-    blocks = [ul([
-        f"**Device:** {dev.get('type', '?')} {dev.get('name', '')}" + (f" ×{dev['count']}" if dev.get("count", 1) > 1 else ""),
-        *( [f"**Runtime:** {_describe(base['runtime'])}"] if base.get("runtime") else []),
-        determinism_text(runs),
-        f"**Code version:** {base.get('git_commit') or code_version()}",
-    ])]
+    blocks = [
+        ul(
+            [
+                f"**Device:** {dev.get('type', '?')} {dev.get('name', '')}"
+                + (f" ×{dev['count']}" if dev.get("count", 1) > 1 else ""),
+                *([f"**Runtime:** {_describe(base['runtime'])}"] if base.get("runtime") else []),
+                determinism_text(runs),
+                f"**Code version:** {base.get('git_commit') or code_version()}",
+            ]
+        )
+    ]
     rows = []
     for name in ("baseline", "tuned"):
         for r in runs[name]:
             m = r["metrics"]
             for s in m.get("stages", []):
-                rows.append([r["name"], s["stage"], str(s["epochs"]), f"{s['seconds']:.1f}", f"{s['images_per_second']:.1f}"])
-            rows.append([r["name"], "total (incl. data and evaluation)", "", f"{m.get('wall_seconds', 0):.1f}",
-                         f"{m.get('train_images_per_second', 0):.1f}"])
+                rows.append(
+                    [r["name"], s["stage"], str(s["epochs"]), f"{s['seconds']:.1f}", f"{s['images_per_second']:.1f}"]
+                )
+            rows.append(
+                [
+                    r["name"],
+                    "total (incl. data and evaluation)",
+                    "",
+                    f"{m.get('wall_seconds', 0):.1f}",
+                    f"{m.get('train_images_per_second', 0):.1f}",
+                ]
+            )
     seconds = _column(trials, "wall_seconds", "seconds") if trials is not None else None
     if seconds:
-        rows.append(["tuning", f"all {len(trials)} trials", "", f"{pd.to_numeric(trials[seconds], errors='coerce').sum():.1f}", ""])
+        rows.append(
+            [
+                "tuning",
+                f"all {len(trials)} trials",
+                "",
+                f"{pd.to_numeric(trials[seconds], errors='coerce').sum():.1f}",
+                "",
+            ]
+        )
     blocks.append(table(["run", "stage", "epochs", "seconds", "images/s"], rows))
     versions = [runs["baseline"][0]] + runs["tuned"][:1]
     keys = sorted({k for r in versions for k in r["metrics"].get("versions", {})})
-    blocks.append(table(["package", *[r["name"] for r in versions]],
-                        [[k, *[str(r["metrics"].get("versions", {}).get(k, "—")) for r in versions]] for k in keys]))
+    blocks.append(
+        table(
+            ["package", *[r["name"] for r in versions]],
+            [[k, *[str(r["metrics"].get("versions", {}).get(k, "—")) for r in versions]] for k in keys],
+        )
+    )
     paper = runs["baseline"][0]["config"]["paper"]
     seeds = [f"{r['name']} {r['metrics'].get('seed')}" for g in runs.values() for r in g]
-    items = [f"**Training seeds:** {', '.join(seeds)}", f"**Split seed:** {base.get('split_seed', runs['baseline'][0]['config']['dataset']['split']['seed'])}"]
+    items = [
+        f"**Training seeds:** {', '.join(seeds)}",
+        f"**Split seed:** {base.get('split_seed', runs['baseline'][0]['config']['dataset']['split']['seed'])}",
+    ]
     if paper.get("search"):
         items.append(f"**Search seed:** {paper['search']['seed']}")
     if trials is not None and "seed" in trials:
         trial_seeds = pd.to_numeric(trials["seed"], errors="coerce").dropna()
         if len(trial_seeds):
-            items.append(f"**Trial seeds:** {span(trial_seeds.min(), trial_seeds.max())} (recorded per trial in trials.csv)")
+            items.append(
+                f"**Trial seeds:** {span(trial_seeds.min(), trial_seeds.max())} (recorded per trial in trials.csv)"
+            )
     blocks.append(ul(items))
     return blocks
 
@@ -851,7 +1127,10 @@ def reproduce_section(runs, root, config, target_arg, trials):
     lines.append(f"make report {cmd['cards']}{target}{args}")
     run = "tuned" if runs["tuned"] else "baseline"
     lines.append(f"make evaluate RUN={Path(root) / run}")
-    return [p("The commands that produced this report (on a fresh clone they install the pinned environment first):"), code(lines)]
+    return [
+        p("The commands that produced this report (on a fresh clone they install the pinned environment first):"),
+        code(lines),
+    ]
 
 
 def model_card_section(card, runs, target):
@@ -862,26 +1141,40 @@ def model_card_section(card, runs, target):
     model = final["config"]["paper"]["model"]
     recommendations = list(card.caveats)
     if m["test_accuracy"] < target:
-        recommendations.append(f"The test accuracy {f4(m['test_accuracy'])} is below the target {target:.4f}: do not rely on it where that target matters.")
+        recommendations.append(
+            f"The test accuracy {f4(m['test_accuracy'])} is below the target {target:.4f}: do not rely on it where that target matters."
+        )
     if "fallback" in str(m.get("weights_used", "")):
-        recommendations.append("The backbone was trained from random initialisation because ImageNet weights were unavailable.")
+        recommendations.append(
+            "The backbone was trained from random initialisation because ImageNet weights were unavailable."
+        )
     lo, hi = accuracy_ci(m)
     if hi - lo > 0.05:
-        recommendations.append(f"The test set is small ({m['test']['count']} images): the 95% interval {ci_text((lo, hi))} is wide.")
+        recommendations.append(
+            f"The test set is small ({m['test']['count']} images): the 95% interval {ci_text((lo, hi))} is wide."
+        )
     if imbalance_ratio(m["counts"]["train"]) > IMBALANCED:
-        recommendations.append(f"The classes are imbalanced (ratio above {IMBALANCED:g}): "
-                               f"read per-class recall, not only accuracy.")
-    return [ul([
-        f"**Model:** {model['backbone']} classifier ({final['name']} run), reproducing {card.citation.title} ({card.citation.year}).",
-        f"**Intended use:** {card.intended_use}",
-        f"**Training data:** {final['config']['dataset_name']}" + (f" ({d['description'].rstrip('.')})" if d.get("description") else "")
-        + f", {sum(m['counts']['train'].values())} training and {sum(m['counts']['val'].values())} validation images.",
-        f"**Evaluation data:** the held-out test subset, {m['test']['count']} images, the same for before and after.",
-        f"**Metrics:** test accuracy {f4(m['test_accuracy'])} {ci_text((lo, hi))} (trivial baseline, the majority class's share: "
-        f"{f4(m['test']['majority_share'])}), macro-F1 {f4(m['test_macro_f1'])}, "
-        f"balanced accuracy {f4(m['test']['balanced_accuracy'])}; "
-        f"weakest class {worst[0]} (F1 {f4(worst[1]['f1'])}).",
-    ]), h3("Caveats and recommendations"), ul(recommendations or ["None stated in the paper card (`caveats:`)."])]
+        recommendations.append(
+            f"The classes are imbalanced (ratio above {IMBALANCED:g}): read per-class recall, not only accuracy."
+        )
+    return [
+        ul(
+            [
+                f"**Model:** {model['backbone']} classifier ({final['name']} run), reproducing {card.citation.title} ({card.citation.year}).",
+                f"**Intended use:** {card.intended_use}",
+                f"**Training data:** {final['config']['dataset_name']}"
+                + (f" ({d['description'].rstrip('.')})" if d.get("description") else "")
+                + f", {sum(m['counts']['train'].values())} training and {sum(m['counts']['val'].values())} validation images.",
+                f"**Evaluation data:** the held-out test subset, {m['test']['count']} images, the same for before and after.",
+                f"**Metrics:** test accuracy {f4(m['test_accuracy'])} {ci_text((lo, hi))} (trivial baseline, the majority class's share: "
+                f"{f4(m['test']['majority_share'])}), macro-F1 {f4(m['test_macro_f1'])}, "
+                f"balanced accuracy {f4(m['test']['balanced_accuracy'])}; "
+                f"weakest class {worst[0]} (F1 {f4(worst[1]['f1'])}).",
+            ]
+        ),
+        h3("Caveats and recommendations"),
+        ul(recommendations or ["None stated in the paper card (`caveats:`)."]),
+    ]
 
 
 # ------------------------------------------------------------------ assembling and writing
@@ -896,7 +1189,9 @@ def build(config, root, target=None, ranks=None):
     goal_source = "TARGET= / --target" if target is not None else "the paper card's target_accuracy"
     cmd = commands(config)
     figs = {}
-    from project.report import summary as report_summary  # it uses this module's block helpers: imported once this module is complete
+    from project.report import (
+        summary as report_summary,  # it uses this module's block helpers: imported once this module is complete
+    )
 
     compared = report_summary.comparison(runs, card, config)
     hyper_blocks, hyper_data = hyperparameters(runs, card, config)
@@ -916,21 +1211,35 @@ def build(config, root, target=None, ranks=None):
         reproduce_section(runs, root, config, target, trials),
         model_card_section(card, runs, goal),
     ]
-    sections = [{"title": t, "id": re.sub(r"[^a-z0-9]+", "-", t.lower()).strip("-"), "blocks": b} for t, b in zip(SECTIONS, bodies)]
+    sections = [
+        {"title": t, "id": re.sub(r"[^a-z0-9]+", "-", t.lower()).strip("-"), "blocks": b}
+        for t, b in zip(SECTIONS, bodies)
+    ]
     completed = max(r["completed"] for g in runs.values() for r in g)
     before = runs["baseline"][0]["metrics"]
     after = runs["tuned"][0]["metrics"] if runs["tuned"] else None
     metrics = {
-        "before": metric_summary(before), "after": metric_summary(after) if after else None,
-        "change": {k: report_summary.value(after, k) - report_summary.value(before, k) for _, k in report_summary.SUMMARY_METRICS}
-        if after else None,
+        "before": metric_summary(before),
+        "after": metric_summary(after) if after else None,
+        "change": {
+            k: report_summary.value(after, k) - report_summary.value(before, k)
+            for _, k in report_summary.SUMMARY_METRICS
+        }
+        if after
+        else None,
         "target": {"accuracy": goal, "source": goal_source, "met": (after or before)["test_accuracy"] >= goal},
         "seeds": {name: [metric_summary(r["metrics"]) | {"folder": r["name"]} for r in runs[name]] for name in runs},
     }
     return {
         "title": f"{config.paper_name} on {config.dataset_name}: before and after optimisation",
-        "citation": card.citation.title, "generated_at": completed, "run_name": config.run_name,
-        "sections": sections, "figures": figs, "hyperparameters": hyper_data, "metrics": metrics, "comparison": compared,
+        "citation": card.citation.title,
+        "generated_at": completed,
+        "run_name": config.run_name,
+        "sections": sections,
+        "figures": figs,
+        "hyperparameters": hyper_data,
+        "metrics": metrics,
+        "comparison": compared,
         "trials_file": root / "tuning" / "trials.csv" if trials is not None else None,
         "summary_table": next(b for b in sections[0]["blocks"] if b["type"] == "table" and b["head"][0] == "metric"),
     }
@@ -950,8 +1259,13 @@ def inline_html(text):
 
 
 def environment():
-    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html.j2"]),
-                      keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+    env = Environment(
+        loader=FileSystemLoader(str(TEMPLATES)),
+        autoescape=select_autoescape(["html.j2"]),
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters["md_cell"] = md_cell
     env.filters["inline"] = inline_html
     return env
@@ -959,7 +1273,10 @@ def environment():
 
 def render(report):
     env = environment()
-    data_uris = {name: "data:image/png;base64," + base64.b64encode(data).decode("ascii") for name, data in report["figures"].items()}
+    data_uris = {
+        name: "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+        for name, data in report["figures"].items()
+    }
     markdown = env.get_template("report.md.j2").render(report=report)
     html = env.get_template("report.html.j2").render(report=report, images=data_uris)
     return markdown, html

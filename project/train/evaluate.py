@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from project.data.adapters import IMAGE_EXTENSIONS
 from project.artifacts import atomic_write, read_json, require_complete
 from project.config.cards import read_yaml, validate
-from project.errors import UserError
 from project.config.schema import Config
+from project.data.adapters import IMAGE_EXTENSIONS
+from project.errors import UserError
 
 BATCH = 64
 LOSS_TOLERANCE = 1e-5  # relative: the same model on the same images, up to float summation order
@@ -84,7 +84,9 @@ def evaluate_cli(args):
     stored = read_json(run / "metrics.json")
     data = prepare(config, run.parent)
     if data.class_names != stored["class_names"]:
-        raise UserError(f"the dataset's classes {data.class_names} differ from the run's {stored['class_names']} ({run / 'metrics.json'})")
+        raise UserError(
+            f"the dataset's classes {data.class_names} differ from the run's {stored['class_names']} ({run / 'metrics.json'})"
+        )
     fresh, _, _ = evaluate(load_model(run), data, config.paper, "test")
     rows = compare(stored["test"], fresh)
     print(f"{run}: test subset of {run.parent / 'split.csv'}")
@@ -108,7 +110,9 @@ def _is_image(path):
 def image_files(spec):
     """A folder (searched recursively), one file, a glob pattern, or several of these separated by spaces."""
     if not spec:
-        raise UserError("--images is required: a folder of images or image files, e.g. make predict RUN=... IMAGES=path/to/folder")
+        raise UserError(
+            "--images is required: a folder of images or image files, e.g. make predict RUN=... IMAGES=path/to/folder"
+        )
     parts = [spec] if Path(spec).exists() else shlex.split(spec)
     files = []
     for part in parts:
@@ -142,12 +146,14 @@ def load_image(path, size):
 def predict_table(model, files, class_names):
     size = tuple(int(s) for s in model.input_shape[1:3])
     if model.output_shape[-1] != len(class_names):
-        raise UserError(f"the model has {model.output_shape[-1]} outputs but metrics.json lists {len(class_names)} classes")
+        raise UserError(
+            f"the model has {model.output_shape[-1]} outputs but metrics.json lists {len(class_names)} classes"
+        )
     images, errors = zip(*(load_image(f, size) for f in files))
     good = [i for i, image in enumerate(images) if image is not None]
     probabilities = np.zeros((len(files), len(class_names)), dtype=np.float32)
     for start in range(0, len(good), BATCH):
-        index = good[start:start + BATCH]
+        index = good[start : start + BATCH]
         batch = np.stack([images[i] for i in index]).astype("float32")
         probabilities[index] = np.asarray(model.predict_on_batch(batch))
     rows = []
@@ -156,10 +162,15 @@ def predict_table(model, files, class_names):
             rows.append({"file": str(file), "predicted": "", "probability": "", "top3": "", "error": errors[i]})
             continue
         order = np.argsort(-probabilities[i], kind="stable")[:3]
-        rows.append({
-            "file": str(file), "predicted": class_names[order[0]], "probability": f"{probabilities[i, order[0]]:.6f}",
-            "top3": "; ".join(f"{class_names[k]} ({probabilities[i, k]:.4f})" for k in order), "error": "",
-        })
+        rows.append(
+            {
+                "file": str(file),
+                "predicted": class_names[order[0]],
+                "probability": f"{probabilities[i, order[0]]:.6f}",
+                "top3": "; ".join(f"{class_names[k]} ({probabilities[i, k]:.4f})" for k in order),
+                "error": "",
+            }
+        )
     return pd.DataFrame(rows, columns=["file", "predicted", "probability", "top3", "error"])
 
 
@@ -174,5 +185,8 @@ def predict_cli(args):
     atomic_write(output, table.to_csv(index=False))
     failed = int((table["error"] != "").sum())
     print(table.head(10).to_string(index=False))
-    print(f"{len(table)} images -> {output}" + (f" ({failed} could not be decoded: see the error column)" if failed else ""))
+    print(
+        f"{len(table)} images -> {output}"
+        + (f" ({failed} could not be decoded: see the error column)" if failed else "")
+    )
     return 0

@@ -18,7 +18,11 @@ class Knobs:
         def knob(name):
             return keras.Variable(0.0, trainable=False, dtype="float32", name=f"knob_{name}")
 
-        self.learning_rate, self.weight_decay, self.label_smoothing = knob("learning_rate"), knob("weight_decay"), knob("label_smoothing")
+        self.learning_rate, self.weight_decay, self.label_smoothing = (
+            knob("learning_rate"),
+            knob("weight_decay"),
+            knob("label_smoothing"),
+        )
         self.steps_per_epoch, self.total_steps = knob("steps_per_epoch"), knob("total_steps")
 
     def set(self, training, learning_rate, steps_per_epoch, epochs):

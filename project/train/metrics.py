@@ -4,8 +4,14 @@ import math
 import warnings
 
 import numpy as np
-from sklearn.metrics import (balanced_accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support, roc_auc_score,
-                             top_k_accuracy_score)
+from sklearn.metrics import (
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+    roc_auc_score,
+    top_k_accuracy_score,
+)
 
 IMBALANCED = 3.0  # largest / smallest class count in train above which accuracy alone misleads
 
@@ -93,8 +99,14 @@ def classification_metrics(y_true, probabilities, class_names):
         "trivial_baseline": trivial,
         "count": int(len(y_true)),
         "per_class": {
-            name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i]),
-                   "sensitivity": float(recall[i]), "specificity": specificity[i]}
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+                "sensitivity": float(recall[i]),
+                "specificity": specificity[i],
+            }
             for i, name in enumerate(class_names)
         },
         "confusion_matrix": matrix.tolist(),

@@ -15,10 +15,9 @@ Adam alike). A rate 100x too low is too low at its peak too; a cosine tail is no
 
 import math
 
+import keras
 import numpy as np
 import pandas as pd
-
-import keras
 
 RATIO_LOW, RATIO_HIGH = 1e-5, 1e-1  # a warning outside this band around the ideal 1e-3
 GAP = 0.10  # train - val accuracy above this: overfitting
@@ -94,8 +93,10 @@ class UpdateRatio(keras.callbacks.Callback):
         if summary["status"] == "WARN" and not self._warned:
             self._warned = True
             scaled = f" ({value:.1e} at the scheduled rate {rate:.2g})" if rate != self._peak else ""
-            message = (f"WARN  update/weight ratio {at_peak:.1e} at the peak learning rate {self._peak:.2g}{scaled}, "
-                       f"epoch {epoch + 1} (median of {len(per_layer)} layers): {summary['advice']}")
+            message = (
+                f"WARN  update/weight ratio {at_peak:.1e} at the peak learning rate {self._peak:.2g}{scaled}, "
+                f"epoch {epoch + 1} (median of {len(per_layer)} layers): {summary['advice']}"
+            )
             self.warnings.append(message)
             if self.verbose:
                 print(f"\n{message}")
@@ -145,14 +146,25 @@ def ratio_summary(values):
     finite = values[np.isfinite(values)]
     median = float(np.median(values)) if len(finite) == len(values) else math.inf
     summary = {
-        "median": median, "min": float(finite.min()) if len(finite) else None,
-        "max": float(finite.max()) if len(finite) else None, "epochs": int(len(values)),
-        "band": [RATIO_LOW, RATIO_HIGH], "ideal": 1e-3,
+        "median": median,
+        "min": float(finite.min()) if len(finite) else None,
+        "max": float(finite.max()) if len(finite) else None,
+        "epochs": int(len(values)),
+        "band": [RATIO_LOW, RATIO_HIGH],
+        "ideal": 1e-3,
     }
     if median < RATIO_LOW:
-        return {**summary, "status": "WARN", "advice": "updates are tiny next to the weights (ideal ~1e-3): raise the learning rate"}
+        return {
+            **summary,
+            "status": "WARN",
+            "advice": "updates are tiny next to the weights (ideal ~1e-3): raise the learning rate",
+        }
     if median > RATIO_HIGH:
-        return {**summary, "status": "WARN", "advice": "each update rewrites the weights (ideal ~1e-3): lower the learning rate"}
+        return {
+            **summary,
+            "status": "WARN",
+            "advice": "each update rewrites the weights (ideal ~1e-3): lower the learning rate",
+        }
     return {**summary, "status": "PASS", "advice": "update/weight ratio is within the healthy band around 1e-3"}
 
 
@@ -192,34 +204,79 @@ def diagnose(history, target=0.9, gap=GAP, frozen_layers=0):
 
     exploded = not np.isfinite(loss).all() or (len(loss) > 1 and final > 2 * best and final > first)
     if exploded or (ratio and ratio["status"] == "WARN" and ratio["median"] > RATIO_HIGH):
-        evidence = "the loss became NaN/inf" if not np.isfinite(loss).all() else f"loss went from {first:.3g} down to {best:.3g}, then up to {final:.3g}"
+        evidence = (
+            "the loss became NaN/inf"
+            if not np.isfinite(loss).all()
+            else f"loss went from {first:.3g} down to {best:.3g}, then up to {final:.3g}"
+        )
         if ratio and ratio["median"] is not None and ratio["median"] > RATIO_HIGH:
             evidence += f"; update/weight ratio {ratio['median']:.1e} (> {RATIO_HIGH:g})"
-        findings.append({"problem": "learning rate too high", "evidence": evidence,
-                         "advice": "lower the learning rate (by 3-10x) or add warm-up; `make sanity` shows where the loss explodes"})
+        findings.append(
+            {
+                "problem": "learning rate too high",
+                "evidence": evidence,
+                "advice": "lower the learning rate (by 3-10x) or add warm-up; `make sanity` shows where the loss explodes",
+            }
+        )
     elif len(loss) > 1 and (first - best) < FLAT * first and (train_acc is None or train_acc < target):
-        evidence = f"loss {first:.3g} -> {final:.3g} over {len(loss)} epochs (fell by {100 * (first - best) / first:.1f}%)"
+        evidence = (
+            f"loss {first:.3g} -> {final:.3g} over {len(loss)} epochs (fell by {100 * (first - best) / first:.1f}%)"
+        )
         if ratio and ratio["median"] is not None and ratio["median"] < RATIO_LOW:
             evidence += f"; update/weight ratio {ratio['median']:.1e} (< {RATIO_LOW:g})"
-        findings.append({"problem": "learning rate too low", "evidence": evidence,
-                         "advice": "the loss barely moves: raise the learning rate (3-10x); if it still does not move, run `make sanity` to look for a bug in data, labels or model"})
+        findings.append(
+            {
+                "problem": "learning rate too low",
+                "evidence": evidence,
+                "advice": "the loss barely moves: raise the learning rate (3-10x); if it still does not move, run `make sanity` to look for a bug in data, labels or model",
+            }
+        )
     elif ratio and ratio["status"] == "WARN" and ratio["median"] < RATIO_LOW:
-        findings.append({"problem": "learning rate too low", "evidence": f"update/weight ratio {ratio['median']:.1e} (< {RATIO_LOW:g})",
-                         "advice": "updates are tiny next to the weights: raise the learning rate"})
+        findings.append(
+            {
+                "problem": "learning rate too low",
+                "evidence": f"update/weight ratio {ratio['median']:.1e} (< {RATIO_LOW:g})",
+                "advice": "updates are tiny next to the weights: raise the learning rate",
+            }
+        )
 
     if train_acc is not None and val_acc is not None and train_acc - val_acc > gap:
         val_loss = pd.to_numeric(table.get("val_loss", pd.Series(dtype="float64")), errors="coerce").dropna()
-        rising = f"; val_loss rose from {val_loss.min():.3g} to {val_loss.iloc[-1]:.3g}" if len(val_loss) and val_loss.iloc[-1] > 1.1 * val_loss.min() else ""
-        findings.append({"problem": "overfitting", "evidence": f"train accuracy {train_acc:.3f} vs val {val_acc:.3f} (gap {train_acc - val_acc:.3f} > {gap:g}){rising}",
-                         "advice": "more regularisation (dropout, l2, weight decay), stronger augmentation, more data, or stop earlier"})
-    elif train_acc is not None and train_acc < target - 0.05 and (val_acc is None or val_acc < target - 0.05) and not findings:
+        rising = (
+            f"; val_loss rose from {val_loss.min():.3g} to {val_loss.iloc[-1]:.3g}"
+            if len(val_loss) and val_loss.iloc[-1] > 1.1 * val_loss.min()
+            else ""
+        )
+        findings.append(
+            {
+                "problem": "overfitting",
+                "evidence": f"train accuracy {train_acc:.3f} vs val {val_acc:.3f} (gap {train_acc - val_acc:.3f} > {gap:g}){rising}",
+                "advice": "more regularisation (dropout, l2, weight decay), stronger augmentation, more data, or stop earlier",
+            }
+        )
+    elif (
+        train_acc is not None
+        and train_acc < target - 0.05
+        and (val_acc is None or val_acc < target - 0.05)
+        and not findings
+    ):
         # both low: a low training accuracy alone is what augmentation and dropout do on purpose
         still = loss.iloc[-min(3, len(loss))] - final > 0.05 * final if len(loss) > 1 else False
-        findings.append({"problem": "too little capacity", "evidence": f"train accuracy {train_acc:.3f} and val {val_acc if val_acc is not None else float('nan'):.3f} "
-                         f"below the target {target:g} with no train/val gap"
-                         + (f"; the loss was still falling ({final:.3g})" if still else ""),
-                         "advice": ("train longer (the loss is still falling), " if still else "") + capacity_advice(frozen_layers)})
+        findings.append(
+            {
+                "problem": "too little capacity",
+                "evidence": f"train accuracy {train_acc:.3f} and val {val_acc if val_acc is not None else float('nan'):.3f} "
+                f"below the target {target:g} with no train/val gap"
+                + (f"; the loss was still falling ({final:.3g})" if still else ""),
+                "advice": ("train longer (the loss is still falling), " if still else "")
+                + capacity_advice(frozen_layers),
+            }
+        )
 
     if not findings:
-        return {"status": "ok", "summary": "training looks healthy: the loss fell, no large train/val gap, the ratio is in band", "findings": []}
+        return {
+            "status": "ok",
+            "summary": "training looks healthy: the loss fell, no large train/val gap, the ratio is in band",
+            "findings": [],
+        }
     return {"status": "problems", "summary": "; ".join(f["problem"] for f in findings), "findings": findings}

@@ -24,21 +24,20 @@ import math
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
 
-import keras
-
 from project import figures
-from project.data import pipeline
-from project.data.augment import build_augmentation
-from project.data.augment_pool import augment_in_place, image_seeds
 from project.artifacts import atomic_write, run_root, write_json
 from project.config.backbone_table import BACKBONES
 from project.config.cards import with_values
+from project.data import pipeline
+from project.data.augment import build_augmentation
+from project.data.augment_pool import augment_in_place, image_seeds
 from project.data.prepare import prepare
 from project.model.classifier import apply_stage, build_model
-from project.train.sweep import lr_sweep, read_sweep
 from project.train.runtime import set_determinism
+from project.train.sweep import lr_sweep, read_sweep
 from project.train.training import make_optimizer
 
 INITIAL_LOSS_TOLERANCE = 0.25  # |loss / ln(C) - 1| above this: FAIL
@@ -93,19 +92,42 @@ def check_initial_loss(model, batches, num_classes, tolerance=INITIAL_LOSS_TOLER
     loss, expected = float(np.mean(losses)), math.log(num_classes)
     off = loss / expected - 1
     probabilities = bool(max(sums) < 1e-3)
-    numbers = {"loss": loss, "ln_C": expected, "relative_difference": off, "tolerance": tolerance,
-               "batches": len(losses), "outputs_are_probabilities": probabilities}
+    numbers = {
+        "loss": loss,
+        "ln_C": expected,
+        "relative_difference": off,
+        "tolerance": tolerance,
+        "batches": len(losses),
+        "outputs_are_probabilities": probabilities,
+    }
     if not probabilities:
-        return result("initial_loss", "FAIL", numbers,
-                      "the outputs are not probabilities (logits?): end the model with softmax, or compute the loss from_logits")
+        return result(
+            "initial_loss",
+            "FAIL",
+            numbers,
+            "the outputs are not probabilities (logits?): end the model with softmax, or compute the loss from_logits",
+        )
     if abs(off) <= tolerance:
-        return result("initial_loss", "PASS", numbers,
-                      f"the loss starts at chance level ({loss:.3f} vs ln({num_classes}) = {expected:.3f})")
+        return result(
+            "initial_loss",
+            "PASS",
+            numbers,
+            f"the loss starts at chance level ({loss:.3f} vs ln({num_classes}) = {expected:.3f})",
+        )
     if off > 0:
-        return result("initial_loss", "FAIL", numbers, "the untrained model is confidently wrong: initialise the output layer "
-                      "small (e.g. zeros or stddev 0.01), check that labels match the classes")
-    return result("initial_loss", "FAIL", numbers,
-                  "the loss starts below chance: labels may leak into the inputs, or logits and probabilities are mixed up")
+        return result(
+            "initial_loss",
+            "FAIL",
+            numbers,
+            "the untrained model is confidently wrong: initialise the output layer "
+            "small (e.g. zeros or stddev 0.01), check that labels match the classes",
+        )
+    return result(
+        "initial_loss",
+        "FAIL",
+        numbers,
+        "the loss starts below chance: labels may leak into the inputs, or logits and probabilities are mixed up",
+    )
 
 
 # ---------------------------------------------------------------- 2 regularisation
@@ -114,8 +136,11 @@ def check_initial_loss(model, batches, num_classes, tolerance=INITIAL_LOSS_TOLER
 def total_loss(model, batches):
     """Data loss plus the model's own losses (its regularisation penalties), as Keras adds them
     in compute_loss; inference mode, so both models see exactly the same function."""
-    values = [cross_entropy(y, model(x, training=False)) + float(sum(keras.ops.convert_to_numpy(l) for l in model.losses))
-              for x, y in batches]
+    values = [
+        cross_entropy(y, model(x, training=False))
+        + float(sum(keras.ops.convert_to_numpy(term) for term in model.losses))
+        for x, y in batches
+    ]
     return float(np.mean(values))
 
 
@@ -124,17 +149,35 @@ def check_regularisation(model, model_l2, batches, l2=L2_FACTOR):
     regularised = [v.path for v in model_l2.trainable_weights if getattr(v, "regularizer", None) is not None]
     without, with_l2 = total_loss(model, batches), total_loss(model_l2, batches)
     increase = with_l2 - without
-    numbers = {"loss_without": without, "loss_with_l2": with_l2, "increase": increase, "l2": l2,
-               "regularised_weights": regularised}
+    numbers = {
+        "loss_without": without,
+        "loss_with_l2": with_l2,
+        "increase": increase,
+        "l2": l2,
+        "regularised_weights": regularised,
+    }
     if increase > 0.01 * max(without, 1e-6):
-        return result("regularisation", "PASS", numbers,
-                      f"L2 {l2:g} raises the loss by {increase:.3g}; it acts on {len(regularised)} kernels (the head and any "
-                      f"scratch convolutions; keras.applications backbones only get training.weight_decay)")
+        return result(
+            "regularisation",
+            "PASS",
+            numbers,
+            f"L2 {l2:g} raises the loss by {increase:.3g}; it acts on {len(regularised)} kernels (the head and any "
+            f"scratch convolutions; keras.applications backbones only get training.weight_decay)",
+        )
     if not regularised:
-        return result("regularisation", "FAIL", numbers, "no weight carries a regularizer: training.l2 never reaches the loss; "
-                      "attach kernel_regularizer when the layers are built")
-    return result("regularisation", "FAIL", numbers,
-                  "weights carry a regularizer but the loss does not rise: the penalty is not wired into the loss (model.losses)")
+        return result(
+            "regularisation",
+            "FAIL",
+            numbers,
+            "no weight carries a regularizer: training.l2 never reaches the loss; "
+            "attach kernel_regularizer when the layers are built",
+        )
+    return result(
+        "regularisation",
+        "FAIL",
+        numbers,
+        "weights carry a regularizer but the loss does not rise: the penalty is not wired into the loss (model.losses)",
+    )
 
 
 # ---------------------------------------------------------------- 3 overfit a tiny subset
@@ -156,25 +199,47 @@ def check_overfit(model, batches, epochs=OVERFIT_EPOCHS, target_loss=OVERFIT_LOS
     for epoch in range(epochs):
         logs = [(model.train_on_batch(x, y, return_dict=True), len(x)) for x, y in batches]
         count = sum(n for _, n in logs)
-        loss = sum(float(l["loss"]) * n for l, n in logs) / count
-        accuracy = sum(float(l["accuracy"]) * n for l, n in logs) / count
+        loss = sum(float(log["loss"]) * n for log, n in logs) / count
+        accuracy = sum(float(log["accuracy"]) * n for log, n in logs) / count
         history.append({"epoch": epoch + 1, "loss": loss, "accuracy": accuracy})
         if (accuracy >= 1.0 and loss <= target_loss) or not math.isfinite(loss):
             break
     best = max(h["accuracy"] for h in history)
     reached = next((h["epoch"] for h in history if h["accuracy"] >= 1.0), None)
-    numbers = {"examples": count, "epochs_run": len(history), "epochs_to_100": reached,
-               "final_accuracy": history[-1]["accuracy"], "final_loss": history[-1]["loss"], "best_accuracy": best}
+    numbers = {
+        "examples": count,
+        "epochs_run": len(history),
+        "epochs_to_100": reached,
+        "final_accuracy": history[-1]["accuracy"],
+        "final_loss": history[-1]["loss"],
+        "best_accuracy": best,
+    }
     extra = {"history": history}
     if history[-1]["accuracy"] >= 1.0 and history[-1]["loss"] <= target_loss:
-        return result("overfit", "PASS", numbers,
-                      f"memorised {count} examples in {len(history)} epochs: model, labels and optimisation can learn", **extra)
+        return result(
+            "overfit",
+            "PASS",
+            numbers,
+            f"memorised {count} examples in {len(history)} epochs: model, labels and optimisation can learn",
+            **extra,
+        )
     if reached:
-        return result("overfit", "WARN", numbers, f"100% accuracy but the loss stays at {history[-1]['loss']:.3g}: "
-                      f"the learning rate may be too low or the output saturated", **extra)
-    return result("overfit", "FAIL", numbers,
-                  f"cannot fit {count} examples in {len(history)} epochs (best accuracy {best:.2f}): check that labels match "
-                  f"images, that the learning rate is not 0, and that the layers are trainable", **extra)
+        return result(
+            "overfit",
+            "WARN",
+            numbers,
+            f"100% accuracy but the loss stays at {history[-1]['loss']:.3g}: "
+            f"the learning rate may be too low or the output saturated",
+            **extra,
+        )
+    return result(
+        "overfit",
+        "FAIL",
+        numbers,
+        f"cannot fit {count} examples in {len(history)} epochs (best accuracy {best:.2f}): check that labels match "
+        f"images, that the learning rate is not 0, and that the layers are trainable",
+        **extra,
+    )
 
 
 # ---------------------------------------------------------------- 4 learning-rate sweep
@@ -187,30 +252,68 @@ def check_lr_sweep(model, batches, current_lr=None, held=None, **sweep_options):
     sweep = lr_sweep(model, batches, held=held, **options)
     found = read_sweep(sweep)
     low, high = found["suggested_range"]
-    numbers = {k: found[k] for k in ("start_loss", "min_loss", "lr_falls_from", "lr_steepest", "falls_fastest", "lr_at_min",
-                                     "lr_explodes", "suggested_range")}
+    numbers = {
+        k: found[k]
+        for k in (
+            "start_loss",
+            "min_loss",
+            "lr_falls_from",
+            "lr_steepest",
+            "falls_fastest",
+            "lr_at_min",
+            "lr_explodes",
+            "suggested_range",
+        )
+    }
     numbers.update(steps=len(sweep["loss"]), card_lr=current_lr)
-    extra = {"curve": {"lr": sweep["lr"], "loss": sweep["loss"], "step_loss": sweep["step_loss"], "smoothed": found["smoothed"]}}
+    extra = {
+        "curve": {
+            "lr": sweep["lr"],
+            "loss": sweep["loss"],
+            "step_loss": sweep["step_loss"],
+            "smoothed": found["smoothed"],
+        }
+    }
     span = f"[{low:.1e}, {high:.1e}]"
     if not found["fell"]:
-        return result("lr_sweep", "WARN", numbers,
-                      f"no learning rate in {options['min_lr']:g}..{options['max_lr']:g} lowered the loss by 10% in "
-                      f"{len(sweep['loss'])} steps (measured on a held batch): check data, labels and trainable layers; if the "
-                      f"overfit check passed, the network may need more steps than the sweep has (the suggested range is then "
-                      f"a guess)", **extra)
+        return result(
+            "lr_sweep",
+            "WARN",
+            numbers,
+            f"no learning rate in {options['min_lr']:g}..{options['max_lr']:g} lowered the loss by 10% in "
+            f"{len(sweep['loss'])} steps (measured on a held batch): check data, labels and trainable layers; if the "
+            f"overfit check passed, the network may need more steps than the sweep has (the suggested range is then "
+            f"a guess)",
+            **extra,
+        )
     if current_lr is None:
         return result("lr_sweep", "PASS", numbers, f"search learning_rate in {span} (log sampling)", **extra)
     if found["lr_explodes"] is not None and current_lr >= found["lr_explodes"]:
-        return result("lr_sweep", "WARN", numbers,
-                      f"the card's learning rate {current_lr:g} is at or beyond where the loss explodes "
-                      f"({found['lr_explodes']:.2g}): lower it; search in {span}", **extra)
+        return result(
+            "lr_sweep",
+            "WARN",
+            numbers,
+            f"the card's learning rate {current_lr:g} is at or beyond where the loss explodes "
+            f"({found['lr_explodes']:.2g}): lower it; search in {span}",
+            **extra,
+        )
     if current_lr < low / 10:
-        return result("lr_sweep", "WARN", numbers,
-                      f"the card's learning rate {current_lr:g} lies far below {span}, where the loss barely moves: "
-                      f"training will crawl; raise it (search in {span})", **extra)
+        return result(
+            "lr_sweep",
+            "WARN",
+            numbers,
+            f"the card's learning rate {current_lr:g} lies far below {span}, where the loss barely moves: "
+            f"training will crawl; raise it (search in {span})",
+            **extra,
+        )
     where = "inside it" if low <= current_lr <= high else ("below it" if current_lr < low else "above it")
-    return result("lr_sweep", "PASS", numbers,
-                  f"search learning_rate in {span} (log sampling); the card's {current_lr:g} lies {where}", **extra)
+    return result(
+        "lr_sweep",
+        "PASS",
+        numbers,
+        f"search learning_rate in {span} (log sampling); the card's {current_lr:g} lies {where}",
+        **extra,
+    )
 
 
 # ---------------------------------------------------------------- 5 activation statistics
@@ -225,7 +328,9 @@ def activation_kind(layer):
     name = getattr(getattr(layer, "activation", None), "__name__", "linear")
     if name in ("linear", "softmax", "log_softmax"):
         return None
-    return {"relu": "relu", "relu6": "relu", "tanh": "tanh", "sigmoid": "sigmoid", "hard_sigmoid": "sigmoid"}.get(name, "other")
+    return {"relu": "relu", "relu6": "relu", "tanh": "tanh", "sigmoid": "sigmoid", "hard_sigmoid": "sigmoid"}.get(
+        name, "other"
+    )
 
 
 def _call_input(layer):
@@ -245,7 +350,7 @@ def activation_outputs(model, x, prefix=""):
     values = keras.Model(model.inputs[0] if len(model.inputs) == 1 else model.inputs, outputs)(x, training=True)
     values = [keras.ops.convert_to_numpy(v) for v in (values if isinstance(values, (list, tuple)) else [values])]
     found = [(prefix + layer.name, kind, value) for (layer, kind), value in zip(direct, values)]
-    for layer, value in zip(nested, values[len(direct):]):
+    for layer, value in zip(nested, values[len(direct) :]):
         found += activation_outputs(layer, value, prefix=f"{prefix}{layer.name}/")
     order = {name: i for i, name in enumerate(_layer_order(model))}
     return sorted(found, key=lambda item: order.get(item[0], 0))
@@ -260,8 +365,16 @@ def _layer_order(model, prefix=""):
 
 def activation_stats(name, kind, a):
     a = np.asarray(a, dtype="float64")
-    row = {"layer": name, "kind": kind, "mean": float(a.mean()), "std": float(a.std()), "zero_fraction": None,
-           "dead_units": None, "saturated_fraction": None, "flags": []}
+    row = {
+        "layer": name,
+        "kind": kind,
+        "mean": float(a.mean()),
+        "std": float(a.std()),
+        "zero_fraction": None,
+        "dead_units": None,
+        "saturated_fraction": None,
+        "flags": [],
+    }
     if kind == "relu":
         row["zero_fraction"] = float(np.mean(a == 0))
         row["dead_units"] = float(np.mean(np.all(a.reshape(-1, a.shape[-1]) == 0, axis=0)))
@@ -287,25 +400,37 @@ def check_activations(model, x, fail_fraction=0.5):
         rows = [activation_stats(name, kind, a) for name, kind, a in activation_outputs(model, x)]
     flagged = [r for r in rows if r["flags"]]
     counts = {flag: sum(flag in r["flags"] for r in rows) for flag in ("collapsed", "dead", "saturated")}
-    numbers = {"layers": len(rows), "flagged": len(flagged), **counts,
-               "std_first": rows[0]["std"] if rows else None, "std_last": rows[-1]["std"] if rows else None}
+    numbers = {
+        "layers": len(rows),
+        "flagged": len(flagged),
+        **counts,
+        "std_first": rows[0]["std"] if rows else None,
+        "std_last": rows[-1]["std"] if rows else None,
+    }
     extra = {"layers": rows, "collapsed_std": COLLAPSED_STD}
     if not rows:
         return result("activations", "WARN", numbers, "no layer with an activation was found", **extra)
     if not flagged:
-        return result("activations", "PASS", numbers,
-                      "every layer keeps a healthy spread: no collapsed, dead or saturated layers", **extra)
+        return result(
+            "activations",
+            "PASS",
+            numbers,
+            "every layer keeps a healthy spread: no collapsed, dead or saturated layers",
+            **extra,
+        )
     worst = max(counts, key=counts.get)
     advice = {
         "collapsed": "activations shrink toward zero layer by layer: the weights are initialised too small "
-                     "(use he_normal for ReLU, glorot for tanh) or add normalization",
+        "(use he_normal for ReLU, glorot for tanh) or add normalization",
         "dead": "most ReLU units never fire: lower the learning rate, check the bias/initialisation, or use leaky_relu",
         "saturated": "tanh/sigmoid units sit at the rails (no gradient): the weights are initialised too large (use glorot), "
-                     "or add normalization",
+        "or add normalization",
     }[worst]
     names = ", ".join(r["layer"] for r in flagged[:4]) + (" ..." if len(flagged) > 4 else "")
     status = "FAIL" if fail_fraction is not None and len(flagged) >= fail_fraction * len(rows) else "WARN"
-    return result("activations", status, numbers, f"{len(flagged)}/{len(rows)} layers flagged ({names}): {advice}", **extra)
+    return result(
+        "activations", status, numbers, f"{len(flagged)}/{len(rows)} layers flagged ({names}): {advice}", **extra
+    )
 
 
 # ---------------------------------------------------------------- 6 preprocessing
@@ -357,9 +482,12 @@ def augmentation_shift(model, x, augmented):
     mean, std = channel_stats(preprocessed(model, augmented).astype("float64"))
     scale = np.maximum(plain_std, 1e-12)
     ratios = np.maximum(std, 1e-12) / scale
-    return {"augmented_channel_mean": mean.tolist(), "augmented_channel_std": std.tolist(),
-            "augmentation_mean_shift": float(np.max(np.abs(mean - plain_mean) / scale)),
-            "augmentation_std_ratio": float(ratios[np.argmax(np.abs(np.log(ratios)))])}
+    return {
+        "augmented_channel_mean": mean.tolist(),
+        "augmented_channel_std": std.tolist(),
+        "augmentation_mean_shift": float(np.max(np.abs(mean - plain_mean) / scale)),
+        "augmentation_std_ratio": float(ratios[np.argmax(np.abs(np.log(ratios)))]),
+    }
 
 
 def augmentation_note(shift, x):
@@ -368,9 +496,11 @@ def augmentation_note(shift, x):
     if moved <= AUGMENT_SHIFT and 1 / AUGMENT_STD_RATIO <= ratio <= AUGMENT_STD_RATIO:
         return f"augmentation keeps the input statistics (means move by {moved:.2f} std, stds x{ratio:.2f})"
     colour = np.round(np.asarray(x, dtype="float64").mean(axis=tuple(range(np.ndim(x) - 1)))).astype(int).tolist()
-    return (f"augmentation moves the inputs (means by {moved:.2f} std, stds x{ratio:.2f}), which test images never see; "
-            f"if it is the constant fill at the borders of Affine/Rotate/ShiftScaleRotate, set border_mode: 4 "
-            f"(cv2.BORDER_REFLECT_101) in the transform, or fill: {colour} (the images' mean colour)")
+    return (
+        f"augmentation moves the inputs (means by {moved:.2f} std, stds x{ratio:.2f}), which test images never see; "
+        f"if it is the constant fill at the borders of Affine/Rotate/ShiftScaleRotate, set border_mode: 4 "
+        f"(cv2.BORDER_REFLECT_101) in the transform, or fill: {colour} (the images' mean colour)"
+    )
 
 
 def check_preprocessing(model, x, mode, augmented=None):
@@ -382,8 +512,14 @@ def check_preprocessing(model, x, mode, augmented=None):
     preprocessing is right or wrong whatever the augmentation, and blaming it for the fill misleads."""
     v = preprocessed(model, x).astype("float64")
     mean, std = channel_stats(v)
-    numbers = {"expected": EXPECTED[mode]["text"], "mode": mode, "channel_mean": mean.tolist(), "channel_std": std.tolist(),
-               "min": float(v.min()), "max": float(v.max())}
+    numbers = {
+        "expected": EXPECTED[mode]["text"],
+        "mode": mode,
+        "channel_mean": mean.tolist(),
+        "channel_std": std.tolist(),
+        "min": float(v.min()),
+        "max": float(v.max()),
+    }
     extra = {}
     if augmented is not None:
         shift = augmentation_shift(model, x, augmented)
@@ -404,11 +540,18 @@ def check_preprocessing(model, x, mode, augmented=None):
         if np.all(std < spec["min_std"]):
             problems.append(f"channel stds {np.round(std, 4).tolist()} are tiny (scaled twice?)")
     if not problems:
-        return result("preprocessing", "PASS", numbers, f"inputs reach the backbone as it expects: {spec['text']}", **extra)
+        return result(
+            "preprocessing", "PASS", numbers, f"inputs reach the backbone as it expects: {spec['text']}", **extra
+        )
     hint = "images still 0-255? " if v.max() > 20 and not spec.get("range", (0, 0))[1] > 20 else ""
-    return result("preprocessing", "WARN", numbers,
-                  f"{'; '.join(problems)} but the backbone expects {spec['text']}: {hint}check model.preprocessing and that the "
-                  f"pipeline feeds raw 0-255 RGB", **extra)
+    return result(
+        "preprocessing",
+        "WARN",
+        numbers,
+        f"{'; '.join(problems)} but the backbone expects {spec['text']}: {hint}check model.preprocessing and that the "
+        f"pipeline feeds raw 0-255 RGB",
+        **extra,
+    )
 
 
 def augmented_copy(images, paper):
@@ -430,10 +573,17 @@ PLOTS = {"lr_sweep": figures.lr_sweep, "activations": figures.activations, "over
 
 def clean_config(config):
     """The card with regularisation, dropout and augmentation off, and a constant learning rate."""
-    return with_values(config, {
-        "training.l2": 0.0, "training.weight_decay": 0.0, "training.label_smoothing": 0.0,
-        "training.schedule": "constant", "model.head.dropout": 0.0, "augmentation": [],
-    })
+    return with_values(
+        config,
+        {
+            "training.l2": 0.0,
+            "training.weight_decay": 0.0,
+            "training.label_smoothing": 0.0,
+            "training.schedule": "constant",
+            "model.head.dropout": 0.0,
+            "augmentation": [],
+        },
+    )
 
 
 def _numpy_batches(dataset, count):
@@ -452,8 +602,13 @@ def tiny_batch(data, paper, size=OVERFIT_EXAMPLES):
     index = data.indices("train")[stratified(data.labels("train"), size, paper.seed)]
     items = data.sources.items
     tiny = pipeline.make_dataset(
-        items[index] if isinstance(items, np.ndarray) else [items[i] for i in index], data.sources.labels[index],
-        data.sources.kind, size=paper.model.input_size, num_classes=data.num_classes, batch_size=len(index), cache="none",
+        items[index] if isinstance(items, np.ndarray) else [items[i] for i in index],
+        data.sources.labels[index],
+        data.sources.kind,
+        size=paper.model.input_size,
+        num_classes=data.num_classes,
+        batch_size=len(index),
+        cache="none",
     )
     return _numpy_batches(tiny, 1)[0]
 
@@ -534,8 +689,15 @@ def write_results(folder, config, checks, weights_used, seconds):
             check["plot"] = path.name
     statuses = {c["status"] for c in checks}
     status = "FAIL" if "FAIL" in statuses else ("WARN" if "WARN" in statuses else "PASS")
-    summary = {"paper": config.paper_name, "dataset": config.dataset_name, "status": status, "weights_used": weights_used,
-               "seconds": round(seconds, 1), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "checks": checks}
+    summary = {
+        "paper": config.paper_name,
+        "dataset": config.dataset_name,
+        "status": status,
+        "weights_used": weights_used,
+        "seconds": round(seconds, 1),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "checks": checks,
+    }
     write_json(folder / "sanity.json", summary)
     return summary
 
@@ -544,8 +706,10 @@ def cli(config, args):
     start = time.perf_counter()
     root = run_root(config, args.runs_dir)
     if not args.quiet:
-        print(f"sanity checks on {config.paper_name} x {config.dataset_name} "
-              f"(regularisation, dropout and augmentation off unless stated)")
+        print(
+            f"sanity checks on {config.paper_name} x {config.dataset_name} "
+            f"(regularisation, dropout and augmentation off unless stated)"
+        )
     checks, weights_used = run_checks(config, root)
     summary = write_results(root, config, checks, weights_used, time.perf_counter() - start)
     print(f"sanity: {summary['status']} in {summary['seconds']:.0f}s -> {root / 'sanity.json'}")

@@ -5,10 +5,9 @@ falls, falls fastest, bottoms out and explodes. project.train.sanity turns it in
 import itertools
 import math
 
+import keras
 import numpy as np
 import pandas as pd
-
-import keras
 
 FALL_STARTS = 0.03  # the loss "starts to fall" once 3% below its start (the sweep's success is a 10% fall)
 
@@ -59,8 +58,13 @@ def lr_sweep(model, batches, min_lr=1e-7, max_lr=10.0, steps=100, explode=4.0, b
             exploded = i
             break
         best = min(best, average)
-    return {"lr": lrs[: len(losses)].tolist(), "loss": losses, "step_loss": step_losses, "start_loss": start,
-            "exploded_at": exploded}
+    return {
+        "lr": lrs[: len(losses)].tolist(),
+        "loss": losses,
+        "step_loss": step_losses,
+        "start_loss": start,
+        "exploded_at": exploded,
+    }
 
 
 def sweep_window(lrs, decades=0.25, least=5):
@@ -105,8 +109,15 @@ def read_sweep(sweep):
     falls_from = float(lrs_used[falling[0] if len(falling) else i_min])
     high = float(lrs_used[i_min])
     low = max(float(lrs[0]), min(falls_from, high / 100))
-    return {"start_loss": start, "min_loss": float(smoothed[i_min]), "fell": bool(smoothed[i_min] < 0.9 * start),
-            "lr_falls_from": falls_from, "lr_steepest": float(lrs_used[steep]),
-            "falls_fastest": [float(lrs_used[first]), float(lrs_used[last])], "lr_at_min": high,
-            "lr_explodes": float(lrs[exploded]) if exploded is not None else None,
-            "suggested_range": [low, high], "smoothed": smoothed.tolist()}
+    return {
+        "start_loss": start,
+        "min_loss": float(smoothed[i_min]),
+        "fell": bool(smoothed[i_min] < 0.9 * start),
+        "lr_falls_from": falls_from,
+        "lr_steepest": float(lrs_used[steep]),
+        "falls_fastest": [float(lrs_used[first]), float(lrs_used[last])],
+        "lr_at_min": high,
+        "lr_explodes": float(lrs[exploded]) if exploded is not None else None,
+        "suggested_range": [low, high],
+        "smoothed": smoothed.tolist(),
+    }

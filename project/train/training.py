@@ -12,22 +12,21 @@ import platform
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
 import pandas as pd
 import yaml
 
-import keras
-
 from project.artifacts import archive, atomic_write, is_complete, mark_complete, read_json, write_json
 from project.config.cards import recipe, resolved_yaml
-from project.train import runtime
 from project.data.prepare import prepare
 from project.errors import UserError
-from project.train.metrics import class_weights, classification_metrics
 from project.model.classifier import apply_stage, backbone_layers, build_model, count_params
-from project.train.monitors import diagnose, monitor_callbacks, ratio_summary
-from project.train.knobs import ScheduledRate, decoupled_weight_decay, set_knobs, smoothed_crossentropy
 from project.paths import REPO_ROOT
+from project.train import runtime
+from project.train.knobs import ScheduledRate, decoupled_weight_decay, set_knobs, smoothed_crossentropy
+from project.train.metrics import class_weights, classification_metrics
+from project.train.monitors import diagnose, monitor_callbacks, ratio_summary
 
 # metrics.json keys that measure time, the only ones two deterministic runs may differ in (stages.*: each stage's)
 TIMING_FIELDS = ["wall_seconds", "train_images_per_second", "stages.*.seconds", "stages.*.images_per_second"]
@@ -41,7 +40,11 @@ def make_optimizer(t, learning_rate, steps_per_epoch, epochs, knobs=None):
     steps = max(1, steps_per_epoch)
     wd = t.weight_decay or None
     if knobs is not None:
-        lr = float(learning_rate) if t.schedule in ("constant", "plateau") else ScheduledRate(t.schedule, knobs, t.step_every, t.decay)
+        lr = (
+            float(learning_rate)
+            if t.schedule in ("constant", "plateau")
+            else ScheduledRate(t.schedule, knobs, t.step_every, t.decay)
+        )
         wd = knobs.weight_decay
     elif t.schedule == "step":
         lr = keras.optimizers.schedules.ExponentialDecay(learning_rate, t.step_every * steps, t.decay, staircase=True)
@@ -62,7 +65,11 @@ def make_optimizer(t, learning_rate, steps_per_epoch, epochs, knobs=None):
 
 def compile_model(model, paper, learning_rate, steps_per_epoch, epochs, jit_compile=False, knobs=None):
     t = paper.training
-    loss = keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing) if knobs is None else smoothed_crossentropy(knobs)
+    loss = (
+        keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing)
+        if knobs is None
+        else smoothed_crossentropy(knobs)
+    )
     model.compile(
         optimizer=make_optimizer(t, learning_rate, steps_per_epoch, epochs, knobs),
         loss=loss,
@@ -103,8 +110,12 @@ def stage_callbacks(paper, folder, stage, checkpoint=True, backup=True):
     ]
     best = None
     if checkpoint:
-        best = BestCheckpoint(folder / "checkpoints" / f"{stage}.weights.h5", monitor, mode,
-                              (max(seen) if mode == "max" else min(seen)) if seen else None)
+        best = BestCheckpoint(
+            folder / "checkpoints" / f"{stage}.weights.h5",
+            monitor,
+            mode,
+            (max(seen) if mode == "max" else min(seen)) if seen else None,
+        )
         callbacks.insert(1, best)
     if backup:
         callbacks.insert(2, ThrottledBackup(str(folder / "backup" / stage), paper.runtime.backup_seconds, best))
@@ -114,7 +125,9 @@ def stage_callbacks(paper, folder, stage, checkpoint=True, backup=True):
         early.logged = logged[e.monitor].tolist() if e.monitor in logged else []
         callbacks.append(early)
     if t.schedule == "plateau":
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=t.decay, patience=t.plateau_patience))
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=t.decay, patience=t.plateau_patience)
+        )
     return callbacks
 
 
@@ -214,8 +227,21 @@ def out_of_memory_advice(batch_size):
         ) from None
 
 
-def fit_stages(model, paper, data, folder, *, weights_used="random", epochs=None, batch_size=None,
-               extra_callbacks=(), verbose=1, jit_compile=False, trial=False, compile_stage=compile_model):
+def fit_stages(
+    model,
+    paper,
+    data,
+    folder,
+    *,
+    weights_used="random",
+    epochs=None,
+    batch_size=None,
+    extra_callbacks=(),
+    verbose=1,
+    jit_compile=False,
+    trial=False,
+    compile_stage=compile_model,
+):
     """Train every stage of the card in turn; after each, keep its best-on-val weights.
     trial=True (a tuner trial): no resume state, and the last stage's final weights stay in the
     model, unchecked (only the trial's logs are kept). compile_stage(model, paper,
@@ -252,29 +278,44 @@ def fit_stages(model, paper, data, folder, *, weights_used="random", epochs=None
             continue
         compile_stage(model, paper, stage.learning_rate or t.learning_rate, steps, stage_epochs, jit_compile)
         resumed = backed_up_epochs(folder, stage.name)
-        train = data.dataset("train", paper, batch_size=batch_size, epochs=(first_epoch + resumed, first_epoch + stage_epochs))
+        train = data.dataset(
+            "train", paper, batch_size=batch_size, epochs=(first_epoch + resumed, first_epoch + stage_epochs)
+        )
         start = time.perf_counter()
         with out_of_memory_advice(batch_size):
             history = model.fit(
-                train, validation_data=val, epochs=stage_epochs, steps_per_epoch=steps, class_weight=weights, shuffle=False,
+                train,
+                validation_data=val,
+                epochs=stage_epochs,
+                steps_per_epoch=steps,
+                class_weight=weights,
+                shuffle=False,
                 # monitors first: they add update_ratio to the epoch logs before CSVLogger writes them
-                callbacks=monitor_callbacks(stage.learning_rate or t.learning_rate) + stage_callbacks(paper, folder, stage.name, not (trial and last), not trial)
-                + list(extra_callbacks), verbose=verbose,
+                callbacks=monitor_callbacks(stage.learning_rate or t.learning_rate)
+                + stage_callbacks(paper, folder, stage.name, not (trial and last), not trial)
+                + list(extra_callbacks),
+                verbose=verbose,
             )
         seconds = time.perf_counter() - start
         ran = len(history.epoch)
         if best.exists() and not (trial and last):
             model.load_weights(best)
         info = {
-            "stage": stage.name, "epochs": ran, "unfrozen_layers": unfrozen, "frozen_layers": len(backbone_layers(model)) - unfrozen,
+            "stage": stage.name,
+            "epochs": ran,
+            "unfrozen_layers": unfrozen,
+            "frozen_layers": len(backbone_layers(model)) - unfrozen,
             "seconds": round(seconds, 3),
             "images_per_second": round(len(data.indices("train")) * ran / seconds, 1) if ran else 0.0,
-            "learning_rate": stage.learning_rate or t.learning_rate, **{f"params_{k}": v for k, v in params.items()},
+            "learning_rate": stage.learning_rate or t.learning_rate,
+            **{f"params_{k}": v for k, v in params.items()},
         }
         write_json(done, info)
         infos.append(info)
-        print(f"[{stage.name}] {ran} epochs, {seconds:.1f}s, {info['images_per_second']:.0f} images/s, "
-              f"val {history.history.get('val_accuracy', [float('nan')])[-1]:.4f} (trainable {params['trainable']:,})")
+        print(
+            f"[{stage.name}] {ran} epochs, {seconds:.1f}s, {info['images_per_second']:.0f} images/s, "
+            f"val {history.history.get('val_accuracy', [float('nan')])[-1]:.4f} (trainable {params['trainable']:,})"
+        )
     return infos
 
 
@@ -313,12 +354,14 @@ def predictions_table(data, subset, probabilities, labels):
     and show a prediction its own row's probabilities contradict."""
     names = np.array(data.class_names)
     probabilities = np.asarray(probabilities, dtype=np.float32)
-    table = pd.DataFrame({
-        "source": data.ids(subset)[: len(labels)],
-        "true": names[labels],
-        "predicted": names[probabilities.argmax(axis=1)],
-        "confidence": probabilities.max(axis=1),
-    })
+    table = pd.DataFrame(
+        {
+            "source": data.ids(subset)[: len(labels)],
+            "true": names[labels],
+            "predicted": names[probabilities.argmax(axis=1)],
+            "confidence": probabilities.max(axis=1),
+        }
+    )
     for i, name in enumerate(data.class_names):
         table[f"p_{name}"] = probabilities[:, i]
     return table
@@ -331,9 +374,14 @@ def versions():
     import tensorflow as tf
 
     return {
-        "python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
-        "keras_tuner": keras_tuner.__version__, "albumentations": albumentations.__version__,
-        "scikit_learn": sklearn.__version__, "numpy": np.__version__, "pandas": pd.__version__,
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "keras_tuner": keras_tuner.__version__,
+        "albumentations": albumentations.__version__,
+        "scikit_learn": sklearn.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
     }
 
 
@@ -343,8 +391,13 @@ def git_commit():
 
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "project"],
-                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "project"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if head.returncode:
@@ -392,8 +445,15 @@ def train_run(config, root, name="baseline", seed=None, fresh=False, verbose=1, 
     with scope:
         model, weights_used = build_model(paper, data.num_classes, stats)
         stages = fit_stages(
-            model, paper, data, folder, weights_used=weights_used, verbose=verbose, extra_callbacks=extra_callbacks,
-            batch_size=paper.training.batch_size * settings["replicas"], jit_compile=settings["jit_compile"],
+            model,
+            paper,
+            data,
+            folder,
+            weights_used=weights_used,
+            verbose=verbose,
+            extra_callbacks=extra_callbacks,
+            batch_size=paper.training.batch_size * settings["replicas"],
+            jit_compile=settings["jit_compile"],
         )
     val, _, _ = evaluate(model, data, paper, "val")
     test, probabilities, labels = evaluate(model, data, paper, "test")
@@ -404,17 +464,36 @@ def train_run(config, root, name="baseline", seed=None, fresh=False, verbose=1, 
     atomic_write(folder / "predictions.csv", predictions_table(data, "test", probabilities, labels).to_csv(index=False))
     train_seconds = sum(s["seconds"] for s in stages)
     metrics = {
-        "run": name, "paper": config.paper_name, "dataset": config.dataset_name,
-        "test_accuracy": test["accuracy"], "test_loss": test["loss"], "test_macro_f1": test["macro_f1"],
-        "val_accuracy": val["accuracy"], "val_loss": val["loss"], "val_macro_f1": val["macro_f1"],
-        "test": test, "val": {k: v for k, v in val.items() if k not in ("per_class", "confusion_matrix")},
-        "per_class": test["per_class"], "confusion_matrix": test["confusion_matrix"],
-        "num_classes": data.num_classes, "class_names": data.class_names, "counts": data.counts(),
-        "stages": stages, "weights_used": weights_used, "seed": seed, "split_seed": config.dataset.split.seed,
+        "run": name,
+        "paper": config.paper_name,
+        "dataset": config.dataset_name,
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
+        "test_macro_f1": test["macro_f1"],
+        "val_accuracy": val["accuracy"],
+        "val_loss": val["loss"],
+        "val_macro_f1": val["macro_f1"],
+        "test": test,
+        "val": {k: v for k, v in val.items() if k not in ("per_class", "confusion_matrix")},
+        "per_class": test["per_class"],
+        "confusion_matrix": test["confusion_matrix"],
+        "num_classes": data.num_classes,
+        "class_names": data.class_names,
+        "counts": data.counts(),
+        "stages": stages,
+        "weights_used": weights_used,
+        "seed": seed,
+        "split_seed": config.dataset.split.seed,
         "wall_seconds": round(wall, 2),
-        "train_images_per_second": round(sum(s["images_per_second"] * s["seconds"] for s in stages) / train_seconds, 1) if train_seconds else 0.0,
-        "device": device(), "versions": versions(), "runtime": settings, "deterministic": settings["deterministic"],
-        "git_commit": git_commit(), "timing_fields": TIMING_FIELDS,
+        "train_images_per_second": round(sum(s["images_per_second"] * s["seconds"] for s in stages) / train_seconds, 1)
+        if train_seconds
+        else 0.0,
+        "device": device(),
+        "versions": versions(),
+        "runtime": settings,
+        "deterministic": settings["deterministic"],
+        "git_commit": git_commit(),
+        "timing_fields": TIMING_FIELDS,
     }
     metrics["update_ratio"] = ratio_summary(history.get("update_ratio_at_peak_lr", []))
     metrics["diagnosis"] = diagnose(history, target=paper.target_accuracy, frozen_layers=stages[-1]["frozen_layers"])

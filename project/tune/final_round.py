@@ -9,9 +9,9 @@ from pathlib import Path
 from project.artifacts import archive, is_complete, read_json, write_json
 from project.config.cards import with_values
 from project.errors import UserError
+from project.train.training import seed_runs, train_run
 from project.tune.search_plan import BUDGET
 from project.tune.search_space import card_values, decode, edge_warnings
-from project.train.training import seed_runs, train_run
 from project.tune.trials import ranked
 
 
@@ -21,8 +21,12 @@ def candidate(folder, config, space, stage, trial):
     fine = Path(folder) / "fine_space.json"
     stage_space = read_json(fine)["space"] if stage == "fine" and fine.exists() else space
     return {
-        "stage": stage, "trial_id": trial["trial_id"], "score": trial["score"], "objective": config.paper.search.objective,
-        "values": values, "hyperparameters": {k: decode(stage_space.get(k, {}), v) for k, v in values.items()},
+        "stage": stage,
+        "trial_id": trial["trial_id"],
+        "score": trial["score"],
+        "objective": config.paper.search.objective,
+        "values": values,
+        "hyperparameters": {k: decode(stage_space.get(k, {}), v) for k, v in values.items()},
         "card_values": card_values(stage_space, values, len(config.paper.model.head.hidden)),
     }
 
@@ -33,17 +37,30 @@ def summarize(folder, config, space, stages, trial_seconds):
     search = config.paper.search
     best = ranked(folder, stages, search.direction)
     if not best:
-        raise UserError(f"no trial of {', '.join(stages)} completed: see {folder / 'trials.csv'} for why, then fix the card's search ranges")
+        raise UserError(
+            f"no trial of {', '.join(stages)} completed: see {folder / 'trials.csv'} for why, then fix the card's search ranges"
+        )
     fine, budget = folder / "fine_space.json", folder / BUDGET
     summary = {
-        "objective": search.objective, "direction": search.direction, "stages": stages,
-        "coarse_space": space, "fine_space": read_json(fine)["space"] if fine.exists() else None,
+        "objective": search.objective,
+        "direction": search.direction,
+        "stages": stages,
+        "coarse_space": space,
+        "fine_space": read_json(fine)["space"] if fine.exists() else None,
         "budget": read_json(budget) if budget.exists() else None,
         "finalists": [candidate(folder, config, space, stage, trial) for stage, trial in best[: search.finalists]],
-        "best": None, "final_round": None, "warnings": [], "trial_seconds": round(float(trial_seconds), 1),  # all trials, all workers
+        "best": None,
+        "final_round": None,
+        "warnings": [],
+        "trial_seconds": round(float(trial_seconds), 1),  # all trials, all workers
     }
     write_json(folder / "summary.json", summary)
-    print("finalists: " + "; ".join(f"{f['stage']} trial {f['trial_id']} ({search.objective} {f['score']:.4f})" for f in summary["finalists"]))
+    print(
+        "finalists: "
+        + "; ".join(
+            f"{f['stage']} trial {f['trial_id']} ({search.objective} {f['score']:.4f})" for f in summary["finalists"]
+        )
+    )
     return summary
 
 
@@ -56,14 +73,27 @@ def final_round(config, root, summary, space, fresh, verbose):
     for finalist in summary["finalists"]:
         name = f"finalists/{finalist['stage']}-{finalist['trial_id']}"
         metrics = train_run(with_values(config, finalist["card_values"]), root, name, fresh=fresh, verbose=verbose)
-        scored.append({"stage": finalist["stage"], "trial_id": finalist["trial_id"], "search_score": finalist["score"],
-                       metric: metrics[metric], "run": name})
-        print(f"[final] {finalist['stage']} trial {finalist['trial_id']}: {metric} {metrics[metric]:.4f} after the full epochs")
+        scored.append(
+            {
+                "stage": finalist["stage"],
+                "trial_id": finalist["trial_id"],
+                "search_score": finalist["score"],
+                metric: metrics[metric],
+                "run": name,
+            }
+        )
+        print(
+            f"[final] {finalist['stage']} trial {finalist['trial_id']}: {metric} {metrics[metric]:.4f} after the full epochs"
+        )
     winner = (max if direction == "max" else min)(range(len(scored)), key=lambda k: scored[k][metric])
     best = summary["finalists"][winner]
-    summary.update(best=best, final_round={"metric": metric, "finalists": scored}, warnings=edge_warnings(space, best["values"]))
+    summary.update(
+        best=best, final_round={"metric": metric, "finalists": scored}, warnings=edge_warnings(space, best["values"])
+    )
     write_json(folder / "summary.json", summary)
-    print(f"best: {best['stage']} trial {best['trial_id']}, {metric} {scored[winner][metric]:.4f}, {best['hyperparameters']}")
+    print(
+        f"best: {best['stage']} trial {best['trial_id']}, {metric} {scored[winner][metric]:.4f}, {best['hyperparameters']}"
+    )
     for warning in summary["warnings"]:
         print(f"!!! warning: {warning}")
     install(Path(root) / scored[winner]["run"], Path(root) / "tuned")
@@ -72,7 +102,10 @@ def final_round(config, root, summary, space, fresh, verbose):
 
 def install(source, target):
     """The winning finalist's run as tuned/ (a copy: finalists/ keeps every finalist's record)."""
-    if is_complete(target) and (target / "config.resolved.yaml").read_text() == (source / "config.resolved.yaml").read_text():
+    if (
+        is_complete(target)
+        and (target / "config.resolved.yaml").read_text() == (source / "config.resolved.yaml").read_text()
+    ):
         return
     if target.exists():
         print(f"previous tuned run moved to {archive(target)}")
@@ -86,7 +119,11 @@ def retrain(config, root, best, fresh, seeds, verbose):
     tuned = with_values(config, best["card_values"])
     results = []
     for k, (name, seed) in enumerate(seed_runs("tuned", config.paper.seed, seeds)):
-        metrics = read_json(Path(root) / name / "metrics.json") if k == 0 else train_run(tuned, root, name, seed=seed, fresh=fresh, verbose=verbose)
+        metrics = (
+            read_json(Path(root) / name / "metrics.json")
+            if k == 0
+            else train_run(tuned, root, name, seed=seed, fresh=fresh, verbose=verbose)
+        )
         write_json(Path(root) / name / "best_hyperparameters.json", best)
         results.append(metrics)
     baseline = Path(root) / "baseline"

@@ -21,9 +21,8 @@ known key and seed builds no model at all (building MobileNetV2 costs ~0.35 s, 2
 import random
 from collections import OrderedDict
 
-import numpy as np
-
 import keras
+import numpy as np
 from keras import ops
 
 from project.model.classifier import HeadDropout
@@ -43,11 +42,20 @@ def set_head_dropout(model, rate):
 def architecture_key(paper):
     """What a compiled trial model is tied to: everything in the graph that Knobs cannot change."""
     m, t = paper.model, paper.training
-    return repr((
-        m.model_dump(mode="json", exclude={"head": {"dropout"}}), m.head.dropout > 0, t.optimizer,
-        t.momentum if t.optimizer in ("momentum", "nesterov", "rmsprop") else None, t.l2, t.schedule,
-        t.step_every, t.decay, [(s.name, s.unfreeze) for s in t.stages], paper.runtime.model_dump(mode="json"),
-    ))
+    return repr(
+        (
+            m.model_dump(mode="json", exclude={"head": {"dropout"}}),
+            m.head.dropout > 0,
+            t.optimizer,
+            t.momentum if t.optimizer in ("momentum", "nesterov", "rmsprop") else None,
+            t.l2,
+            t.schedule,
+            t.step_every,
+            t.decay,
+            [(s.name, s.unfreeze) for s in t.stages],
+            paper.runtime.model_dump(mode="json"),
+        )
+    )
 
 
 def seed_trial(seed):
@@ -101,8 +109,12 @@ class ModelCache:
     def keep(self, key, seed, model, knobs, initial):
         """Remember a freshly compiled trial model (its optimizer is built, still in its initial
         state) and `initial`, its initial_state() taken right after it was built."""
-        self.entries[key] = {"model": model, "knobs": knobs, "initial": {seed: initial},
-                             "optimizer": [ops.convert_to_numpy(v) for v in model.optimizer.variables]}
+        self.entries[key] = {
+            "model": model,
+            "knobs": knobs,
+            "initial": {seed: initial},
+            "optimizer": [ops.convert_to_numpy(v) for v in model.optimizer.variables],
+        }
         self.entries.move_to_end(key)
         while len(self.entries) > self.size:
             self.entries.popitem(last=False)

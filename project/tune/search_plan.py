@@ -38,8 +38,14 @@ def plan_budget(budget_seconds, first, counts):
         "coarse": min(counts["coarse"][0], 1 + int(left * share // cost["coarse"])),
         "fine": min(counts["fine"][0], max(1, int(left * (1 - share) // cost["fine"]))),
     }
-    return {"budget_seconds": budget_seconds, "first_trial_seconds": first["wall_seconds"], "epoch_seconds": round(epoch, 3),
-            "fixed_seconds": round(fixed, 3), "trial_seconds": {s: round(c, 2) for s, c in cost.items()}, "trials": trials}
+    return {
+        "budget_seconds": budget_seconds,
+        "first_trial_seconds": first["wall_seconds"],
+        "epoch_seconds": round(epoch, 3),
+        "fixed_seconds": round(fixed, 3),
+        "trial_seconds": {s: round(c, 2) for s, c in cost.items()},
+        "trials": trials,
+    }
 
 
 class Progress:
@@ -64,11 +70,18 @@ class Progress:
         row = table[(table["stage"] == stage) & (table["trial_id"].astype(str) == str(trial_id))].iloc[0]
         score = scores[row.name]
         eta = self.epochs_left(table) * seconds / epochs if epochs else None
-        return (f"[{stage}] trial {int((ended['stage'] == stage).sum())}/{self.counts[stage][0]} {row['status']} in "
-                f"{row['wall_seconds']:.0f}s: " + (f"{self.objective} {score:.4f}, " if pd.notna(score) else "")
-                + (f"best {scores.max():.4f}" if scores.notna().any() else "no score yet")
-                + f" - elapsed {duration(time.monotonic() - self.start)}"
-                + (f", about {duration(eta)} left (ETA {time.strftime('%H:%M', time.localtime(time.time() + eta))})" if eta else ""))
+        return (
+            f"[{stage}] trial {int((ended['stage'] == stage).sum())}/{self.counts[stage][0]} {row['status']} in "
+            f"{row['wall_seconds']:.0f}s: "
+            + (f"{self.objective} {score:.4f}, " if pd.notna(score) else "")
+            + (f"best {scores.max():.4f}" if scores.notna().any() else "no score yet")
+            + f" - elapsed {duration(time.monotonic() - self.start)}"
+            + (
+                f", about {duration(eta)} left (ETA {time.strftime('%H:%M', time.localtime(time.time() + eta))})"
+                if eta
+                else ""
+            )
+        )
 
 
 def plan_text(config, seeds=1, budget=None):
@@ -80,10 +93,13 @@ def plan_text(config, seeds=1, budget=None):
     search = paper.search
     if search is not None:
         budget = budget or search.budget
-        text += (f" -> search (coarse {search.coarse.trials} trials x {search.coarse.epochs} epochs, fine "
-                 f"{search.fine.trials} x {search.fine.epochs}" + (f", within {budget}" if budget else "")
-                 + f") -> final round ({search.finalists} finalists x {epochs} epochs, the best is tuned)"
-                 + (f" -> tuned, {seeds - 1} more seed{'s' if seeds > 2 else ''}" if seeds > 1 else ""))
+        text += (
+            f" -> search (coarse {search.coarse.trials} trials x {search.coarse.epochs} epochs, fine "
+            f"{search.fine.trials} x {search.fine.epochs}"
+            + (f", within {budget}" if budget else "")
+            + f") -> final round ({search.finalists} finalists x {epochs} epochs, the best is tuned)"
+            + (f" -> tuned, {seeds - 1} more seed{'s' if seeds > 2 else ''}" if seeds > 1 else "")
+        )
     return text + " -> report"
 
 

@@ -10,8 +10,8 @@ import math
 
 import yaml
 
-from project.errors import UserError
 from project.config.schema import SEARCHABLE
+from project.errors import UserError
 
 INTEGER = {"batch_size", "head_units", "unfreeze"}  # int ranges; the rest are floats
 CATEGORICAL = {"optimizer", "head_activation"}  # choices only
@@ -29,18 +29,30 @@ def _entry(name, param):
     if param.choices is not None:
         kinds = {type(c) for c in param.choices}
         if len(kinds) > 1:  # Keras Tuner's Choice holds one type: keep mixed values as YAML text
-            return {"type": "choice", "choices": [yaml.safe_dump(c).removesuffix("\n...\n").strip() for c in param.choices], "text": True}
+            return {
+                "type": "choice",
+                "choices": [yaml.safe_dump(c).removesuffix("\n...\n").strip() for c in param.choices],
+                "text": True,
+            }
         return {"type": "choice", "choices": list(param.choices), "text": False}
     if name in CATEGORICAL:
         raise UserError(f"{key}: {name} is categorical: give choices, e.g. {{choices: [adam, sgd]}}")
     if name in INTEGER:
         values = [param.min, param.max] + ([param.step] if param.step is not None else [])
         if any(v != int(v) for v in values):
-            raise UserError(f"{key}: {name} takes whole numbers; got min {param.min:g}, max {param.max:g}"
-                            + (f", step {param.step:g}" if param.step is not None else ""))
+            raise UserError(
+                f"{key}: {name} takes whole numbers; got min {param.min:g}, max {param.max:g}"
+                + (f", step {param.step:g}" if param.step is not None else "")
+            )
         step = int(param.step) if param.step is not None else None
         return {"type": "int", "min": int(param.min), "max": int(param.max), "sampling": param.sampling, "step": step}
-    return {"type": "float", "min": float(param.min), "max": float(param.max), "sampling": param.sampling, "step": param.step}
+    return {
+        "type": "float",
+        "min": float(param.min),
+        "max": float(param.max),
+        "sampling": param.sampling,
+        "step": param.step,
+    }
 
 
 def decode(entry, value):
@@ -98,8 +110,10 @@ def narrow(space, top, pad=PAD):
     card's range (in log space for log sampling), clipped to the card's range. Choices: those the
     top-k used, in the card's order; a single one left becomes fixed."""
     if not top:
-        raise UserError("no coarse trial completed, so there is nothing to narrow around: "
-                        "see tuning/trials.csv for why the trials failed, then fix the card's search ranges")
+        raise UserError(
+            "no coarse trial completed, so there is nothing to narrow around: "
+            "see tuning/trials.csv for why the trials failed, then fix the card's search ranges"
+        )
     fine = {}
     for name, entry in space.items():
         values = [t[name] for t in top if name in t]
@@ -107,7 +121,11 @@ def narrow(space, top, pad=PAD):
             fine[name] = dict(entry)
         elif entry["type"] == "choice":
             kept = [c for c in entry["choices"] if c in values]
-            fine[name] = {"type": "fixed", "value": kept[0], "text": entry["text"]} if len(kept) == 1 else {**entry, "choices": kept}
+            fine[name] = (
+                {"type": "fixed", "value": kept[0], "text": entry["text"]}
+                if len(kept) == 1
+                else {**entry, "choices": kept}
+            )
         else:
             fine[name] = _narrow_range(entry, values, pad)
     return fine

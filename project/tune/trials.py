@@ -41,18 +41,41 @@ def trial_row(stage, trial, meta, objective):
         lines = [line for line in (trial.get("message") or "").splitlines() if line.strip()]
         reason = meta.get("reason") or (lines[-1] if lines else "")
     return {
-        "trial_id": trial["trial_id"], "stage": stage, **trial["hyperparameters"]["values"],
-        f"best_{objective}": meta.get("best", trial.get("score")), f"last_{objective}": meta.get("last"),
-        "epochs_run": meta.get("epochs_run"), "status": status, "failure_reason": reason, "seed": meta.get("seed"),
-        "wall_seconds": meta.get("wall_seconds"), "fit_seconds": meta.get("fit_seconds"), "fixed_seconds": meta.get("fixed_seconds"),
-        "reused": meta.get("reused"), "worker": meta.get("worker", ""), "score": trial.get("score"),
+        "trial_id": trial["trial_id"],
+        "stage": stage,
+        **trial["hyperparameters"]["values"],
+        f"best_{objective}": meta.get("best", trial.get("score")),
+        f"last_{objective}": meta.get("last"),
+        "epochs_run": meta.get("epochs_run"),
+        "status": status,
+        "failure_reason": reason,
+        "seed": meta.get("seed"),
+        "wall_seconds": meta.get("wall_seconds"),
+        "fit_seconds": meta.get("fit_seconds"),
+        "fixed_seconds": meta.get("fixed_seconds"),
+        "reused": meta.get("reused"),
+        "worker": meta.get("worker", ""),
+        "score": trial.get("score"),
     }
 
 
 def trials_table(folder, objective):
     rows = [trial_row(stage, trial, meta, objective) for stage in STAGES for trial, meta in read_trials(folder, stage)]
-    fixed = ["trial_id", "stage", f"best_{objective}", f"last_{objective}", "epochs_run", "status",
-             "failure_reason", "seed", "wall_seconds", "fit_seconds", "fixed_seconds", "reused", "worker"]
+    fixed = [
+        "trial_id",
+        "stage",
+        f"best_{objective}",
+        f"last_{objective}",
+        "epochs_run",
+        "status",
+        "failure_reason",
+        "seed",
+        "wall_seconds",
+        "fit_seconds",
+        "fixed_seconds",
+        "reused",
+        "worker",
+    ]
     names = list(dict.fromkeys(k for row in rows for k in row if k not in fixed and k != "score"))
     return pd.DataFrame(rows, columns=[*fixed[:2], *names, *fixed[2:], "score"]).drop(columns="score")
 
@@ -65,8 +88,12 @@ def write_trials_csv(folder, objective):
 
 def ranked(folder, stages, direction):
     """Completed trials of the given stages, best first: (stage, trial) pairs."""
-    done = [(stage, t) for stage in stages for t, _ in read_trials(folder, stage)
-            if t["status"] == "COMPLETED" and t.get("score") is not None and math.isfinite(t["score"])]
+    done = [
+        (stage, t)
+        for stage in stages
+        for t, _ in read_trials(folder, stage)
+        if t["status"] == "COMPLETED" and t.get("score") is not None and math.isfinite(t["score"])
+    ]
     return sorted(done, key=lambda pair: pair[1]["score"], reverse=direction == "max")
 
 

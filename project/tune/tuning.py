@@ -25,26 +25,25 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import get_args
 
-import pandas as pd
-import yaml
-
 import keras
 import keras_tuner
+import pandas as pd
 import tensorflow as tf
+import yaml
 
-from project.train import runtime
 from project.artifacts import archive, atomic_write, read_json, run_root, write_json
 from project.config.cards import with_values
+from project.config.schema import SEARCHABLE, Recorded
 from project.data.prepare import prepare
 from project.errors import UserError
 from project.model.classifier import build_model
+from project.train import runtime
 from project.train.knobs import set_knobs
-from project.tune.reuse import ModelCache, architecture_key, initial_state, seed_trial, set_head_dropout
-from project.config.schema import SEARCHABLE, Recorded
+from project.train.training import combined_history, compile_model, fit_stages
 from project.tune.final_round import final_round, retrain, summarize
+from project.tune.reuse import ModelCache, architecture_key, initial_state, seed_trial, set_head_dropout
 from project.tune.search_plan import BUDGET, Progress, check_budget, duration, plan_budget
 from project.tune.search_space import boundary_values, card_space, card_values, decode, narrow
-from project.train.training import combined_history, compile_model, fit_stages
 from project.tune.trials import META, STAGES, ended, fixed_seconds, ranked, read_trials, write_trials_csv
 
 OBJECTIVES = get_args(Recorded)  # what every trial's history holds
@@ -76,8 +75,10 @@ class ExplosionGuard(keras.callbacks.Callback):
         elif self.first is None:
             self.first = loss
         elif loss > self.factor * self.first:
-            self.reason = (f"exploded: training loss {loss:.4g} > {self.factor:g}x its first value {self.first:.4g} "
-                           f"in epoch {self.epochs}, batch {batch + 1}")
+            self.reason = (
+                f"exploded: training loss {loss:.4g} > {self.factor:g}x its first value {self.first:.4g} "
+                f"in epoch {self.epochs}, batch {batch + 1}"
+            )
         if self.reason:
             raise TrialExploded(self.reason)
 
@@ -135,8 +136,10 @@ def role():
         return "local"
     missing = [v for v in ("KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID") if not os.environ.get(v)]
     if missing:
-        raise UserError(f"distributed tuning: KERASTUNER_ORACLE_IP is set but {' and '.join(missing)} not "
-                        f"(set all three, as `make tune-chief` and `make tune-worker WORKER=n` do)")
+        raise UserError(
+            f"distributed tuning: KERASTUNER_ORACLE_IP is set but {' and '.join(missing)} not "
+            f"(set all three, as `make tune-chief` and `make tune-worker WORKER=n` do)"
+        )
     if not os.environ["KERASTUNER_ORACLE_PORT"].isdigit():
         raise UserError(f"KERASTUNER_ORACLE_PORT must be a port number, got {os.environ['KERASTUNER_ORACLE_PORT']!r}")
     return "chief" if "chief" in os.environ["KERASTUNER_TUNER_ID"] else "worker"
@@ -199,7 +202,13 @@ class CardHyperModel(keras_tuner.HyperModel):
         self.stats = data.stats(paper) if needs_stats else None  # input size is not searched: once
         self.space, self.epochs, self.declaring = {}, 1, True
         self.settings = {"jit_compile": False, "replicas": 1}  # project.train.runtime's choice for this machine
-        self.folder, self.trial_config, self.weights_used, self.guard, self.clock = None, None, "random", None, FitClock()
+        self.folder, self.trial_config, self.weights_used, self.guard, self.clock = (
+            None,
+            None,
+            "random",
+            None,
+            FitClock(),
+        )
         self.cache, self.key, self.knobs, self.compiled, self.initial = ModelCache(), None, None, False, None
 
     def build(self, hp):
@@ -211,7 +220,8 @@ class CardHyperModel(keras_tuner.HyperModel):
         seed_trial(paper.seed)
         self.key = architecture_key(paper) if len(paper.training.stages) == 1 else None  # one compiled state per stage
         model, self.weights_used, self.knobs, self.compiled = self.cache.take(
-            self.key, paper.seed, lambda: build_model(paper, self.data.num_classes, self.stats))
+            self.key, paper.seed, lambda: build_model(paper, self.data.num_classes, self.stats)
+        )
         self.initial = None if self.compiled else initial_state(model, self.weights_used)
         if self.compiled:
             set_head_dropout(model, paper.model.head.dropout)
@@ -231,9 +241,18 @@ class CardHyperModel(keras_tuner.HyperModel):
         paper = self.trial_config.paper
         self.guard = ExplosionGuard()
         fit_stages(
-            model, paper, self.data, self.folder, weights_used=self.weights_used, epochs=self.epochs,
-            batch_size=paper.training.batch_size * self.settings["replicas"], extra_callbacks=[*callbacks, self.guard, self.clock],
-            verbose=verbose, jit_compile=self.settings["jit_compile"], trial=True, compile_stage=self.compile_stage,
+            model,
+            paper,
+            self.data,
+            self.folder,
+            weights_used=self.weights_used,
+            epochs=self.epochs,
+            batch_size=paper.training.batch_size * self.settings["replicas"],
+            extra_callbacks=[*callbacks, self.guard, self.clock],
+            verbose=verbose,
+            jit_compile=self.settings["jit_compile"],
+            trial=True,
+            compile_stage=self.compile_stage,
         )
         return best_epoch(trial_history(self.folder, paper), self.objective)
 
@@ -249,7 +268,9 @@ def best_epoch(history, objective):
         raise keras_tuner.errors.FailedTrialError(f"no {name} recorded (NaN or missing)")
     values = history[name]
     row = history.loc[values.idxmax() if objective.direction == "max" else values.idxmin()]
-    return {k: float(row[k]) for k in history.columns if k not in ("stage", "epoch", "global_epoch") and pd.notna(row[k])}
+    return {
+        k: float(row[k]) for k in history.columns if k not in ("stage", "epoch", "global_epoch") and pd.notna(row[k])
+    }
 
 
 # ------------------------------------------------------------------ tuner and oracle
@@ -286,10 +307,22 @@ class StageTuner(keras_tuner.Tuner):
         folder = Path(self.get_trial_dir(trial.trial_id))
         path = folder / META
         meta = read_json(path) if path.exists() else {"starts": 0, "wall_seconds": 0.0}
-        meta.update(stage=self.stage, worker=worker_id(), seed=model.config.paper.seed, status="running",
-                    reason="", starts=meta["starts"] + 1)
+        meta.update(
+            stage=self.stage,
+            worker=worker_id(),
+            seed=model.config.paper.seed,
+            status="running",
+            reason="",
+            starts=meta["starts"] + 1,
+        )
         write_json(path, meta)
-        model.folder, model.trial_config, model.guard, model.clock, model.compiled = folder, None, None, FitClock(), False
+        model.folder, model.trial_config, model.guard, model.clock, model.compiled = (
+            folder,
+            None,
+            None,
+            FitClock(),
+            False,
+        )
         start = time.perf_counter()
         try:
             with released_step_graphs(), self.strategy_scope():
@@ -319,7 +352,6 @@ class StageTuner(keras_tuner.Tuner):
             meta.update(outcome(folder, model, meta["status"] == "exploded"))
             write_json(path, meta)
 
-
     def strategy_scope(self):
         return self.distribution_strategy.scope() if self.distribution_strategy else nullcontext()
 
@@ -345,19 +377,25 @@ def check_search(config):
     """The card's search section as a space, every end of every range checked against the schema."""
     search = config.paper.search
     if search is None:
-        raise UserError(f"{config.paper_file}: the paper card has no search section "
-                        f"(objective, coarse, fine and space; see project/papers/demo.yaml)")
+        raise UserError(
+            f"{config.paper_file}: the paper card has no search section "
+            f"(objective, coarse, fine and space; see project/papers/demo.yaml)"
+        )
     if search.objective not in OBJECTIVES:
-        raise UserError(f"{config.paper_file}: search.objective {search.objective!r} is not recorded per epoch; "
-                        f"accepted: {', '.join(OBJECTIVES)}")
+        raise UserError(
+            f"{config.paper_file}: search.objective {search.objective!r} is not recorded per epoch; "
+            f"accepted: {', '.join(OBJECTIVES)}"
+        )
     space = card_space(search)
     for name, entry in space.items():
         for value in boundary_values(entry):
             try:
                 trial_config(config, space, {name: value})
             except UserError as error:
-                raise UserError(f"{config.paper_file}: search.space.{name}: {decode(entry, value)!r} is not a valid "
-                                f"{SEARCHABLE[name]} ({str(error).split(': ', 1)[-1]})") from None
+                raise UserError(
+                    f"{config.paper_file}: search.space.{name}: {decode(entry, value)!r} is not a valid "
+                    f"{SEARCHABLE[name]} ({str(error).split(': ', 1)[-1]})"
+                ) from None
     return search, space
 
 
@@ -376,7 +414,9 @@ def prepare_folder(folder, config, fresh, who):
         if fresh:
             print("--fresh is ignored on a worker: the chief moves the previous search aside")
         if saved.exists() and saved.read_text() != identity:
-            raise UserError(f"{saved} was written for another configuration: start the workers with the chief's cards and --set")
+            raise UserError(
+                f"{saved} was written for another configuration: start the workers with the chief's cards and --set"
+            )
         return
     if folder.exists() and (fresh or (saved.exists() and saved.read_text() != identity)):
         print(f"previous search moved to {archive(folder)}")
@@ -400,8 +440,11 @@ def plan_search(folder, budget_seconds, progress):
     write_json(Path(folder) / BUDGET, plan)
     for stage, trials in plan["trials"].items():
         progress.counts[stage] = (trials, progress.counts[stage][1])
-    print(f"[search] budget {duration(budget_seconds)}: the first trial took {first['wall_seconds']:.0f}s, so "
-          f"{plan['trials']['coarse']} coarse and {plan['trials']['fine']} fine trials (tuning/{BUDGET})", flush=True)
+    print(
+        f"[search] budget {duration(budget_seconds)}: the first trial took {first['wall_seconds']:.0f}s, so "
+        f"{plan['trials']['coarse']} coarse and {plan['trials']['fine']} fine trials (tuning/{BUDGET})",
+        flush=True,
+    )
     return plan["trials"]
 
 
@@ -412,8 +455,10 @@ def planned_counts(folder, counts, budget_seconds):
         return counts
     plan = read_json(path)
     if budget_seconds is not None and plan["budget_seconds"] != budget_seconds:
-        raise UserError(f"the search in {folder} was planned for a budget of {duration(plan['budget_seconds'])}, not "
-                        f"{duration(budget_seconds)}: rerun with --fresh (FRESH=1) to plan a new one")
+        raise UserError(
+            f"the search in {folder} was planned for a budget of {duration(plan['budget_seconds'])}, not "
+            f"{duration(budget_seconds)}: rerun with --fresh (FRESH=1) to plan a new one"
+        )
     return {stage: (plan["trials"][stage], epochs) for stage, (_, epochs) in counts.items()}
 
 
@@ -424,13 +469,26 @@ def run_stage(stage, model, space, folder, search, trials, epochs, verbose, stra
     model.space, model.epochs = space, epochs
     offset = STAGES.index(stage)
     oracle = StageOracle(
-        folder, stage, progress, budget, objective=keras_tuner.Objective(search.objective, search.direction),
-        max_trials=trials, seed=search.seed + offset, max_consecutive_failed_trials=NO_LIMIT,
+        folder,
+        stage,
+        progress,
+        budget,
+        objective=keras_tuner.Objective(search.objective, search.direction),
+        max_trials=trials,
+        seed=search.seed + offset,
+        max_consecutive_failed_trials=NO_LIMIT,
     )
     with stage_port(offset):
         model.declaring = True
-        tuner = StageTuner(oracle=oracle, hypermodel=model, directory=str(folder), project_name=stage, overwrite=False,
-                           distribution_strategy=strategy, stage=stage)
+        tuner = StageTuner(
+            oracle=oracle,
+            hypermodel=model,
+            directory=str(folder),
+            project_name=stage,
+            overwrite=False,
+            distribution_strategy=strategy,
+            stage=stage,
+        )
         model.declaring = False
         print(f"[{stage}] {trials} trials of {epochs} epochs, {worker_id()}")
         try:
@@ -476,17 +534,33 @@ def tune(config, root, *, trials=None, epochs=None, stage="all", fresh=False, se
     full = sum(s.epochs for s in config.paper.training.stages)
     progress = Progress(counts, full * (search.finalists + seeds - 1), search.objective)
     planning = budget_seconds if budget_seconds is not None and not (folder / BUDGET).exists() else None
-    print(f"[search] coarse {counts['coarse'][0]} trials x {counts['coarse'][1]} epochs, fine {counts['fine'][0]} x {counts['fine'][1]}"
-          + (f" (counts fixed for a budget of {duration(planning)} after the first trial)" if planning else "")
-          + f"; then {search.finalists} finalist(s) trained for {full} epochs" + (f" and {seeds - 1} more seed(s)" if seeds > 1 else ""))
+    print(
+        f"[search] coarse {counts['coarse'][0]} trials x {counts['coarse'][1]} epochs, fine {counts['fine'][0]} x {counts['fine'][1]}"
+        + (f" (counts fixed for a budget of {duration(planning)} after the first trial)" if planning else "")
+        + f"; then {search.finalists} finalist(s) trained for {full} epochs"
+        + (f" and {seeds - 1} more seed(s)" if seeds > 1 else "")
+    )
     model.settings, strategy = strategy_of(config.paper.runtime)
     if stage in ("coarse", "all"):
-        run_stage("coarse", model, space, folder, search, *progress.counts["coarse"], verbose, strategy, progress, planning)
+        run_stage(
+            "coarse", model, space, folder, search, *progress.counts["coarse"], verbose, strategy, progress, planning
+        )
     if stage in ("fine", "all"):
         if who != "worker" and ended(folder, "coarse") < progress.counts["coarse"][0]:
-            raise UserError(f"the coarse stage in {folder / 'coarse'} is not finished: run --stage coarse (or all) first")
-        run_stage("fine", model, fine_space(folder, space, search, who), folder, search, *progress.counts["fine"], verbose,
-                  strategy, progress)
+            raise UserError(
+                f"the coarse stage in {folder / 'coarse'} is not finished: run --stage coarse (or all) first"
+            )
+        run_stage(
+            "fine",
+            model,
+            fine_space(folder, space, search, who),
+            folder,
+            search,
+            *progress.counts["fine"],
+            verbose,
+            strategy,
+            progress,
+        )
     if who == "worker":
         print(f"worker {worker_id()}: no trials left")
         return None
@@ -499,5 +573,14 @@ def tune(config, root, *, trials=None, epochs=None, stage="all", fresh=False, se
 
 
 def cli(config, args):
-    tune(config, run_root(config, args.runs_dir), trials=args.trials, epochs=args.epochs, stage=args.stage,
-         fresh=args.fresh, seeds=args.seeds, verbose=2 if args.quiet else 1, budget=args.budget)
+    tune(
+        config,
+        run_root(config, args.runs_dir),
+        trials=args.trials,
+        epochs=args.epochs,
+        stage=args.stage,
+        fresh=args.fresh,
+        seeds=args.seeds,
+        verbose=2 if args.quiet else 1,
+        budget=args.budget,
+    )
