@@ -14,6 +14,7 @@ Adam alike). A rate 100x too low is too low at its peak too; a cosine tail is no
 """
 
 import math
+import weakref
 
 import keras
 import numpy as np
@@ -49,7 +50,7 @@ class UpdateRatio(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         # stages change what is trainable: list the layers again at every fit
         layers = [layer.trainable_weights for layer in leaf_layers(self.model) if layer.trainable_weights]
-        self._snapshot, self._measure = _ratio_functions(layers)
+        self._snapshot, self._measure = ratio_functions(self.model, layers)
         self._count = len(layers)
         params = self.params or {}
         steps = params.get("steps") or 40
@@ -108,6 +109,19 @@ class UpdateRatio(keras.callbacks.Callback):
 def current_learning_rate(optimizer):
     """The rate the optimizer applies at its current step (a schedule evaluated, or the variable)."""
     return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
+_FUNCTIONS = weakref.WeakKeyDictionary()  # model -> {variable ids: (snapshot, measure)}
+
+
+def ratio_functions(model, layers):
+    """_ratio_functions for these layers of `model`, built once: a new pair would be traced again at
+    every fit, ~0.5 s of each tuner trial that reuses a compiled model."""
+    key = tuple(id(w) for weights in layers for w in weights)
+    cached = _FUNCTIONS.setdefault(model, {})
+    if key not in cached:
+        cached[key] = _ratio_functions(layers)
+    return cached[key]
 
 
 def _ratio_functions(layers):
