@@ -4,32 +4,28 @@ coarse, one fine trial, then the retrained winner) of a scratch CNN on digits, m
 
 import argparse
 import contextlib
-import fcntl
 import io
 import json
-import os
 import re
-import select
 import shutil
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from helpers.browser import Chromium
 from markupsafe import escape
 from PIL import Image
 from scipy import stats
 
+from project import figures
 from project.artifacts import write_json
 from project.config.cards import load_config
 from project.errors import UserError
-from project.report import report as report_module
+from project.records import Sanity, Trials
+from project.report import render as report_module
+from project.report.blocks import mean_std
+from project.report.sections_search import normalise_trials, stage_table, top_table
 from project.train.metrics import wilson_interval
-
-ROOT = Path(__file__).resolve().parent.parent
 
 PAPER = {
     "citation": {
@@ -262,20 +258,25 @@ def test_search_section(made):
 
 def test_failed_and_exploded_trials_are_counted_and_marked():
     """A hand-written trials.csv in the tuning step's columns: one completed, one failed, one exploded trial."""
-    trials = pd.DataFrame(
-        {
-            "trial_id": ["0", "1", "2"],
-            "stage": ["coarse"] * 3,
-            "learning_rate": [0.001, 0.01, 5.0],
-            "best_val_accuracy": [0.8, None, None],
-            "last_val_accuracy": [0.8, None, None],
-            "epochs_run": [2, 0, 1],
-            "status": ["completed", "failed", "exploded"],
-            "failure_reason": ["", "ValueError: bad", "exploded: loss 1e9"],
-            "seed": [1, 1, 1],
-            "wall_seconds": [3.0, 0.5, 1.0],
-            "worker": ["local"] * 3,
-        }
+    trials = Trials.from_frame(
+        pd.DataFrame(
+            {
+                "trial_id": ["0", "1", "2"],
+                "stage": ["coarse"] * 3,
+                "learning_rate": [0.001, 0.01, 5.0],
+                "best_val_accuracy": [0.8, None, None],
+                "last_val_accuracy": [0.8, None, None],
+                "epochs_run": [2, 0, 1],
+                "status": ["completed", "failed", "exploded"],
+                "failure_reason": ["", "ValueError: bad", "exploded: loss 1e9"],
+                "seed": [1, 1, 1],
+                "wall_seconds": [3.0, 0.5, 1.0],
+                "fit_seconds": [2.5, 0.1, 0.8],
+                "fixed_seconds": [0.5, 0.4, 0.2],
+                "reused": [False, True, True],
+                "worker": ["local"] * 3,
+            }
+        )
     )
     space = {"learning_rate": {"min": 1e-4, "max": 10.0, "sampling": "log"}}
     search = {
@@ -284,16 +285,16 @@ def test_failed_and_exploded_trials_are_counted_and_marked():
         "coarse": {"trials": 3, "epochs": 2},
         "fine": {"trials": 1, "epochs": 2},
     }
-    view = report_module.normalise_trials(trials, space)
+    view = normalise_trials(trials, space)
     assert view["status"].tolist() == ["completed", "failed", "exploded"] and view["failed"].tolist() == [
         False,
         True,
         True,
     ]
-    assert report_module._stage_table(view, search)["rows"] == [["coarse", "3", "3", "1", "1", "1", "2", "0–2"]]
-    top = report_module._top_table(view, space, search)["rows"]
+    assert stage_table(view, search)["rows"] == [["coarse", "3", "3", "1", "1", "1", "2", "0–2"]]
+    top = top_table(view, space, search)["rows"]
     assert [row[1] for row in top] == ["0", "1", "2"] and top[0][4] == "0.8000" and top[2][-1] == "exploded"
-    png = report_module.figures.trial_scatter(
+    png = figures.trial_scatter(
         view[["learning_rate", "objective", "stage", "failed"]], "learning_rate", "val_accuracy", True, (1e-4, 10.0)
     )
     with Image.open(io.BytesIO(png)) as image:
@@ -360,7 +361,10 @@ def test_sanity_data_issues_and_diagnosis_when_present(made, tmp_path):
             "numbers": {"mode": "tf"},
         },
     ]
-    (root / "sanity.json").write_text(json.dumps({"status": "WARN", "weights_used": "random", "checks": checks}))
+    sanity = {"paper": "tiny", "dataset": "digits", "status": "WARN", "weights_used": "random", "seconds": 9.0}
+    checks = [{**check, "seconds": 0.5} for check in checks]
+    record = Sanity.model_validate({**sanity, "created": "2026-01-01T00:00:00+0000", "checks": checks})
+    (root / "sanity.json").write_text(json.dumps(record.dump()))  # unsorted: the numbers in the order given
     pd.DataFrame(
         {
             "source": ["a.jpg", "b.png", "c.png"],
@@ -413,6 +417,7 @@ def correct_by_image(root, run):
 
 
 COMPARISON_KEYS = {
+    "format",
     "before",
     "after",
     "headline",
@@ -661,8 +666,8 @@ def test_several_seeds_on_both_sides_decide_the_headline(made, tmp_path):
 
 
 def test_mean_std_values():
-    assert report_module.mean_std([0.9, 0.92, 0.94]) == pytest.approx((0.92, 0.02))
-    assert report_module.mean_std([0.5]) == (0.5, 0.0)
+    assert mean_std([0.9, 0.92, 0.94]) == pytest.approx((0.92, 0.02))
+    assert mean_std([0.5]) == (0.5, 0.0)
 
 
 def test_wilson_interval_known_values():
@@ -741,116 +746,6 @@ def test_external_resource_check_finds_them():
 
 
 # ------------------------------------------------------------------ in a real browser
-
-
-class Chromium:
-    """Headless Chromium driven over the DevTools protocol on a pipe (--remote-debugging-pipe:
-    JSON messages separated by NUL on file descriptors 3 and 4), no extra packages."""
-
-    def __init__(self, profile):
-        exe = shutil.which("chromium") or shutil.which("chromium-browser")
-        assert exe, "Chromium is not installed: apt-get update && apt-get install -y chromium"
-        to_child, self.out = os.pipe()
-        self.inp, from_child = os.pipe()
-        # the child's ends above 3 and 4, so that moving them to 3 and 4 cannot clobber one another
-        to_child, from_child = [self._high(fd) for fd in (to_child, from_child)]
-        flags = [
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--no-first-run",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={profile}",
-            "--remote-debugging-pipe",
-        ]
-        launcher = (
-            f"import os, sys; os.dup2({to_child}, 3); os.dup2({from_child}, 4); os.execv(sys.argv[1], sys.argv[1:])"
-        )
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", launcher, exe, *flags, "about:blank"],
-            pass_fds=(to_child, from_child),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        os.close(to_child)
-        os.close(from_child)
-        self.buffer, self.next_id, self.events = b"", 0, []
-
-    @staticmethod
-    def _high(fd):
-        high = fcntl.fcntl(fd, fcntl.F_DUPFD, 20)
-        os.close(fd)
-        return high
-
-    def send(self, method, params=None, session=None, timeout=60):
-        self.next_id += 1
-        message = {"id": self.next_id, "method": method, "params": params or {}}
-        if session:
-            message["sessionId"] = session
-        os.write(self.out, json.dumps(message).encode() + b"\0")
-        reply = self.wait(lambda m: m.get("id") == self.next_id, timeout)
-        assert "error" not in reply, reply
-        return reply.get("result", {})
-
-    def wait(self, match, timeout=60):
-        deadline = time.monotonic() + timeout
-        while True:
-            for i, message in enumerate(self.events):
-                if match(message):
-                    return self.events.pop(i)
-            remaining = deadline - time.monotonic()
-            assert remaining > 0, "Chromium did not answer in time"
-            if select.select([self.inp], [], [], remaining)[0]:
-                chunk = os.read(self.inp, 1 << 20)
-                assert chunk, "Chromium closed the DevTools pipe"
-                self.buffer += chunk
-                *messages, self.buffer = self.buffer.split(b"\0")
-                self.events += [json.loads(m) for m in messages if m]
-
-    def open(self, path):
-        """Load a page; return (naturalWidth of each <img>, console errors, requests to other hosts)."""
-        target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-        session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        for domain in ("Page", "Runtime", "Log", "Network"):
-            self.send(f"{domain}.enable", session=session)
-        self.send("Page.navigate", {"url": Path(path).resolve().as_uri()}, session=session)
-        self.wait(lambda m: m.get("method") == "Page.loadEventFired" and m.get("sessionId") == session)
-        widths = self.send(
-            "Runtime.evaluate",
-            {
-                "expression": "Array.from(document.images).map(i => i.complete ? i.naturalWidth : -1)",
-                "returnByValue": True,
-            },
-            session=session,
-        )["result"]["value"]
-        errors, requests = [], []
-        for m in [m for m in self.events if m.get("sessionId") == session]:
-            method, params = m.get("method"), m.get("params", {})
-            if method == "Runtime.consoleAPICalled" and params["type"] in ("error", "assert"):
-                errors.append(params["args"])
-            elif method == "Runtime.exceptionThrown" or (
-                method == "Log.entryAdded" and params["entry"]["level"] == "error"
-            ):
-                errors.append(params)
-            elif method == "Network.requestWillBeSent" and not params["request"]["url"].startswith(("data:", "file:")):
-                requests.append(params["request"]["url"])
-        self.send("Target.closeTarget", {"targetId": target})
-        return widths, errors, requests
-
-    def close(self):
-        try:
-            self.send("Browser.close", timeout=10)
-        except (AssertionError, OSError):  # already gone: the test's own failure says why
-            pass
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        os.close(self.out)
-        os.close(self.inp)
 
 
 @pytest.mark.browser

@@ -17,7 +17,7 @@ COMMANDS = {
     "train": ("project.train.training:cli", True, "train the baseline with the paper's hyperparameters"),
     "tune": ("project.tune.tuning:cli", True, "random search coarse -> fine, then retrain the best"),
     "sanity": ("project.train.sanity:cli", True, "babysitting checks: initial loss, overfit 20, lr sweep, ..."),
-    "report": ("project.report.report:cli", True, "write reports/<paper>__<dataset>/report.md and report.html"),
+    "report": ("project.report.render:cli", True, "write reports/<paper>__<dataset>/report.md and report.html"),
     "evaluate": ("project.train.evaluate:evaluate_cli", False, "recompute test metrics of a saved run (RUN=...)"),
     "predict": ("project.train.evaluate:predict_cli", False, "predict a folder or files with a saved run"),
     "check-data": ("project.data.datacheck:cli", True, "scan the dataset and list what cannot be used"),

@@ -1,12 +1,12 @@
 """The report's Summary and Paper vs reproduction sections, built from one before/after comparison.
 
 `comparison(runs, card, config)` gathers every number of comparison.json (project.report.compare does the
-statistics); `summary` and `paper_section` turn it into blocks. This module uses report.py's block
-helpers, so report.build imports it when it runs, not at the top of report.py.
+statistics); `summary` and `paper_section` turn it into blocks. A run's metrics are a records.Metrics.
 """
 
+from project.records import Metrics
 from project.report import compare
-from project.report.report import MISSING, accuracy_ci, ci_text, f4, mean_std, p, signed, table, warning
+from project.report.blocks import MISSING, accuracy_ci, ci_text, f4, mean_std, p, signed, table, warning
 from project.train.metrics import IMBALANCED, SCALAR, imbalance_ratio, wilson_interval
 
 SUMMARY_METRICS = [
@@ -40,8 +40,8 @@ INTERVALS = (
 
 
 def value(metrics, key):
-    """A test metric of a run's metrics.json: its top-level copy (test_accuracy, ...) or the `test` dict's."""
-    return metrics[key] if key in metrics else metrics["test"][key.removeprefix("test_")]
+    """A test metric of a run's metrics.json: its top-level copy (test_accuracy, ...) or the `test` scores'."""
+    return getattr(metrics, key) if key in Metrics.model_fields else getattr(metrics.test, key.removeprefix("test_"))
 
 
 # ------------------------------------------------------------------ the numbers (comparison.json)
@@ -50,8 +50,8 @@ def value(metrics, key):
 def comparison(runs, card, config):
     before, after = runs["baseline"][0], (runs["tuned"][0] if runs["tuned"] else None)
     final = (after or before)["metrics"]
-    test = final["test"]
-    ratio = imbalance_ratio(final["counts"]["train"])
+    test = final.test
+    ratio = imbalance_ratio(final.counts.train)
     imbalanced = bool(ratio > IMBALANCED)
     data = {
         "before": before["name"],
@@ -61,7 +61,11 @@ def comparison(runs, card, config):
         "paired": None,
         "bootstrap": None,
         "seeds": None,
-        "trivial_baseline": {"subset": "test", "majority_share": test["majority_share"], **test["trivial_baseline"]},
+        "trivial_baseline": {
+            "subset": "test",
+            "majority_share": test.majority_share,
+            **test.trivial_baseline.model_dump(),
+        },
         "train_imbalance_ratio": ratio,
         "imbalanced": imbalanced,
         "lead_metrics": ["macro_f1", "balanced_accuracy"] if imbalanced else ["accuracy"],
@@ -82,8 +86,8 @@ def comparison(runs, card, config):
         data["bootstrap"] = compare.paired_bootstrap(*correct)
         if len(runs["baseline"]) > 1 or len(runs["tuned"]) > 1:
             data["seeds"] = compare.seed_comparison(
-                [r["metrics"]["test_accuracy"] for r in runs["baseline"]],
-                [r["metrics"]["test_accuracy"] for r in runs["tuned"]],
+                [r["metrics"].test_accuracy for r in runs["baseline"]],
+                [r["metrics"].test_accuracy for r in runs["tuned"]],
             )
         data["decision"] = compare.deciding(data["paired"], data["bootstrap"], data["seeds"])
         data["headline"] = compare.headline(data["paired"], data["bootstrap"], data["seeds"])
@@ -92,26 +96,25 @@ def comparison(runs, card, config):
 
 def selection(paper):
     """The metrics that chose the checkpoint (and early stopping) and ranked the search, from a resolved config."""
-    stopping = paper["training"].get("early_stopping") or {}
-    search = paper.get("search") or {}
+    stopping, search = paper["training"]["early_stopping"], paper["search"]
     return {
-        "checkpoint": stopping.get("monitor", "val_accuracy"),
+        "checkpoint": stopping["monitor"] if stopping else "val_accuracy",
         "early_stopping": bool(stopping),
-        "search": search.get("objective"),
-        "search_direction": search.get("direction"),
+        "search": search["objective"] if search else None,
+        "search_direction": search["direction"] if search else None,
     }
 
 
 def metric_value(metric, class_name, metrics):
     if metric in ("sensitivity", "specificity"):
-        return metrics["test"]["per_class"][class_name][metric]
+        return getattr(metrics.test.per_class[class_name], metric)
     return value(metrics, f"test_{metric}")
 
 
 def measure(r, run):
     """Our value of one reported metric, its 95% interval and how it was computed; or why there is none."""
     m = run["metrics"]
-    names, count = m["class_names"], m["test"]["count"]
+    names, count = m.class_names, m.test.count
     none = {"ours": None, "ci95": None, "interval": ""}
     name = r.class_name
     if r.metric in ("sensitivity", "specificity"):
@@ -122,7 +125,7 @@ def measure(r, run):
             }
         if name not in names:
             return none | {"reason": f"{name!r} is not a class of this dataset ({', '.join(names)})"}
-        support = m["test"]["per_class"][name]["support"]
+        support = m.test.per_class[name].support
         total = support if r.metric == "sensitivity" else count - support
         ours = metric_value(r.metric, name, m)
         where = f"the {total} test images {'of' if r.metric == 'sensitivity' else 'not of'} class {name}"
@@ -273,18 +276,16 @@ def metric_table(data, runs):
                 ]
                 + blank
             )
-    rows.append(
-        ["test images", str(before["test"]["count"]), str(after["test"]["count"]) if after else MISSING, "", ""] + blank
-    )
+    rows.append(["test images", str(before.test.count), str(after.test.count) if after else MISSING, "", ""] + blank)
     return table(head, rows)
 
 
 def target_text(final, after, target, target_source):
     lo, hi = accuracy_ci(final)
-    met = final["test_accuracy"] >= target
+    met = final.test_accuracy >= target
     return (
         f"**Target {'met' if met else 'not met'}.** The {'tuned' if after else 'baseline'} model's test accuracy is "
-        f"{f4(final['test_accuracy'])} against the target {target:.4f} ({target_source}); its 95% interval "
+        f"{f4(final.test_accuracy)} against the target {target:.4f} ({target_source}); its 95% interval "
         f"{ci_text((lo, hi))} "
         + (
             "lies entirely above the target."
@@ -400,10 +401,10 @@ def _per_seed_table(runs):
     rows = [
         [
             r["name"],
-            str(r["metrics"].get("seed", "")),
-            f4(r["metrics"]["test_accuracy"]),
-            f4(r["metrics"]["test_macro_f1"]),
-            f4(r["metrics"]["test_loss"]),
+            str(r["metrics"].seed),
+            f4(r["metrics"].test_accuracy),
+            f4(r["metrics"].test_macro_f1),
+            f4(r["metrics"].test_loss),
         ]
         for name in ("baseline", "tuned")
         for r in runs[name]
@@ -458,8 +459,8 @@ def paper_section(data, card, config, runs):
                 [
                     config.dataset_name + (f" ({d.description.rstrip('.')})" if d.description else ""),
                     "test accuracy",
-                    f"{f4(before['test_accuracy'])} {ci_text(accuracy_ci(before))}",
-                    f"{f4(after['test_accuracy'])} {ci_text(accuracy_ci(after))}" if after else MISSING,
+                    f"{f4(before.test_accuracy)} {ci_text(accuracy_ci(before))}",
+                    f"{f4(after.test_accuracy)} {ci_text(accuracy_ci(after))}" if after else MISSING,
                     f4(data["trivial_baseline"]["majority_share"]),
                 ]
             ],

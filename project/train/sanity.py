@@ -28,7 +28,7 @@ import keras
 import numpy as np
 
 from project import figures
-from project.artifacts import atomic_write, run_root, write_json
+from project.artifacts import atomic_write, run_root
 from project.config.backbone_table import BACKBONES
 from project.config.cards import with_values
 from project.data import pipeline
@@ -36,6 +36,7 @@ from project.data.augment import build_augmentation
 from project.data.augment_pool import augment_in_place, image_seeds
 from project.data.prepare import prepare
 from project.model.classifier import apply_stage, build_model
+from project.records import Sanity
 from project.train.runtime import set_determinism
 from project.train.sweep import lr_sweep, read_sweep
 from project.train.training import make_optimizer
@@ -698,7 +699,7 @@ def write_results(folder, config, checks, weights_used, seconds):
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "checks": checks,
     }
-    write_json(folder / "sanity.json", summary)
+    Sanity.model_validate(summary).write(folder / "sanity.json")
     return summary
 
 

@@ -23,6 +23,7 @@ from project.data.prepare import prepare
 from project.errors import UserError
 from project.model.classifier import apply_stage, backbone_layers, build_model, count_params
 from project.paths import REPO_ROOT
+from project.records import History, Metrics
 from project.train import runtime
 from project.train.knobs import ScheduledRate, decoupled_weight_decay, set_knobs, smoothed_crossentropy
 from project.train.metrics import class_weights, classification_metrics
@@ -460,7 +461,7 @@ def train_run(config, root, name="baseline", seed=None, fresh=False, verbose=1, 
     wall = time.perf_counter() - start
     model.save(folder / "model.keras")
     history = combined_history(folder, [s["stage"] for s in stages])
-    atomic_write(folder / "history.csv", history.to_csv(index=False))
+    History.from_frame(history).write(folder / "history.csv")
     atomic_write(folder / "predictions.csv", predictions_table(data, "test", probabilities, labels).to_csv(index=False))
     train_seconds = sum(s["seconds"] for s in stages)
     metrics = {
@@ -497,7 +498,7 @@ def train_run(config, root, name="baseline", seed=None, fresh=False, verbose=1, 
     }
     metrics["update_ratio"] = ratio_summary(history.get("update_ratio_at_peak_lr", []))
     metrics["diagnosis"] = diagnose(history, target=paper.target_accuracy, frozen_layers=stages[-1]["frozen_layers"])
-    write_json(folder / "metrics.json", metrics)
+    Metrics.model_validate(metrics).write(folder / "metrics.json")
     mark_complete(folder)
     print(f"[{name}] test accuracy {test['accuracy']:.4f} (val {val['accuracy']:.4f}), {wall:.0f}s -> {folder}")
     for finding in metrics["diagnosis"]["findings"]:

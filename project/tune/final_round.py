@@ -6,9 +6,10 @@ Short trials rank roughly; the full length decides.
 import shutil
 from pathlib import Path
 
-from project.artifacts import archive, is_complete, read_json, write_json
+from project.artifacts import archive, is_complete, read_json
 from project.config.cards import with_values
 from project.errors import UserError
+from project.records import Candidate, Metrics, TuningSummary
 from project.train.training import seed_runs, train_run
 from project.tune.search_plan import BUDGET
 from project.tune.search_space import card_values, decode, edge_warnings
@@ -54,7 +55,7 @@ def summarize(folder, config, space, stages, trial_seconds):
         "warnings": [],
         "trial_seconds": round(float(trial_seconds), 1),  # all trials, all workers
     }
-    write_json(folder / "summary.json", summary)
+    TuningSummary.model_validate(summary).write(folder / "summary.json")
     print(
         "finalists: "
         + "; ".join(
@@ -90,7 +91,7 @@ def final_round(config, root, summary, space, fresh, verbose):
     summary.update(
         best=best, final_round={"metric": metric, "finalists": scored}, warnings=edge_warnings(space, best["values"])
     )
-    write_json(folder / "summary.json", summary)
+    TuningSummary.model_validate(summary).write(folder / "summary.json")
     print(
         f"best: {best['stage']} trial {best['trial_id']}, {metric} {scored[winner][metric]:.4f}, {best['hyperparameters']}"
     )
@@ -110,8 +111,8 @@ def install(source, target):
     if target.exists():
         print(f"previous tuned run moved to {archive(target)}")
     shutil.copytree(source, target)
-    metrics = read_json(target / "metrics.json")
-    write_json(target / "metrics.json", {**metrics, "run": target.name})
+    metrics = Metrics.read(target / "metrics.json")
+    metrics.model_copy(update={"run": target.name}).write(target / "metrics.json")
 
 
 def retrain(config, root, best, fresh, seeds, verbose):
@@ -124,7 +125,7 @@ def retrain(config, root, best, fresh, seeds, verbose):
             if k == 0
             else train_run(tuned, root, name, seed=seed, fresh=fresh, verbose=verbose)
         )
-        write_json(Path(root) / name / "best_hyperparameters.json", best)
+        Candidate.model_validate(best).write(Path(root) / name / "best_hyperparameters.json")
         results.append(metrics)
     baseline = Path(root) / "baseline"
     if is_complete(baseline):

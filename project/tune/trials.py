@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from project.artifacts import atomic_write, read_json
+from project.artifacts import read_json
+from project.records import Trials
 from project.tune.search_plan import steady_epoch
 
 STAGES = ("coarse", "fine")
@@ -82,7 +83,7 @@ def trials_table(folder, objective):
 
 def write_trials_csv(folder, objective):
     table = trials_table(folder, objective)
-    atomic_write(Path(folder) / "trials.csv", table.to_csv(index=False))
+    Trials.from_frame(table).write(Path(folder) / "trials.csv")
     return table
 
 

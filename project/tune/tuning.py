@@ -37,6 +37,7 @@ from project.config.schema import SEARCHABLE, Recorded
 from project.data.prepare import prepare
 from project.errors import UserError
 from project.model.classifier import build_model
+from project.records import FineSpace
 from project.train import runtime
 from project.train.knobs import set_knobs
 from project.train.training import combined_history, compile_model, fit_stages
@@ -510,7 +511,7 @@ def fine_space(folder, space, search, who):
         return space
     top = ranked(folder, ["coarse"], search.direction)[: search.top_k]
     fine = narrow(space, [trial["hyperparameters"]["values"] for _, trial in top])
-    write_json(path, {"top_k": [trial["trial_id"] for _, trial in top], "space": fine})
+    FineSpace(top_k=[trial["trial_id"] for _, trial in top], space=fine).write(path)
     return fine
 
 
