@@ -108,7 +108,8 @@ def per_image_dataset(files, labels, size, batch_size, compose):
     return data.prefetch(AUTOTUNE).with_options(options)
 
 
-def template_dataset(files, labels, size, batch_size, compose):
+def template_dataset(files, labels, size, batch_size, compose, cache="none"):
+    """The template's pipeline; a training one (shuffled, augmented) when there is a Compose."""
     from project.data.pipeline import make_dataset
 
     return make_dataset(
@@ -118,27 +119,15 @@ def template_dataset(files, labels, size, batch_size, compose):
         size=size,
         num_classes=CLASSES,
         batch_size=batch_size,
-        training=True,
+        training=compose is not None,
         augmentation=compose,
-        cache="none",
+        cache=cache,
     )
 
 
 def cache_epochs(files, labels, size, batch_size, compose=None):
     """Epoch 1 and epoch 2 of a fresh pipeline with the memory cache."""
-    from project.data.pipeline import make_dataset
-
-    data = make_dataset(
-        files,
-        labels,
-        "files",
-        size=size,
-        num_classes=CLASSES,
-        batch_size=batch_size,
-        training=compose is not None,
-        augmentation=compose,
-        cache="memory",
-    )
+    data = template_dataset(files, labels, size, batch_size, compose, cache="memory")
     first = timed(lambda: epoch(data))
     return {"first": first, "second": timed(lambda: epoch(data))}
 
@@ -268,22 +257,18 @@ def data_figures(samples, cores):
         note="albumentations' Python code holds the GIL: threads do not add up",
     )
     chosen = "processes" if augment_workers_default() > 1 else "threads"
-    rows["threads_all_cores"] = figure(
-        f"design: augmentation in tf.data's threads, all {cores} cores",
-        rate["threads_all_cores"],
-        "images/s",
-        "template, 1 core",
-        rate["template_one_core"],
-        note=f"numpy_function per batch; the template's choice here: {chosen}",
-    )
-    rows["processes_all_cores"] = figure(
-        f"design: augmentation in {cores} worker processes, all {cores} cores",
-        rate["processes_all_cores"],
-        "images/s",
-        "template, 1 core",
-        rate["template_one_core"],
-        note=f"shared-memory batches; the template's choice here: {chosen}",
-    )
+    for key, where, how in (
+        ("threads_all_cores", "tf.data's threads", "numpy_function per batch"),
+        ("processes_all_cores", f"{cores} worker processes", "shared-memory batches"),
+    ):
+        rows[key] = figure(
+            f"design: augmentation in {where}, all {cores} cores",
+            rate[key],
+            "images/s",
+            "template, 1 core",
+            rate["template_one_core"],
+            note=f"{how}; the template's choice here: {chosen}",
+        )
     rows["determinism_off_all_cores"] = figure(
         f"template pipeline, all {cores} cores, op determinism off",
         rate["determinism_off_all_cores"],

@@ -13,6 +13,15 @@ from benchmarks.settings import TARGETS, TUNER_LABELS
 from benchmarks.table import figure, not_measured
 
 
+def card_arguments(config):
+    """What a probe needs to load the same config: the cards and the overrides."""
+    return {
+        "paper": str(config.paper_file or config.paper_name),
+        "dataset": str(config.dataset_file or config.dataset_name),
+        "overrides": list(config.overrides or []),
+    }
+
+
 def tuner_probe(arguments):
     """Keras Tuner search of `trials[0]` trials, resumed up to `trials[1]`: per trial, wall time and
     time inside model.fit (the tuner's meta.json); peak RSS after each search."""
@@ -59,9 +68,7 @@ def measure_tuner(config, settings):
         result = run_probe(
             tuner_probe,
             {
-                "paper": str(config.paper_file or config.paper_name),
-                "dataset": str(config.dataset_file or config.dataset_name),
-                "overrides": list(config.overrides or []),
+                **card_arguments(config),
                 "root": tmp,
                 "trials": [first, last],
                 "epochs": epochs,
@@ -139,9 +146,7 @@ def measure_rank_agreement(config, settings):
         scores = run_probe(
             rank_probe,
             {
-                "paper": str(config.paper_file or config.paper_name),
-                "dataset": str(config.dataset_file or config.dataset_name),
-                "overrides": list(config.overrides or []),
+                **card_arguments(config),
                 "root": tmp,
                 "trials": settings["rank_trials"],
                 "epochs": epochs,
