@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import write_tiny_paper_card
+from conftest import TINY_SEARCH, write_tiny_paper_card
 
 from benchmarks.bench import attempt
 from benchmarks.images import generate_images
@@ -14,12 +14,8 @@ from benchmarks.table import figure
 from project.commands.cli import main
 
 SEARCH = {
-    "objective": "val_accuracy",
-    "direction": "max",
-    "seed": 3,
-    "top_k": 1,
+    **TINY_SEARCH,
     "coarse": {"trials": 2, "epochs": 1},
-    "fine": {"trials": 1, "epochs": 1},
     "space": {"learning_rate": {"min": 0.001, "max": 0.05, "sampling": "log"}},
 }
 

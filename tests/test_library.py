@@ -67,7 +67,7 @@ def test_list_shows_every_card(capsys):
 def test_list_marks_invalid_cards_and_missing_data(tmp_path, capsys):
     papers, datasets = tmp_path / "papers", tmp_path / "datasets"
     write_tiny_paper_card(papers, "good")
-    write_card(papers / "typo.yaml", {**yaml.safe_load((cards.PAPERS_DIR / "demo.yaml").read_text()), "modle": {}})
+    write_tiny_paper_card(papers, "typo", modle={})
     make_image_folder(datasets / "here", classes={"a": 2, "b": 2})
     write_card(datasets / "present.yaml", {"adapter": "folder", "options": {"path": "here"}, "num_classes": 2})
     write_card(datasets / "absent.yaml", {"adapter": "folder", "options": {"path": "not_downloaded"}})
@@ -266,13 +266,10 @@ def test_weights_has_nothing_to_fetch_for_scratch_or_random_init(capsys):
 
 @pytest.mark.slow
 def test_weights_offline_names_the_file_and_the_cache(tmp_path, project_env):
-    card = write_card(
-        tmp_path / "tiny_imagenet.yaml",
-        {
-            **yaml.safe_load((cards.PAPERS_DIR / "demo.yaml").read_text()),
-            "model": {"backbone": "MobileNetV2", "weights": "imagenet", "input_size": 96, "width": 0.35},
-            "assumed": [],
-        },
+    card = write_tiny_paper_card(
+        tmp_path,
+        "tiny_imagenet",
+        model={"backbone": "MobileNetV2", "weights": "imagenet", "input_size": 96, "width": 0.35},
     )
     home = tmp_path / "keras_home"
     result = project_env.run("weights", "--paper", card, env={**OFFLINE, "KERAS_HOME": str(home)}, timeout=300)
