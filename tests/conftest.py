@@ -58,6 +58,15 @@ TINY_PAPER = {
     "assumed": ["training.batch_size"],
 }
 
+# The search section of a tiny card: one coarse and one fine trial of one epoch over the learning rate.
+TINY_SEARCH = {
+    "seed": 3,
+    "top_k": 1,
+    "coarse": {"trials": 1, "epochs": 1},
+    "fine": {"trials": 1, "epochs": 1},
+    "space": {"learning_rate": {"min": 0.01, "max": 0.1, "sampling": "log"}},
+}
+
 DIGITS_DATASET = {
     "description": "scikit-learn digits (test copy)",
     "adapter": "digits",

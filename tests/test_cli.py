@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import write_card, write_tiny_paper_card
+from conftest import TINY_SEARCH, write_card, write_tiny_paper_card
 
 from project.commands.cli import COMMANDS, main
 
@@ -94,14 +94,7 @@ def test_no_command_prints_the_help(capsys):
 
 
 def test_all_runs_every_step_in_one_process_and_stops_on_a_failed_sanity_check(tmp_path, digits_card, capsys):
-    search = {
-        "seed": 3,
-        "top_k": 1,
-        "finalists": 1,
-        "coarse": {"trials": 1, "epochs": 1},
-        "fine": {"trials": 1, "epochs": 1},
-        "space": {"learning_rate": {"min": 0.01, "max": 0.1, "sampling": "log"}},
-    }
+    search = {**TINY_SEARCH, "finalists": 1}
     card = write_tiny_paper_card(
         tmp_path, search=search, **{"training.learning_rate": 1e-7}
     )  # cannot overfit 20 images

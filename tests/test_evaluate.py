@@ -9,32 +9,12 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
+from conftest import DIGITS_DATASET, write_dataset_card, write_tiny_paper_card
 from PIL import Image
 
 from project.config.cards import load_config
 from project.errors import UserError
 from project.train.evaluate import compare, evaluate_cli, image_files, predict_cli
-
-PAPER = {
-    "citation": {"title": "A tiny test CNN", "authors": ["Test Author"], "venue": "pytest", "year": 2020},
-    "seed": 1,
-    "model": {
-        "backbone": "scratch",
-        "weights": "none",
-        "input_size": 16,
-        "scratch": {"blocks": [8], "convs_per_block": 1},
-        "head": {"pooling": "avg"},
-    },
-    "training": {
-        "optimizer": "adam",
-        "learning_rate": 0.01,
-        "batch_size": 64,
-        "stages": [{"name": "train", "epochs": 1}],
-    },
-    "augmentation": [],
-}
-DATASET = {"adapter": "digits", "options": {}, "split": {"val": 0.15, "test": 0.2, "seed": 0}}
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +22,8 @@ def run(tmp_path_factory):
     from project.train.training import train_run
 
     base = tmp_path_factory.mktemp("evaluate")
-    (base / "tiny.yaml").write_text(yaml.safe_dump(PAPER))
-    (base / "digits.yaml").write_text(yaml.safe_dump(DATASET))
-    config = load_config(str(base / "tiny.yaml"), str(base / "digits.yaml"))
+    paper = write_tiny_paper_card(base, **{"training.batch_size": 64})
+    config = load_config(str(paper), str(write_dataset_card(base, "digits", **DIGITS_DATASET)))
     root = base / "runs" / config.run_name
     with contextlib.redirect_stdout(io.StringIO()):
         train_run(config, root, "baseline", verbose=0)

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
+from conftest import write_tiny_paper_card
 from sklearn.datasets import load_digits
 
 from project.train.monitors import RATIO_HIGH, RATIO_LOW, UpdateRatio, diagnose, ratio_summary
@@ -183,26 +183,15 @@ def test_diagnosis_healthy():
 
 
 def test_train_run_logs_the_ratio_and_writes_the_diagnosis(tmp_path):
-    from project.config.cards import PAPERS_DIR, load_config
+    from project.config.cards import load_config
     from project.train.training import train_run
 
-    card = yaml.safe_load((PAPERS_DIR / "demo.yaml").read_text())
-    card["model"] = {
-        "backbone": "scratch",
-        "weights": "none",
-        "input_size": 16,
-        "scratch": {"blocks": [8], "convs_per_block": 1},
-        "head": {"pooling": "flatten"},
-    }
-    card["training"] = {
-        "optimizer": "adam",
-        "learning_rate": 0.003,
-        "batch_size": 64,
-        "stages": [{"name": "train", "epochs": 2}],
-    }
-    card["assumed"], card["augmentation"] = [], []
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(card))
+    path = write_tiny_paper_card(
+        tmp_path,
+        seed=42,
+        model={"head": {"pooling": "flatten"}},
+        training={"learning_rate": 0.003, "batch_size": 64, "stages": [{"name": "train", "epochs": 2}]},
+    )
     root = tmp_path / "runs" / "tiny__digits"
     train_run(load_config(str(path), "digits"), root, verbose=0)
     table = pd.read_csv(root / "baseline" / "history.csv")

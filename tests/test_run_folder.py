@@ -1,9 +1,17 @@
-"""A run folder is kept while the recipe is the same and moved aside (never deleted) when it changes."""
+"""A run folder is kept while the recipe is the same and moved aside (never deleted) when it changes;
+the code's commit is recorded, or None outside a git checkout."""
 
+import os
+import shutil
 import stat
+import subprocess
+import sys
+
+import pytest
 
 from project.artifacts import atomic_write
 from project.config.cards import load_config, resolved_yaml
+from project.paths import REPO_ROOT
 from project.train.training import git_commit, prepare_folder
 
 
@@ -42,6 +50,27 @@ def test_written_files_are_not_owner_only(tmp_path):
     assert mode & stat.S_IRGRP and mode & stat.S_IROTH
 
 
-def test_git_commit_is_recorded():
+def test_git_commit_is_recorded_in_a_checkout():
+    if not (REPO_ROOT / ".git").exists() or shutil.which("git") is None:
+        pytest.skip("not a git checkout (e.g. a fork downloaded as a ZIP): no commit to record")
     commit = git_commit()
     assert commit is not None and len(commit.split("+")[0]) == 40
+
+
+def test_git_commit_is_none_outside_a_checkout(tmp_path):
+    """A copy of the code without .git, as a ZIP download gives: the run records no commit, no error."""
+    copy = tmp_path / "download"
+    shutil.copytree(REPO_ROOT / "project", copy / "project", ignore=shutil.ignore_patterns("__pycache__"))
+    env = {k: v for k, v in os.environ.items() if k not in ("GIT_DIR", "GIT_WORK_TREE")}
+    code = "from project.train import training; print(training.__file__); print(training.git_commit())"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=copy,
+        env={**env, "PYTHONPATH": str(copy), "GIT_CEILING_DIRECTORIES": str(tmp_path)},  # git looks no higher
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    module, commit = out.stdout.strip().splitlines()[-2:]
+    assert module.startswith(str(copy)) and commit == "None"

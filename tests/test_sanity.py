@@ -6,11 +6,10 @@ import math
 import keras
 import numpy as np
 import pytest
-import yaml
+from conftest import write_tiny_paper_card
 from sklearn.datasets import load_digits
 
 from project.commands.cli import main
-from project.config.cards import PAPERS_DIR
 from project.train import sanity, sweep
 
 
@@ -348,25 +347,9 @@ def test_expected_mode_follows_the_backbone_and_its_weights():
 
 
 def tiny_card(tmp_path, **training):
-    card = yaml.safe_load((PAPERS_DIR / "demo.yaml").read_text())
-    card["model"] = {
-        "backbone": "scratch",
-        "weights": "none",
-        "input_size": 16,
-        "scratch": {"blocks": [8], "convs_per_block": 1},
-        "head": {"pooling": "flatten"},
-    }
-    card["training"] = {
-        "optimizer": "adam",
-        "learning_rate": 0.003,
-        "batch_size": 32,
-        "stages": [{"name": "train", "epochs": 1}],
-        **training,
-    }
-    card["assumed"], card["augmentation"] = [], []
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(card))
-    return path
+    return write_tiny_paper_card(
+        tmp_path, seed=42, model={"head": {"pooling": "flatten"}}, training={"learning_rate": 0.003, **training}
+    )
 
 
 def test_sanity_command_writes_all_six_checks(tmp_path, capsys):

@@ -7,7 +7,7 @@ from contextlib import redirect_stdout
 
 import pandas as pd
 import pytest
-from conftest import DIGITS_DATASET, write_card, write_tiny_paper_card
+from conftest import DIGITS_DATASET, TINY_SEARCH, write_card, write_tiny_paper_card
 
 from project.config.cards import load_config
 from project.config.durations import parse_duration
@@ -81,15 +81,7 @@ def test_the_plan_line_says_what_make_all_runs(tmp_path):
 def test_a_budgeted_search_fixes_its_counts_once_and_keeps_them(tmp_path):
     from project.tune.tuning import tune
 
-    search = {
-        "objective": "val_accuracy",
-        "seed": 3,
-        "top_k": 1,
-        "finalists": 1,
-        "coarse": {"trials": 6, "epochs": 1},
-        "fine": {"trials": 3, "epochs": 1},
-        "space": {"learning_rate": {"min": 0.01, "max": 0.1, "sampling": "log"}},
-    }
+    search = {**TINY_SEARCH, "finalists": 1, "coarse": {"trials": 6, "epochs": 1}, "fine": {"trials": 3, "epochs": 1}}
     card = write_tiny_paper_card(tmp_path, search=search)
     config = load_config(str(card), str(write_card(tmp_path / "digits.yaml", DIGITS_DATASET)))
     root = tmp_path / "runs" / config.run_name

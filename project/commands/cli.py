@@ -28,7 +28,7 @@ COMMANDS = {
     "all": ("project.commands.cli:run_all", True, "plan, sanity, train, tune and report in one process (make all)"),
     "list": ("project.commands.library:list_cli", False, "list paper cards and dataset cards"),
     "new-paper": ("project.commands.library:new_paper_cli", False, "write a new paper card from a template"),
-    "new-dataset": ("project.commands.library:new_dataset_cli", False, "scan data and write a new dataset card"),
+    "new-dataset": ("project.commands.new_dataset:new_dataset_cli", False, "scan data and write a new dataset card"),
     "bench": ("benchmarks.bench:cli", True, "measure pipeline, overhead and tuner figures"),
     "bench-data": ("benchmarks.bench:data_cli", False, "measure input pipeline throughput"),
 }
