@@ -15,10 +15,13 @@ from pathlib import Path
 
 import yaml
 
+from project import logs
 from project.config import cards
 from project.config.backbone_table import BACKBONES, WIDTH_MULTIPLIER
 from project.config.schema import Dataset, Paper
 from project.errors import UserError
+
+log = logs.get(__name__)
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -257,11 +260,11 @@ def format_table(rows, columns):
 
 def list_cli(args, papers_dir=None, datasets_dir=None):
     papers, datasets = paper_rows(papers_dir), dataset_rows(datasets_dir)
-    print(f"Paper cards ({len(papers)}) in {_display(papers_dir or cards.PAPERS_DIR)}:")
-    print(format_table(papers, ["name", "paper", "year", "backbone", "reported"]))
-    print(f"\nDataset cards ({len(datasets)}) in {_display(datasets_dir or cards.DATASETS_DIR)}:")
-    print(format_table(datasets, ["name", "adapter", "classes", "images", "data"]))
-    print(
+    log.info(f"Paper cards ({len(papers)}) in {_display(papers_dir or cards.PAPERS_DIR)}:")
+    log.info(format_table(papers, ["name", "paper", "year", "backbone", "reported"]))
+    log.info(f"\nDataset cards ({len(datasets)}) in {_display(datasets_dir or cards.DATASETS_DIR)}:")
+    log.info(format_table(datasets, ["name", "adapter", "classes", "images", "data"]))
+    log.info(
         "\nmake all PAPER=<paper> DATASET=<dataset>  |  make new-paper NAME=x [FROM=card]  |  make new-dataset NAME=y DATA=path"
     )
     return 0
@@ -277,9 +280,9 @@ def new_paper_cli(args, papers_dir=None):
     text = paper_card_text(name, source)
     _write_new(target, text)
     origin = f"the recipe of {source.stem}" if source else "the template's starter recipe"
-    print(f"wrote {_display(target)} from {origin}")
-    print("next: fill in citation and reported from the paper, correct the recipe, and delete from `assumed`")
-    print(
+    log.info(f"wrote {_display(target)} from {origin}")
+    log.info("next: fill in citation and reported from the paper, correct the recipe, and delete from `assumed`")
+    log.info(
         f"every key you find stated in the paper; then `make validate PAPER={name}` and `make train PAPER={name} DATASET=...`"
     )
     return 0
@@ -408,9 +411,9 @@ def new_dataset_cli(args, datasets_dir=None):
     scan = scan_dataset(adapter, options, datasets_dir)
     text = dataset_card_text(name, adapter, options, scan)
     _write_new(target, text)
-    print(summary_text(scan))
-    print(f"\nwrote {_display(target)}: fill in description, source and license, check `split`, then")
-    print(f"`make check-data DATASET={name}` and `make all PAPER=... DATASET={name}`")
+    log.info(summary_text(scan))
+    log.info(f"\nwrote {_display(target)}: fill in description, source and license, check `split`, then")
+    log.info(f"`make check-data DATASET={name}` and `make all PAPER=... DATASET={name}`")
     return 0
 
 
