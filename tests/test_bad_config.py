@@ -83,6 +83,76 @@ def test_a_bad_paper_card_names_the_file_and_the_key(tmp_path, capsys, tiny_pape
     assert f"error: {paper}: " in err and expected in err
 
 
+# ------------------------------------------------------------------ one validate(config) for every later check
+
+
+def test_validate_refuses_a_search_range_that_tune_would_refuse(project_env, tmp_path, tiny_paper_card, digits_card):
+    """The schema takes any min < max; the card key the range sets takes dropout < 1 only."""
+    search = {"space": {"dropout": {"min": 0, "max": 1.5}}}
+    paper = tiny_paper_card(tmp_path, search=search)
+    result = project_env.run("validate", "--paper", paper, "--dataset", digits_card, timeout=120)
+    assert result.returncode == 2 and result.stdout == ""
+    [line] = result.stderr.strip().splitlines()
+    assert line == (
+        f"error: {paper}: search.space.dropout: 1.5 is not a valid model.head.dropout (accepted: 0 <= value < 1)"
+    )
+
+
+@pytest.mark.parametrize(
+    "card, expected",
+    [
+        (
+            {"search": {"space": {"optimizer": {"min": 1, "max": 3}}}},
+            "search.space.optimizer: optimizer is categorical: give choices",
+        ),
+        (
+            {"search": {"space": {"head_units": {"min": 16, "max": 64.5}}}},
+            "search.space.head_units: head_units takes whole numbers; got min 16, max 64.5",
+        ),
+        (
+            {"search": {"space": {"batch_size": {"choices": [0, 32]}}}},
+            "search.space.batch_size: 0 is not a valid training.batch_size (accepted: 1 <= value <= 65536)",
+        ),
+        (
+            {"search": {"space": {"head_activation": {"choices": ["relu", "swishy"]}}}},
+            "search.space.head_activation: 'swishy' is not a valid model.head.activation (Input should be 'relu'",
+        ),
+        (
+            {"search": {"objective": "val_auc", "space": {"dropout": {"min": 0, "max": 0.5}}}},
+            "search.objective 'val_auc' is not recorded per epoch; accepted: val_accuracy",
+        ),
+        ({"augmentation": [{"name": "Rotat"}]}, "augmentation.0.name: unknown albumentations transform 'Rotat'"),
+        ({"augmentation": [{"name": "Rotate", "limit": "lots"}]}, "augmentation.0 (Rotate): invalid arguments"),
+    ],
+)
+def test_validate_runs_the_checks_of_every_later_stage(tmp_path, capsys, tiny_paper_card, digits_card, card, expected):
+    paper = tiny_paper_card(tmp_path, **card)
+    status, err = run(capsys, "validate", "--paper", paper, "--dataset", digits_card)
+    assert status == 2
+    [line] = err.strip().splitlines()
+    assert line.startswith(f"error: {paper}: ") and expected in line
+
+
+def test_tune_refuses_with_the_same_check(tmp_path, capsys, tiny_paper_card, digits_card):
+    """tune calls the shared check itself too (project.tune.tuning.tune is also a library function)."""
+    from project.config.cards import load_config
+    from project.errors import UserError
+    from project.tune.tuning import tune
+
+    paper = tiny_paper_card(tmp_path, search={"space": {"dropout": {"min": 0, "max": 1.5}}})
+    config = load_config(str(paper), str(digits_card))
+    with pytest.raises(UserError, match=r"search.space.dropout: 1.5 is not a valid model.head.dropout \(accepted"):
+        tune(config, tmp_path / "runs", verbose=0)
+
+
+def test_the_shipped_paper_cards_pass_validate():
+    from project.commands.validate import load
+    from project.paths import PAPERS_DIR
+
+    for card in sorted(PAPERS_DIR.glob("*.yaml")):
+        assert load(card.stem, "digits").paper_name == card.stem
+
+
 def test_a_bad_dataset_card_names_the_file_and_the_key(tmp_path, capsys, tiny_paper_card):
     paper = tiny_paper_card(tmp_path)
     dataset = tmp_path / "bad.yaml"

@@ -1,11 +1,16 @@
 """`python -m project`: help without TensorFlow, bad input as one `error:` line and exit status 2."""
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 from conftest import TINY_SEARCH, write_card, write_tiny_paper_card
 
-from project.commands.cli import COMMANDS, main
+from project.commands import options
+from project.commands.cli import COMMANDS, main, parser
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def one_error_line(stderr):
@@ -123,3 +128,94 @@ def test_all_runs_every_step_in_one_process_and_stops_on_a_failed_sanity_check(t
         and (root / "tuned" / "COMPLETE").exists()
     )
     assert (reports / "tiny__digits" / "report.md").exists()
+
+
+# ------------------------------------------------------------------ one command line per command
+
+
+def parse(argv, capsys):
+    """(exit status or None, stderr) of parsing argv, in this process."""
+    try:
+        parser().parse_args(argv)
+    except SystemExit as exit:
+        return exit.code, capsys.readouterr().err
+    return None, capsys.readouterr().err
+
+
+def with_value(option):
+    """option, and a value it accepts if it takes one."""
+    value = options.specs().get(option, {}).get("choices", ["1"])[0]
+    return [option, value] if options.takes_value(option) else [option]
+
+
+def test_every_command_refuses_the_options_of_other_commands(capsys):
+    every = {option for taken in options.TAKES.values() for option in taken}
+    assert set(options.TAKES) == set(COMMANDS)
+    checked = 0
+    for command in COMMANDS:
+        foreign = sorted(every - set(options.TAKES[command]))
+        assert foreign, command
+        for option in foreign:
+            status, err = parse([command, *with_value(option)], capsys)
+            assert status == 2, (command, option)
+            assert one_error_line(err).startswith(f"error: {command} does not take {option}"), err
+            checked += 1
+        for option in (*options.TAKES[command], "--quiet", "--verbose", "-v"):  # and takes its own
+            assert parse([command, *with_value(option)], capsys) == (None, ""), (command, option)
+    assert checked > 150
+
+
+def test_an_ignored_option_is_an_error_in_a_real_process(project_env):
+    result = project_env.run("train", "--trials", "5", timeout=60)
+    assert result.returncode == 2 and result.stdout == ""
+    line = one_error_line(result.stderr)
+    assert line.startswith("error: train does not take --trials (--trials is an option of tune)")
+
+
+def test_an_abbreviation_is_no_other_option(capsys):
+    status, err = parse(["train", "--run", "x"], capsys)  # not --runs-dir
+    assert status == 2 and "train does not take --run" in one_error_line(err)
+
+
+def test_a_bad_value_is_one_line(capsys):
+    status, err = parse(["tune", "--stage", "middle"], capsys)
+    assert status == 2 and "argument --stage: invalid choice: 'middle'" in one_error_line(err)
+    status, err = parse(["train", "--seeds", "many"], capsys)
+    assert status == 2 and "argument --seeds: invalid int value: 'many'" in one_error_line(err)
+
+
+def makefile_command_lines():
+    """(target line, command, options) of every `$(PY) -m project <command> ...` recipe line, with
+    the Makefile's own variables (CARDS, TUNE_ARGS) expanded."""
+    text = (ROOT / "Makefile").read_text()
+    variables = dict(re.findall(r"^([A-Z_]+) [:?]?= ?(.*)$", text, re.M))
+    found = []
+    for line in text.splitlines():
+        if "-m project " not in line:
+            continue
+        expanded = None
+        while expanded != line:
+            expanded, line = line, re.sub(r"\$\(([A-Z_]+)\)", lambda m: variables.get(m[1], m[0]), line)
+        command = line.split("-m project ", 1)[1].split()[0]
+        found.append((line.strip(), command, re.findall(r"(?<![\w-])--[a-z][\w-]*", line)))
+    return found
+
+
+def test_every_option_the_makefile_passes_is_taken_by_its_command(capsys):
+    lines = makefile_command_lines()
+    commands = {command for _, command, _ in lines}
+    assert commands == set(COMMANDS) - {"plan"}  # plan runs inside `all`
+    assert ("tune", ["--paper", "--dataset", "--trials", "--epochs", "--budget", "--fresh"]) in [
+        (c, o) for _, c, o in lines
+    ]
+    for line, command, taken in lines:
+        argv = [command] + [part for option in taken for part in with_value(option)]
+        assert parse(argv, capsys) == (None, ""), line
+
+
+def test_quiet_keeps_the_command_silent_and_verbose_is_accepted(tmp_path, digits_card, capsys):
+    card = write_tiny_paper_card(tmp_path)
+    assert main(["validate", "--paper", str(card), "--dataset", str(digits_card), "--quiet"]) == 0
+    assert capsys.readouterr().out == ""
+    assert main(["validate", "--paper", str(card), "--dataset", str(digits_card), "-v"]) == 0
+    assert "are valid" in capsys.readouterr().out

@@ -77,6 +77,22 @@ def test_ranges_a_hyperparameter_cannot_take_name_the_card_key(
     assert f"{key}:" in str(error.value) and words in str(error.value)
 
 
+def test_the_shared_check_sets_every_end_on_the_card_mixed_choices_included(tmp_path, tiny_paper_card, digits_card):
+    from project.tune.search_check import check_search
+
+    _, space = check_search(card(tmp_path, tiny_paper_card, digits_card))  # unfreeze: [0, 20, "all"]
+    assert space["unfreeze"]["text"]
+    config = card(tmp_path, tiny_paper_card, digits_card, space={"unfreeze": {"choices": [-1, "all"]}})
+    with pytest.raises(UserError) as error:
+        check_search(config)
+    assert str(error.value).startswith(f"{config.paper_file}: search.space.unfreeze: -1 is not a valid training.stages")
+    assert "unfreeze must be >= 0" in str(error.value)
+    plain = load_config(str(tiny_paper_card(tmp_path / "plain")), str(digits_card))  # no search section
+    assert check_search(plain, required=False) == (None, {})
+    with pytest.raises(UserError, match="the paper card has no search section"):
+        check_search(plain)
+
+
 LR = {"type": "float", "min": 1e-5, "max": 1e-1, "sampling": "log", "step": None}
 DROPOUT = {"type": "float", "min": 0.0, "max": 0.5, "sampling": "linear", "step": None}
 UNITS = {"type": "int", "min": 16, "max": 256, "sampling": "linear", "step": 16}

@@ -13,10 +13,13 @@ from pathlib import Path
 
 import yaml
 
+from project import logs
 from project.config import cards
 from project.config.backbone_table import BACKBONES, WIDTH_MULTIPLIER
 from project.config.schema import Dataset, Paper
 from project.errors import UserError
+
+log = logs.get(__name__)
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -255,11 +258,11 @@ def format_table(rows, columns):
 
 def list_cli(args, papers_dir=None, datasets_dir=None):
     papers, datasets = paper_rows(papers_dir), dataset_rows(datasets_dir)
-    print(f"Paper cards ({len(papers)}) in {display(papers_dir or cards.PAPERS_DIR)}:")
-    print(format_table(papers, ["name", "paper", "year", "backbone", "reported"]))
-    print(f"\nDataset cards ({len(datasets)}) in {display(datasets_dir or cards.DATASETS_DIR)}:")
-    print(format_table(datasets, ["name", "adapter", "classes", "images", "data"]))
-    print(
+    log.info(f"Paper cards ({len(papers)}) in {display(papers_dir or cards.PAPERS_DIR)}:")
+    log.info(format_table(papers, ["name", "paper", "year", "backbone", "reported"]))
+    log.info(f"\nDataset cards ({len(datasets)}) in {display(datasets_dir or cards.DATASETS_DIR)}:")
+    log.info(format_table(datasets, ["name", "adapter", "classes", "images", "data"]))
+    log.info(
         "\nmake all PAPER=<paper> DATASET=<dataset>  |  make new-paper NAME=x [FROM=card]  |  make new-dataset NAME=y DATA=path"
     )
     return 0
@@ -275,9 +278,9 @@ def new_paper_cli(args, papers_dir=None):
     text = paper_card_text(name, source)
     write_new(target, text)
     origin = f"the recipe of {source.stem}" if source else "the template's starter recipe"
-    print(f"wrote {display(target)} from {origin}")
-    print("next: fill in citation and reported from the paper, correct the recipe, and delete from `assumed`")
-    print(
+    log.info(f"wrote {display(target)} from {origin}")
+    log.info("next: fill in citation and reported from the paper, correct the recipe, and delete from `assumed`")
+    log.info(
         f"every key you find stated in the paper; then `make validate PAPER={name}` and `make train PAPER={name} DATASET=...`"
     )
     return 0

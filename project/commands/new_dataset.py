@@ -11,10 +11,13 @@ from pathlib import Path
 
 import yaml
 
+from project import logs
 from project.commands.library import PATH_OPTION, display, new_card_path, write_new
 from project.config import cards
 from project.config.schema import Dataset
 from project.errors import UserError
+
+log = logs.get(__name__)
 
 
 def new_dataset_cli(args, datasets_dir=None):
@@ -27,9 +30,9 @@ def new_dataset_cli(args, datasets_dir=None):
     scan = scan_dataset(adapter, options, datasets_dir)
     text = dataset_card_text(name, adapter, options, scan)
     write_new(target, text)
-    print(summary_text(scan))
-    print(f"\nwrote {display(target)}: fill in description, source and license, check `split`, then")
-    print(f"`make check-data DATASET={name}` and `make all PAPER=... DATASET={name}`")
+    log.info(summary_text(scan))
+    log.info(f"\nwrote {display(target)}: fill in description, source and license, check `split`, then")
+    log.info(f"`make check-data DATASET={name}` and `make all PAPER=... DATASET={name}`")
     return 0
 
 

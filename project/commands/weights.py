@@ -7,7 +7,10 @@ weights="imagenet" at the card's input size, so the cached file is exactly the o
 
 from pathlib import Path
 
+from project import logs
 from project.errors import UserError
+
+log = logs.get(__name__)
 
 
 def cli(config, args):
@@ -15,17 +18,17 @@ def cli(config, args):
     m = config.paper.model
     name = config.paper_name
     if m.backbone == "scratch":
-        print(f"{name}: a from-scratch CNN (model.backbone: scratch) has no pretrained weights: nothing to download")
+        log.info(f"{name}: a from-scratch CNN (model.backbone: scratch) has no pretrained weights: nothing to download")
         return 0
     if m.weights.lower() == "none":
-        print(f"{name}: model.weights is none (random initialisation): nothing to download")
+        log.info(f"{name}: model.weights is none (random initialisation): nothing to download")
         return 0
     if m.weights != "imagenet":
         if not Path(m.weights).exists():
             raise UserError(
                 f"model.weights: weights file {m.weights} does not exist (accepted: imagenet, none, or a path)"
             )
-        print(f"{name}: model.weights is the local file {m.weights}: nothing to download")
+        log.info(f"{name}: model.weights is the local file {m.weights}: nothing to download")
         return 0
     from project.model.backbones import build_application, weights_cache_dir
 
@@ -40,10 +43,10 @@ def cli(config, args):
     )
     if new:
         for file in new:
-            print(f"downloaded {file.name} ({file.stat().st_size / 1e6:.1f} MB) to {folder}")
+            log.info(f"downloaded {file.name} ({file.stat().st_size / 1e6:.1f} MB) to {folder}")
     else:
-        print(f"the ImageNet weights of {what} are already in {folder}")
-    print(f"ready: {name} trains offline here; for another machine copy {folder} (or set KERAS_HOME there)")
+        log.info(f"the ImageNet weights of {what} are already in {folder}")
+    log.info(f"ready: {name} trains offline here; for another machine copy {folder} (or set KERAS_HOME there)")
     return 0
 
 
@@ -62,26 +65,26 @@ def download_cli(config, args):
         Path(config.dataset_file).parent if config.dataset_file else DATASETS_DIR
     )  # as project.data.prepare.dataset_base
     if d.adapter == "digits":
-        print(f"{name}: bundled with scikit-learn: nothing to download")
+        log.info(f"{name}: bundled with scikit-learn: nothing to download")
         return 0
     if d.adapter == "keras":
         from project.data.adapters import load_sources
 
         sources = load_sources(d.adapter, d.options, base, d.classes)
-        print(
+        log.info(
             f"{name}: keras.datasets.{d.options['name']} is cached ({len(sources):,} images): {data_status(d, base, name)[1]}"
         )
         return 0
     if d.adapter == "tfds":
         folder = _prepare_tfds(d.options)
-        print(f"{name}: TensorFlow Datasets {d.options['name']} is prepared in {folder}")
+        log.info(f"{name}: TensorFlow Datasets {d.options['name']} is prepared in {folder}")
         return 0
     _, status = data_status(d, base, name)
-    print(f"{name}: the {d.adapter} adapter reads files you download yourself; data here: {status}")
+    log.info(f"{name}: the {d.adapter} adapter reads files you download yourself; data here: {status}")
     for label, text in (("get it from", d.source), ("licence", d.license), ("layout", d.layout)):
         if text:
-            print(f"  {label}: {' '.join(text.split())}")
-    print(
+            log.info(f"  {label}: {' '.join(text.split())}")
+    log.info(
         f"  the card ({config.dataset_file}) describes the folder layout in its comments; see also datasets/README.md"
     )
     return 0

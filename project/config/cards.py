@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from project.config.schema import Config, Dataset, Paper
+from project.config.schema import Config, Dataset, Paper, model_in
 from project.errors import UserError
 from project.paths import DATASETS_DIR, PAPERS_DIR
 
@@ -117,18 +117,8 @@ def _fields_at(schema, loc):
             if part.isdigit():
                 continue
             return []
-        model = _model_in(field.annotation)
+        model = model_in(field.annotation)
     return sorted(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
-
-
-def _model_in(annotation):
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
 
 
 def load_config(paper="demo", dataset="digits", overrides=()):

@@ -4,7 +4,7 @@ Every model forbids unknown keys, so a typo is an error that names the key. Noth
 imports TensorFlow: a bad card is reported in well under a second.
 """
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -427,3 +427,25 @@ def _lookup(model, dotted):
         else:
             return _MISSING
     return node
+
+
+def accepted_range(dotted):
+    """The numeric range a paper card key accepts ('0 <= value < 1'), or '' if it has none."""
+    model, field = Paper, None
+    for part in dotted.split("."):
+        if not part.lstrip("-").isdigit():
+            field = model.model_fields[part]
+            model = model_in(field.annotation)
+    bounds = {
+        kind: getattr(item, kind) for item in field.metadata for kind in ("ge", "gt", "le", "lt") if hasattr(item, kind)
+    }
+    lower = f"{bounds['ge']:g} <= " if "ge" in bounds else f"{bounds['gt']:g} < " if "gt" in bounds else ""
+    upper = f" <= {bounds['le']:g}" if "le" in bounds else f" < {bounds['lt']:g}" if "lt" in bounds else ""
+    return f"{lower}value{upper}" if lower or upper else ""
+
+
+def model_in(annotation):
+    """The pydantic model in an annotation (Training, list[Stage], Search | None), or None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((m for m in map(model_in, get_args(annotation)) if m is not None), None)

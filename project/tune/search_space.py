@@ -77,15 +77,6 @@ def card_values(space, values, hidden_layers):
     return out
 
 
-def boundary_values(entry):
-    """The values a space entry can reach at its ends (to validate them against the card schema)."""
-    if entry["type"] == "choice":
-        return [decode(entry, c) for c in entry["choices"]]
-    if entry["type"] == "fixed":
-        return [entry["value"]]
-    return [entry["min"], entry["max"]]
-
-
 # ------------------------------------------------------------------ numeric ranges
 
 

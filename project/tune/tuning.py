@@ -23,7 +23,6 @@ import os
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import get_args
 
 import keras
 import keras_tuner
@@ -33,7 +32,6 @@ import yaml
 
 from project.artifacts import archive, atomic_write, read_json, run_root, write_json
 from project.config.cards import with_values
-from project.config.schema import SEARCHABLE, Recorded
 from project.data.prepare import prepare
 from project.errors import UserError
 from project.model.classifier import build_model
@@ -43,11 +41,11 @@ from project.train.knobs import set_knobs
 from project.train.training import combined_history, compile_model, fit_stages
 from project.tune.final_round import final_round, retrain, summarize
 from project.tune.reuse import ModelCache, architecture_key, initial_state, seed_trial, set_head_dropout
+from project.tune.search_check import check_search
 from project.tune.search_plan import BUDGET, Progress, check_budget, duration, plan_budget
-from project.tune.search_space import boundary_values, card_space, card_values, decode, narrow
+from project.tune.search_space import card_values, narrow
 from project.tune.trials import META, STAGES, ended, fixed_seconds, ranked, read_trials, write_trials_csv
 
-OBJECTIVES = get_args(Recorded)  # what every trial's history holds
 EXPLOSION = 3.0  # a trial explodes when its training loss exceeds this times its first value
 NO_LIMIT = 10**9  # max_consecutive_failed_trials: failed trials never end the search
 
@@ -372,32 +370,6 @@ def outcome(folder, model, exploded):
 
 
 # ------------------------------------------------------------------ the search
-
-
-def check_search(config):
-    """The card's search section as a space, every end of every range checked against the schema."""
-    search = config.paper.search
-    if search is None:
-        raise UserError(
-            f"{config.paper_file}: the paper card has no search section "
-            f"(objective, coarse, fine and space; see project/papers/demo.yaml)"
-        )
-    if search.objective not in OBJECTIVES:
-        raise UserError(
-            f"{config.paper_file}: search.objective {search.objective!r} is not recorded per epoch; "
-            f"accepted: {', '.join(OBJECTIVES)}"
-        )
-    space = card_space(search)
-    for name, entry in space.items():
-        for value in boundary_values(entry):
-            try:
-                trial_config(config, space, {name: value})
-            except UserError as error:
-                raise UserError(
-                    f"{config.paper_file}: search.space.{name}: {decode(entry, value)!r} is not a valid "
-                    f"{SEARCHABLE[name]} ({str(error).split(': ', 1)[-1]})"
-                ) from None
-    return search, space
 
 
 def search_identity(config):
