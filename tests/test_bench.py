@@ -56,8 +56,6 @@ def test_bench_quick_writes_json_and_markdown_with_every_figure(tmp_path, digits
             str(digits_card),
             "--output",
             str(out),
-            "--runs-dir",
-            str(tmp_path / "runs"),
         ]
     )
     assert code == 0
