@@ -22,6 +22,8 @@ import math
 import os
 import time
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import get_args
 
@@ -36,10 +38,11 @@ from project.config.cards import with_values
 from project.config.schema import SEARCHABLE, Recorded
 from project.data.prepare import prepare
 from project.errors import UserError
+from project.model.backbones import WeightsSource
 from project.model.classifier import build_model
 from project.train import runtime
-from project.train.knobs import set_knobs
-from project.train.training import combined_history, compile_model, fit_stages
+from project.train.knobs import Knobs, set_knobs
+from project.train.training import combined_history, compile_model, fit_stages, training_stats
 from project.tune.final_round import final_round, retrain, summarize
 from project.tune.reuse import ModelCache, architecture_key, initial_state, seed_trial, set_head_dropout
 from project.tune.search_plan import BUDGET, Progress, check_budget, duration, plan_budget
@@ -185,76 +188,91 @@ def trial_config(config, space, values):
     return with_values(config, card_values(space, values, len(config.paper.model.head.hidden)))
 
 
+@dataclass
+class TrialModel:
+    """What CardHyperModel.build hands to the fit that follows: the trial's model, the card with the
+    trial's values, and how the model was made."""
+
+    model: keras.Model
+    config: object  # the card with the trial's values
+    weights: WeightsSource
+    knobs: Knobs
+    key: str | None  # architecture_key: a compiled model is cached under it (None: never cached)
+    reused: bool  # a compiled model from the cache: fit only sets the trial's values
+    initial: tuple | None  # a fresh model's initial_state(), cached with it once compiled
+
+
 class CardHyperModel(keras_tuner.HyperModel):
-    """build: the card with the trial's values -> project.model.classifier.build_model. fit: the card's training
-    stages (project.train.training.fit_stages, so trials train like the baseline) with the trial's batch
-    size; each training stage runs the search stage's epochs per trial.
+    """One search stage: its space and its epochs per training stage. declare_hyperparameters: the
+    space; build: the card with the trial's values -> project.model.classifier.build_model; fit: the
+    card's training stages (project.train.training.fit_stages, so trials train like the baseline)
+    with the trial's batch size, into the trial folder Tuner.run_trial gives it.
 
-    A one-stage card's trials of the same architecture share one compiled model (project.tune.reuse):
-    build hands out the cached model holding the fresh model's initial state, and fit sets the
-    trial's values instead of compiling again."""
+    A one-stage card's trials of the same architecture share one compiled model (project.tune.reuse;
+    the stages of a search share their `cache`): build hands out the cached model holding the fresh
+    model's initial state, and fit sets the trial's values instead of compiling again. Keras Tuner
+    also builds once while it sets a stage up (Tuner.__init__); that model is never trained."""
 
-    def __init__(self, config, data, objective):
+    def __init__(self, config, data, objective, *, space, epochs, stats=None, settings=None, cache=None):
         super().__init__(name=config.run_name)
         self.config, self.data, self.objective = config, data, objective
-        paper = config.paper
-        needs_stats = paper.model.preprocessing in ("per_channel_mean", "mean_image")
-        self.stats = data.stats(paper) if needs_stats else None  # input size is not searched: once
-        self.space, self.epochs, self.declaring = {}, 1, True
-        self.settings = {"jit_compile": False, "replicas": 1}  # project.train.runtime's choice for this machine
-        self.folder, self.trial_config, self.weights_used, self.guard, self.clock = (
-            None,
-            None,
-            "random",
-            None,
-            FitClock(),
-        )
-        self.cache, self.key, self.knobs, self.compiled, self.initial = ModelCache(), None, None, False, None
+        self.space, self.epochs = space, epochs
+        self.stats = training_stats(data, config.paper) if stats is None else stats  # input size is not searched
+        self.settings = settings or {"jit_compile": False, "replicas": 1}  # project.train.runtime's choice
+        self.cache = ModelCache() if cache is None else cache
+        self.built = None  # the TrialModel of the last build, for the fit that follows
+
+    def declare_hyperparameters(self, hp):
+        declare(hp, self.space)
 
     def build(self, hp):
-        values = declare(hp, self.space)
-        if self.declaring:  # Keras Tuner builds while it sets up the space: no model (nor weights) needed
-            return None
-        self.trial_config = trial_config(self.config, self.space, values)
-        paper = self.trial_config.paper
+        config = trial_config(self.config, self.space, declare(hp, self.space))
+        paper = config.paper
         seed_trial(paper.seed)
-        self.key = architecture_key(paper) if len(paper.training.stages) == 1 else None  # one compiled state per stage
-        model, self.weights_used, self.knobs, self.compiled = self.cache.take(
-            self.key, paper.seed, lambda: build_model(paper, self.data.num_classes, self.stats)
+        key = architecture_key(paper) if len(paper.training.stages) == 1 else None  # one compiled state per stage
+        model, weights, knobs, reused = self.cache.take(
+            key,
+            paper.seed,
+            lambda: build_model(paper.model, self.data.num_classes, self.stats, l2=paper.training.l2),
         )
-        self.initial = None if self.compiled else initial_state(model, self.weights_used)
-        if self.compiled:
+        initial = None if reused else initial_state(model, weights)
+        if reused:
             set_head_dropout(model, paper.model.head.dropout)
+        self.built = TrialModel(model, config, weights, knobs, key, reused, initial)
         return model
 
-    def compile_stage(self, model, paper, learning_rate, steps_per_epoch, epochs, jit_compile):
+    def compile_stage(self, built, model, paper, learning_rate, steps_per_epoch, epochs, jit_compile):
         """fit_stages' compile step: a reused model only takes the trial's values."""
-        if self.compiled:
-            set_knobs(model, self.knobs, paper.training, learning_rate, steps_per_epoch, epochs)
+        if built.reused:
+            set_knobs(model, built.knobs, paper.training, learning_rate, steps_per_epoch, epochs)
             return
-        compile_model(model, paper, learning_rate, steps_per_epoch, epochs, jit_compile, knobs=self.knobs)
-        if self.key is not None:
-            self.cache.keep(self.key, paper.seed, model, self.knobs, self.initial)
+        compile_model(model, paper, learning_rate, steps_per_epoch, epochs, jit_compile, knobs=built.knobs)
+        if built.key is not None:
+            self.cache.keep(built.key, paper.seed, model, built.knobs, built.initial)
 
-    def fit(self, hp, model, *args, callbacks=(), verbose=1, **kwargs):
-        """The tuner's callbacks (best-epoch checkpoint, its hooks) ride along with ours."""
-        paper = self.trial_config.paper
-        self.guard = ExplosionGuard()
+    def fit(self, hp, model, *args, folder, clock=None, callbacks=(), verbose=1, **kwargs):
+        """Train `model`, which build(hp) returned, into the trial's `folder`; `clock` (a FitClock)
+        times it. The tuner's callbacks (its hooks) ride along with ours. Returns the best epoch's
+        metrics, for the oracle."""
+        built, self.built = self.built, None  # held no longer than the trial: its model may hold traced graphs
+        if built is None or built.model is not model:
+            raise ValueError("CardHyperModel.fit trains the model its last build returned")
+        paper = built.config.paper
         fit_stages(
             model,
             paper,
             self.data,
-            self.folder,
-            weights_used=self.weights_used,
+            folder,
+            weights=built.weights,
             epochs=self.epochs,
             batch_size=paper.training.batch_size * self.settings["replicas"],
-            extra_callbacks=[*callbacks, self.guard, self.clock],
+            extra_callbacks=[*callbacks, ExplosionGuard(), *([clock] if clock is not None else [])],
             verbose=verbose,
             jit_compile=self.settings["jit_compile"],
             trial=True,
-            compile_stage=self.compile_stage,
+            compile_stage=partial(self.compile_stage, built),
         )
-        return best_epoch(trial_history(self.folder, paper), self.objective)
+        return best_epoch(trial_history(folder, paper), self.objective)
 
 
 def trial_history(folder, paper):
@@ -303,7 +321,7 @@ class StageTuner(keras_tuner.Tuner):
         super().__init__(*args, **kwargs)
 
     def run_trial(self, trial, *args, **kwargs):
-        model = self.hypermodel
+        model = self.hypermodel  # the stage's CardHyperModel
         folder = Path(self.get_trial_dir(trial.trial_id))
         path = folder / META
         meta = read_json(path) if path.exists() else {"starts": 0, "wall_seconds": 0.0}
@@ -316,21 +334,18 @@ class StageTuner(keras_tuner.Tuner):
             starts=meta["starts"] + 1,
         )
         write_json(path, meta)
-        model.folder, model.trial_config, model.guard, model.clock, model.compiled = (
-            folder,
-            None,
-            None,
-            FitClock(),
-            False,
-        )
+        clock, reused = FitClock(), False  # what the trial's meta.json records of its fit
         start = time.perf_counter()
         try:
             with released_step_graphs(), self.strategy_scope():
                 # Keras Tuner's documented override: its own run_trial clears the session before every
                 # build (which would discard the compiled models trials reuse) and checkpoints the best
-                # epoch's weights, which the search never reads (the best values are retrained)
+                # epoch's weights, which the search never reads (the best values are retrained).
+                # The trial's folder and clock go to the hypermodel's fit as keyword arguments.
                 hp = trial.hyperparameters
-                results = model.fit(hp, model.build(hp), *args, **kwargs)
+                network = model.build(hp)
+                reused = network.compiled  # a compiled model from project.tune.reuse: no build, compile nor tracing
+                results = model.fit(hp, network, *args, folder=folder, clock=clock, **kwargs)
             meta["status"] = "completed"
             return results
         except TrialExploded as error:
@@ -343,11 +358,11 @@ class StageTuner(keras_tuner.Tuner):
             meta.update(status="failed", reason=f"{type(error).__name__}: {error}")
             raise
         finally:
-            model.clock.on_train_end()  # an exception skipped it
+            clock.on_train_end()  # an exception skipped it
             meta["wall_seconds"] = round(meta["wall_seconds"] + time.perf_counter() - start, 2)
-            meta["fit_seconds"] = round(meta.get("fit_seconds", 0.0) + model.clock.seconds, 2)
-            meta["epoch_seconds"] = model.clock.epoch_seconds
-            meta["reused"] = model.compiled  # the trial took a compiled model: no build, compile nor tracing
+            meta["fit_seconds"] = round(meta.get("fit_seconds", 0.0) + clock.seconds, 2)
+            meta["epoch_seconds"] = clock.epoch_seconds
+            meta["reused"] = reused  # the trial took a compiled model: no build, compile nor tracing
             meta["fixed_seconds"] = fixed_seconds(meta)
             meta.update(outcome(folder, model, meta["status"] == "exploded"))
             write_json(path, meta)
@@ -357,9 +372,9 @@ class StageTuner(keras_tuner.Tuner):
 
 
 def outcome(folder, model, exploded):
-    """Best and last objective and epochs run, from the trial's training logs."""
-    paper = (model.trial_config or model.config).paper
-    history = trial_history(folder, paper)
+    """Best and last objective and epochs run, from the trial's training logs (`model`: the
+    CardHyperModel; a trial's values never change the names of the card's training stages)."""
+    history = trial_history(folder, model.config.paper)
     name = model.objective.name
     values = history[name].dropna() if name in history else pd.Series(dtype=float)
     best = (values.max() if model.objective.direction == "max" else values.min()) if len(values) else None
@@ -427,7 +442,8 @@ def prepare_folder(folder, config, fresh, who):
 def strategy_of(card_runtime):
     """project.train.runtime's settings, and its strategy for Keras Tuner to build each trial under
     (Keras Tuner clears the session between trials, so a scope cannot stay open around the search)."""
-    settings, scope = runtime.apply(card_runtime)
+    r = card_runtime
+    settings, scope = runtime.apply(r.mixed_precision, r.jit_compile, r.distribution, r.deterministic)
     with scope:
         strategy = tf.distribute.get_strategy()
     return settings, strategy if settings["distribution"] == "mirrored" else None
@@ -462,11 +478,11 @@ def planned_counts(folder, counts, budget_seconds):
     return {stage: (plan["trials"][stage], epochs) for stage, (_, epochs) in counts.items()}
 
 
-def run_stage(stage, model, space, folder, search, trials, epochs, verbose, strategy=None, progress=None, budget=None):
+def run_stage(stage, model, folder, search, trials, verbose, strategy=None, progress=None, budget=None):
+    """`trials` trials of the stage's CardHyperModel `model` (its space and epochs)."""
     if ended(folder, stage) >= trials:
         print(f"[{stage}] all {trials} trials done (rerun with --fresh to search again)")
         return
-    model.space, model.epochs = space, epochs
     offset = STAGES.index(stage)
     oracle = StageOracle(
         folder,
@@ -479,7 +495,6 @@ def run_stage(stage, model, space, folder, search, trials, epochs, verbose, stra
         max_consecutive_failed_trials=NO_LIMIT,
     )
     with stage_port(offset):
-        model.declaring = True
         tuner = StageTuner(
             oracle=oracle,
             hypermodel=model,
@@ -489,8 +504,7 @@ def run_stage(stage, model, space, folder, search, trials, epochs, verbose, stra
             distribution_strategy=strategy,
             stage=stage,
         )
-        model.declaring = False
-        print(f"[{stage}] {trials} trials of {epochs} epochs, {worker_id()}")
+        print(f"[{stage}] {trials} trials of {model.epochs} epochs, {worker_id()}")
         try:
             tuner.search(verbose=verbose)
         except keras_tuner.errors.FatalError as error:
@@ -528,7 +542,8 @@ def tune(config, root, *, trials=None, epochs=None, stage="all", fresh=False, se
     who, folder = role(), Path(root) / "tuning"
     data = prepare(config, root)  # refuses a dataset card whose split differs from root/split.csv
     prepare_folder(folder, config, fresh, who)
-    model = CardHyperModel(config, data, keras_tuner.Objective(search.objective, search.direction))
+    stats = training_stats(data, config.paper)  # the stages' trials share them and their compiled models
+    objective, cache = keras_tuner.Objective(search.objective, search.direction), ModelCache()
     counts = {s: (trials or getattr(search, s).trials, epochs or getattr(search, s).epochs) for s in STAGES}
     counts = planned_counts(folder, counts, budget_seconds)
     full = sum(s.epochs for s in config.paper.training.stages)
@@ -540,27 +555,30 @@ def tune(config, root, *, trials=None, epochs=None, stage="all", fresh=False, se
         + f"; then {search.finalists} finalist(s) trained for {full} epochs"
         + (f" and {seeds - 1} more seed(s)" if seeds > 1 else "")
     )
-    model.settings, strategy = strategy_of(config.paper.runtime)
-    if stage in ("coarse", "all"):
-        run_stage(
-            "coarse", model, space, folder, search, *progress.counts["coarse"], verbose, strategy, progress, planning
+    settings, strategy = strategy_of(config.paper.runtime)
+
+    def stage_model(name, stage_space):
+        return CardHyperModel(
+            config,
+            data,
+            objective,
+            space=stage_space,
+            epochs=progress.counts[name][1],
+            stats=stats,
+            settings=settings,
+            cache=cache,
         )
+
+    if stage in ("coarse", "all"):
+        model = stage_model("coarse", space)
+        run_stage("coarse", model, folder, search, progress.counts["coarse"][0], verbose, strategy, progress, planning)
     if stage in ("fine", "all"):
         if who != "worker" and ended(folder, "coarse") < progress.counts["coarse"][0]:
             raise UserError(
                 f"the coarse stage in {folder / 'coarse'} is not finished: run --stage coarse (or all) first"
             )
-        run_stage(
-            "fine",
-            model,
-            fine_space(folder, space, search, who),
-            folder,
-            search,
-            *progress.counts["fine"],
-            verbose,
-            strategy,
-            progress,
-        )
+        model = stage_model("fine", fine_space(folder, space, search, who))
+        run_stage("fine", model, folder, search, progress.counts["fine"][0], verbose, strategy, progress)
     if who == "worker":
         print(f"worker {worker_id()}: no trials left")
         return None
