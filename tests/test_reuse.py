@@ -24,8 +24,8 @@ def run_trials(folder, trials):
     from project.config.cards import load_config
     from project.data.prepare import prepare
     from project.train.runtime import set_determinism
+    from project.tune.hypermodel import CardHyperModel, FitClock
     from project.tune.reuse import ModelCache
-    from project.tune.tuning import CardHyperModel, FitClock
 
     set_determinism(True)  # as tune() sets it from the card; the numbers depend on it
     folder = Path(folder)

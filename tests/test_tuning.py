@@ -19,8 +19,9 @@ from project.config.cards import load_config
 from project.data.prepare import prepare
 from project.errors import UserError
 from project.train.training import train_run
+from project.tune.hypermodel import CardHyperModel
 from project.tune.search_space import card_space, edge_warnings
-from project.tune.tuning import CardHyperModel, StageOracle, StageTuner, check_search, tune
+from project.tune.tuning import StageOracle, StageTuner, check_search, tune
 
 # No normalization: plain SGD at learning rate 10 then explodes within a few batches.
 TINY = {"model.scratch.normalization": "none", "training.optimizer": "sgd", "training.batch_size": 64}
