@@ -27,7 +27,7 @@ def measure_overhead(config, settings, log=print):
     from project.model.classifier import apply_stage, build_model
     from project.train import runtime
     from project.train.metrics import class_weights
-    from project.train.training import compile_model, fit_stages
+    from project.train.training import compile_model, feed_of, fit_stages, training_stats
 
     class EpochTimes(keras.callbacks.Callback):  # epoch hooks only: the training loop stays asynchronous
         def __init__(self):
@@ -45,10 +45,11 @@ def measure_overhead(config, settings, log=print):
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
         keras.utils.set_random_seed(paper.seed)
         data = prepare(config, Path(tmp) / "run")
-        stats = data.stats(paper) if paper.model.preprocessing in ("per_channel_mean", "mean_image") else None
-        run_settings, scope = runtime.apply(paper.runtime)
+        stats = training_stats(data, paper)
+        r = paper.runtime
+        run_settings, scope = runtime.apply(r.mixed_precision, r.jit_compile, r.distribution, r.deterministic)
         with scope:
-            model, weights_used = build_model(paper, data.num_classes, stats)
+            model, source = build_model(paper.model, data.num_classes, stats, l2=t.l2)
         jit = run_settings["jit_compile"]
         steps = data.steps("train", t.batch_size)
         weights = class_weights(data.labels("train"), data.num_classes) if t.class_weight == "auto" else None
@@ -61,7 +62,7 @@ def measure_overhead(config, settings, log=print):
                 paper,
                 data,
                 Path(tmp) / f"template{next(runs)}",
-                weights_used=weights_used,
+                weights=source,
                 epochs=epochs,
                 verbose=0,
                 jit_compile=jit,
@@ -71,13 +72,13 @@ def measure_overhead(config, settings, log=print):
 
         def bare(epochs):  # the datasets fit_stages builds, model.fit with no callback but the timer
             timer = EpochTimes()
-            val = data.dataset("val", paper)
+            val = data.dataset("val", feed_of(paper))
             for stage in t.stages:
                 if stage.epochs:
-                    apply_stage(model, stage.unfreeze, not weights_used.startswith("random"))
+                    apply_stage(model, stage.unfreeze, source)
                     compile_model(model, paper, stage.learning_rate or t.learning_rate, steps, epochs, jit)
                     model.fit(
-                        data.dataset("train", paper, epochs=(0, epochs)),
+                        data.dataset("train", feed_of(paper), epochs=(0, epochs)),
                         validation_data=val,
                         epochs=epochs,
                         steps_per_epoch=steps,
@@ -210,15 +211,16 @@ def measure_accelerator(config, settings):
     from project.data.prepare import prepare
     from project.model.classifier import build_model
     from project.train import runtime
-    from project.train.training import compile_model
+    from project.train.training import compile_model, feed_of
 
     paper = config.paper
     with tempfile.TemporaryDirectory(prefix="bench-gpu-") as tmp:
         data = prepare(config, Path(tmp) / "run")
-        run_settings, scope = runtime.apply(paper.runtime)
+        r = paper.runtime
+        run_settings, scope = runtime.apply(r.mixed_precision, r.jit_compile, r.distribution, r.deterministic)
         with scope:
-            model, _ = build_model(paper, data.num_classes, None)
-            train = data.dataset("train", paper)
+            model, _ = build_model(paper.model, data.num_classes, None, l2=paper.training.l2)
+            train = data.dataset("train", feed_of(paper))
             steps = int(np.ceil(len(data.indices("train")) / paper.training.batch_size))
             compile_model(model, paper, paper.training.learning_rate, steps, 2, run_settings["jit_compile"])
             batch = next(iter(train))

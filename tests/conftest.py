@@ -230,7 +230,7 @@ FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96_no_top.h5"
 def card(**model):
     data = dict(BASE)
     data["model"] = {**BASE["model"], "backbone": "MobileNetV2", "width": 0.35, "input_size": 96, **model}
-    return Paper.model_validate(data)
+    return Paper.model_validate(data).model
 
 
 def same(model, reference):
@@ -257,7 +257,7 @@ mine = os.path.join(os.environ["KERAS_HOME"], "mine.weights.h5")
 reference.save_weights(mine)
 model, out["file"] = build_model(card(weights=mine), 3)
 out["file_equal"] = same(model, reference)
-print("RESULT " + json.dumps(out))
+print("RESULT " + json.dumps(out, default=str))  # a WeightsSource as its display text
 """
 
 

@@ -1,15 +1,17 @@
 """Backbones and the classifier: every family builds, takes raw 0-255 images, loads weights from a file
 or the Keras cache (no network), and the fine-tuning stages freeze exactly what they should."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
-from conftest import TINY_PAPER, _merge
+from conftest import OFFLINE, TINY_PAPER, ProjectEnv, _merge
 
 from project.config.backbone_table import BACKBONES
 from project.config.schema import Paper
 from project.errors import UserError
-from project.model.backbones import preprocessing_layers
+from project.model.backbones import WeightsSource, preprocessing_layers
 from project.model.classifier import apply_stage, backbone_of, build_model, count_params
 
 
@@ -87,7 +89,7 @@ def test_mean_preprocessing_from_training_statistics():
     (channel,) = preprocessing_layers("per_channel_mean", stats["mean"], stats["variance"])
     np.testing.assert_allclose(keras.ops.convert_to_numpy(channel(x))[0, 0, 0], [20.0, 7.5, 2.5], rtol=1e-5)
     model, _ = build_model(
-        paper(model={"preprocessing": "mean_image", "input_size": 8}),
+        paper(model={"preprocessing": "mean_image", "input_size": 8}).model,
         2,
         {**stats, "mean_image": np.full((8, 8, 3), 100.0).tolist()},
     )
@@ -102,13 +104,13 @@ def test_mean_preprocessing_from_training_statistics():
 @pytest.fixture(scope="module")
 def mobilenet():
     """MobileNetV2 at its minimum size (32x32, width 0.35), random weights: the fast one."""
-    model, used = build_model(application("MobileNetV2", 32, width=0.35, head={"dropout": 0.0}), 3)
+    model, used = build_model(application("MobileNetV2", 32, width=0.35, head={"dropout": 0.0}).model, 3)
     return model, used
 
 
 def test_mobilenet_v2_builds_at_its_minimum_size(mobilenet):
     model, used = mobilenet
-    assert used == "random"
+    assert used == WeightsSource("random") and used.text == "random"
     assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 3)
     assert [layer.name for layer in model.layers][:3] == ["image", "preprocess_tf", "backbone"]
     assert model.get_layer("predictions").dtype_policy.compute_dtype == "float32"
@@ -122,8 +124,8 @@ SLOW = {name for name in BACKBONES if name not in ("MobileNetV2", "scratch")}
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) for n in sorted(SLOW)])
 def test_every_backbone_builds_at_its_minimum_size(name):
     size = BACKBONES[name]["min_size"]
-    model, used = build_model(application(name, size), 4)
-    assert used == "random" and model.output_shape == (None, 4)
+    model, used = build_model(application(name, size).model, 4)
+    assert used.kind == "random" and model.output_shape == (None, 4)
     probabilities = keras.ops.convert_to_numpy(
         model(np.random.default_rng(0).uniform(0, 255, (1, size, size, 3)), training=False)
     )
@@ -161,8 +163,10 @@ def test_scratch_cnn_options(activation, normalization, initializer, layer_type)
         },
         training={"l2": 0.001},
     )
-    model, used = build_model(card, 2, {"mean": [1.0] * 3, "variance": [1.0] * 3, "mean_image": None})
-    assert used == "random (from scratch)"
+    model, used = build_model(
+        card.model, 2, {"mean": [1.0] * 3, "variance": [1.0] * 3, "mean_image": None}, l2=card.training.l2
+    )
+    assert used.kind == "random" and used.text == "random (from scratch)"
     backbone = backbone_of(model)
     assert [layer.name for layer in backbone.layers if "conv" in layer.name] == [
         "block1_conv1",
@@ -178,7 +182,7 @@ def test_scratch_cnn_options(activation, normalization, initializer, layer_type)
 
 def test_missing_weights_file_is_named(tmp_path):
     with pytest.raises(UserError, match=f"weights file {tmp_path / 'nope.weights.h5'} does not exist"):
-        build_model(application("MobileNetV2", 32, width=0.35, weights=str(tmp_path / "nope.weights.h5")), 2)
+        build_model(application("MobileNetV2", 32, width=0.35, weights=str(tmp_path / "nope.weights.h5")).model, 2)
 
 
 # ------------------------------------------------------------------ ImageNet weights from the Keras cache, offline
@@ -199,7 +203,80 @@ def test_imagenet_weights_come_from_the_keras_cache_without_network(offline_kera
     assert out["file"].startswith("file: ") and out["file_equal"] is True
 
 
+# What a fine-tuning stage does to BatchNormalization, for each real WeightsSource: ImageNet weights missing
+# offline (the fallback to random), then a file of the right name placed in KERAS_HOME, then a weights file.
+WEIGHTS_SCRIPT = """
+import json, os
+import keras, numpy as np
+from project.config.schema import Paper
+from project.model.classifier import apply_stage, backbone_of, build_model
+
+BASE = json.loads(os.environ["TINY_PAPER_JSON"])
+FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96_no_top.h5"  # what keras.applications looks for
+
+
+def card(**model):
+    data = {**BASE, "model": {**BASE["model"], "backbone": "MobileNetV2", "width": 0.35, "input_size": 96, **model}}
+    return Paper.model_validate(data).model
+
+
+def fine_tuned(model, weights):
+    # the stage fit_stages prepares when it unfreezes the whole backbone, then a training-mode forward pass
+    apply_stage(model, "all", weights)
+    layers = [l for l in backbone_of(model).layers if isinstance(l, keras.layers.BatchNormalization)]
+    x = np.random.default_rng(0).uniform(0, 255, (4, 96, 96, 3)).astype("float32")
+    before = [keras.ops.convert_to_numpy(l.moving_mean).copy() for l in layers]
+    training = keras.ops.convert_to_numpy(model(x, training=True))
+    inference = keras.ops.convert_to_numpy(model(x, training=False))
+    after = [keras.ops.convert_to_numpy(l.moving_mean) for l in layers]
+    return {
+        "kind": weights.kind,
+        "text": weights.text,
+        "trainable": sorted({l.trainable for l in layers}),
+        "statistics_moved": any(not np.array_equal(b, a) for b, a in zip(before, after)),
+        "inference_mode": bool(np.allclose(training, inference, rtol=1e-5, atol=1e-6)),
+    }
+
+
+out = {}
+model, weights = build_model(card(weights="imagenet", weights_fallback="random"), 3)
+out["fallback"] = fine_tuned(model, weights)
+os.makedirs(os.path.join(os.environ["KERAS_HOME"], "models"), exist_ok=True)
+backbone_of(model).save(os.path.join(os.environ["KERAS_HOME"], "models", FILE))  # the published files' HDF5 layout
+model, weights = build_model(card(weights="imagenet"), 3)
+out["imagenet"] = fine_tuned(model, weights)
+mine = os.path.join(os.environ["KERAS_HOME"], "mine.weights.h5")
+backbone_of(model).save_weights(mine)
+model, weights = build_model(card(weights=mine), 3)
+out["file"] = fine_tuned(model, weights)
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_pretrained_weights_keep_batchnorm_frozen_and_a_fallback_trains_it_like_random_weights(tmp_path):
+    env, home = ProjectEnv(tmp_path), tmp_path / "keras_home"
+    home.mkdir()
+    result = env.python(
+        WEIGHTS_SCRIPT, env={"KERAS_HOME": str(home), "TINY_PAPER_JSON": json.dumps(TINY_PAPER), **OFFLINE}
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    assert out["fallback"] == {
+        "kind": "random_fallback",
+        "text": "random (fallback: imagenet weights unavailable)",  # what metrics.json shows, as before
+        "trainable": [True],
+        "statistics_moved": True,
+        "inference_mode": False,
+    }
+    for kind in ("imagenet", "file"):
+        assert out[kind]["kind"] == kind and out[kind]["trainable"] == [False], out[kind]
+        assert not out[kind]["statistics_moved"] and out[kind]["inference_mode"], out[kind]
+    assert out["file"]["text"] == f"file: {home / 'mine.weights.h5'}"
+
+
 # ------------------------------------------------------------------ fine-tuning stages
+
+IMAGENET, RANDOM = WeightsSource("imagenet"), WeightsSource("random")
 
 
 def trainable_layers(model):
@@ -215,7 +292,7 @@ def backbone_layers(model):
 
 def test_unfreeze_zero_trains_the_head_only(mobilenet):
     model, _ = mobilenet
-    assert apply_stage(model, 0, freeze_batchnorm=True) == 0
+    assert apply_stage(model, 0, IMAGENET) == 0
     assert not backbone_of(model).trainable
     assert sorted(w.path for w in model.trainable_weights) == ["predictions/bias", "predictions/kernel"]
     params = count_params(model)
@@ -226,12 +303,12 @@ def test_unfreeze_zero_trains_the_head_only(mobilenet):
 def test_unfreeze_n_trains_the_top_n_layers(mobilenet):
     model, _ = mobilenet
     layers = backbone_layers(model)
-    assert apply_stage(model, 12, freeze_batchnorm=False) == 12
+    assert apply_stage(model, 12, RANDOM) == 12
     assert trainable_layers(model) == [layer.name for layer in layers[-12:]]
     expected = sum(int(np.prod(w.shape)) for layer in layers[-12:] for w in layer.trainable_weights)
     assert count_params(model)["trainable"] == expected + model.get_layer("predictions").count_params()
     # pretrained weights: BatchNormalization stays frozen inside the unfrozen top
-    apply_stage(model, 12, freeze_batchnorm=True)
+    apply_stage(model, 12, IMAGENET)
     top = layers[-12:]
     assert trainable_layers(model) == [
         layer.name for layer in top if not isinstance(layer, keras.layers.BatchNormalization)
@@ -242,25 +319,25 @@ def test_unfreeze_n_trains_the_top_n_layers(mobilenet):
 def test_unfreeze_from_a_named_layer(mobilenet):
     model, _ = mobilenet
     names = [layer.name for layer in backbone_layers(model)]
-    count = apply_stage(model, "block_16_expand", freeze_batchnorm=False)
+    count = apply_stage(model, "block_16_expand", RANDOM)
     assert count == len(names) - names.index("block_16_expand")
     assert trainable_layers(model) == names[names.index("block_16_expand") :]
     with pytest.raises(UserError, match="no layer 'block_99' in backbone"):
-        apply_stage(model, "block_99", freeze_batchnorm=False)
+        apply_stage(model, "block_99", RANDOM)
 
 
 def test_frozen_batchnorm_runs_in_inference_mode(mobilenet):
     model, _ = mobilenet
     x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
     batchnorms = [layer for layer in backbone_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
-    apply_stage(model, "all", freeze_batchnorm=True)
+    apply_stage(model, "all", IMAGENET)
     assert len(trainable_layers(model)) == len(backbone_layers(model)) - len(batchnorms)
     before = [keras.ops.convert_to_numpy(bn.moving_mean).copy() for bn in batchnorms]
     same = keras.ops.convert_to_numpy(model(x, training=True)), keras.ops.convert_to_numpy(model(x, training=False))
     np.testing.assert_allclose(*same, rtol=1e-5, atol=1e-6)
     assert all(np.array_equal(b, keras.ops.convert_to_numpy(bn.moving_mean)) for b, bn in zip(before, batchnorms))
     # guard: trainable BatchNormalization uses the batch's statistics in training mode
-    apply_stage(model, "all", freeze_batchnorm=False)
+    apply_stage(model, "all", RANDOM)
     assert len(trainable_layers(model)) == len(backbone_layers(model))
     trained = keras.ops.convert_to_numpy(model(x, training=True))
     assert not np.allclose(trained, same[1], atol=1e-4)

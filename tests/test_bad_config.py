@@ -268,7 +268,7 @@ def test_saved_models_load_in_safe_mode_only(tmp_path, tiny_config):
     assert not marker.exists()
 
     stats = {"mean": [100.0] * 3, "variance": [900.0] * 3, "mean_image": np.full((16, 16, 3), 100.0).tolist()}
-    model, _ = build_model(tiny_config.paper, 10, stats)
+    model, _ = build_model(tiny_config.paper.model, 10, stats)
     (tmp_path / "ours").mkdir()
     model.save(tmp_path / "ours" / "model.keras")
     images = np.random.default_rng(0).uniform(0, 255, (2, 16, 16, 3)).astype("float32")

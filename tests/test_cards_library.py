@@ -160,10 +160,10 @@ def test_paper_card_builds_its_model_without_weights(name):
     from project.model.classifier import build_model
 
     p = cards.validate(Paper, {**paper_data(name), "model": {**paper_data(name)["model"], "weights": "none"}}, name)
-    model, weights_used = build_model(p, 3, _stats(p.model))
+    model, weights = build_model(p.model, 3, _stats(p.model), l2=p.training.l2)
     assert model.input_shape == (None, *p.model.input_size, 3)
     assert model.output_shape == (None, 3)
-    assert weights_used.startswith("random")
+    assert weights.kind == "random"
     assert model.get_layer("backbone") is not None
 
 

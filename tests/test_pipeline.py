@@ -12,6 +12,7 @@ from project.data import pipeline
 from project.data.augment import build_augmentation
 from project.data.prepare import prepare
 from project.errors import UserError
+from project.train.training import feed_of
 
 COLOUR = (200, 40, 90)
 
@@ -141,19 +142,21 @@ def test_train_batches_change_across_epochs_are_derived_from_the_epoch_val_batch
     card = write_tiny_paper_card(tmp_path, augmentation=[{"name": "Affine", "rotate": [-30, 30], "p": 1.0}])
     config = load_config(str(card), str(digits_card))
     data = prepare(config, tmp_path / "run")
-    train = data.dataset("train", config.paper, epochs=(0, 2))
+    train = data.dataset("train", feed_of(config.paper), epochs=(0, 2))
     both = batches(train)
     count = len(data.indices("train"))
     first, second = (both[0][:count], both[1][:count]), (both[0][count:], both[1][count:])
     assert first[0].shape == second[0].shape == (count, 16, 16, 3)
-    again = batches(data.dataset("train", config.paper, epochs=(1, 2)))  # epoch 1 alone, as a resumed run starts it
+    again = batches(
+        data.dataset("train", feed_of(config.paper), epochs=(1, 2))
+    )  # epoch 1 alone, as a resumed run starts it
     assert np.array_equal(again[0], second[0]) and np.array_equal(again[1], second[1])
     # same images, reshuffled and re-augmented: even sorted, the pixels differ
     assert not np.array_equal(
         np.sort(first[0].reshape(len(first[0]), -1).sum(1)), np.sort(second[0].reshape(len(second[0]), -1).sum(1))
     )
     assert np.array_equal(np.sort(first[1].argmax(1)), np.sort(second[1].argmax(1)))
-    val = data.dataset("val", config.paper)
+    val = data.dataset("val", feed_of(config.paper))
     (x1, y1), (x2, y2) = batches(val), batches(val)
     assert np.array_equal(x1, x2) and np.array_equal(y1, y2)
     assert np.array_equal(y1.argmax(1), data.labels("val"))
@@ -192,6 +195,6 @@ def test_a_folder_of_grey_jpegs_end_to_end(tmp_path, image_folder):
     data = prepare(config, tmp_path / "run")
     assert data.class_names == ["a", "b", "c"] and data.counts()["test"] == {"a": 2, "b": 2, "c": 2}
     for subset in ("train", "val", "test"):
-        x, y = batches(data.dataset(subset, config.paper))
+        x, y = batches(data.dataset(subset, feed_of(config.paper)))
         assert x.shape == (len(data.indices(subset)), 16, 16, 3) and y.shape == (len(x), 3)
         assert np.array_equal(x[..., 0], x[..., 2]) and 0 <= x.min() and x.max() <= 255

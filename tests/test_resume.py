@@ -197,7 +197,7 @@ def test_a_resumed_stage_keeps_its_best_checkpoint_and_early_stopping_patience(t
     config = load_config(str(card), str(tmp_path / "digits400.yaml"))
     paper, folder = config.paper, tmp_path / "run"
     data = prepare(config, tmp_path)
-    stats = data.stats(paper)
+    stats = data.stats(paper.model.input_size)
 
     class Kill(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -211,7 +211,12 @@ def test_a_resumed_stage_keeps_its_best_checkpoint_and_early_stopping_patience(t
     keras.utils.set_random_seed(paper.seed)
     with pytest.raises(KeyboardInterrupt):
         fit_stages(
-            build_model(paper, data.num_classes, stats)[0], paper, data, folder, extra_callbacks=[Kill()], verbose=0
+            build_model(paper.model, data.num_classes, stats, l2=paper.training.l2)[0],
+            paper,
+            data,
+            folder,
+            extra_callbacks=[Kill()],
+            verbose=0,
         )
     before = pd.read_csv(folder / "logs" / "history_main.csv")
     assert before["epoch"].tolist() == [0, 1]
@@ -219,7 +224,7 @@ def test_a_resumed_stage_keeps_its_best_checkpoint_and_early_stopping_patience(t
         "the first two epochs must learn something for this test to mean anything"
     )
 
-    model = build_model(paper, data.num_classes, stats)[0]  # what a new process builds
+    model = build_model(paper.model, data.num_classes, stats, l2=paper.training.l2)[0]  # what a new process builds
     fit_stages(model, paper, data, folder, extra_callbacks=[Wipe()], verbose=0)
     after = pd.read_csv(folder / "logs" / "history_main.csv")
     assert after["epoch"].tolist() == [0, 1, 2, 3]

@@ -18,27 +18,30 @@ SECOND = {"learning_rate": 0.005, "weight_decay": 0.0001, "dropout": 0.1, "label
 
 
 def run_trials(folder, trials):
-    """Each {hyperparameter: value} as a trial of one CardHyperModel, in order; returns
+    """Each {hyperparameter: value} as a trial of its own CardHyperModel (a stage of fixed values), the
+    hypermodels sharing one model cache as a search's stages do, in order; returns
     [(reused, history.csv text)] per trial."""
     from project.config.cards import load_config
     from project.data.prepare import prepare
     from project.train.runtime import set_determinism
-    from project.tune.tuning import CardHyperModel
+    from project.tune.hypermodel import CardHyperModel, FitClock
+    from project.tune.reuse import ModelCache
 
     set_determinism(True)  # as tune() sets it from the card; the numbers depend on it
     folder = Path(folder)
     paper = write_tiny_paper_card(folder, **CARD)
     config = load_config(str(paper), str(write_card(folder / "digits.yaml", DIGITS_DATASET)))
-    hypermodel = CardHyperModel(config, prepare(config, folder / "run"), keras_tuner.Objective("val_accuracy", "max"))
-    hypermodel.declaring, hypermodel.epochs = False, 2
+    data, cache, objective = prepare(config, folder / "run"), ModelCache(), keras_tuner.Objective("val_accuracy", "max")
     out = []
     for k, values in enumerate(trials):
-        hypermodel.space = {name: {"type": "fixed", "value": value} for name, value in values.items()}
-        hypermodel.folder = folder / f"trial{k}"
+        space = {name: {"type": "fixed", "value": value} for name, value in values.items()}
+        hypermodel = CardHyperModel(config, data, objective, space=space, epochs=2, cache=cache)
         hp = keras_tuner.HyperParameters()
+        hypermodel.declare_hyperparameters(hp)
         model = hypermodel.build(hp)
-        hypermodel.fit(hp, model, verbose=0)
-        out.append((hypermodel.compiled, (hypermodel.folder / "logs" / "history_train.csv").read_text()))
+        reused = model.compiled  # what StageTuner.run_trial records
+        hypermodel.fit(hp, model, folder=folder / f"trial{k}", clock=FitClock(), verbose=0)
+        out.append((reused, (folder / f"trial{k}" / "logs" / "history_train.csv").read_text()))
     return out
 
 

@@ -28,7 +28,8 @@ TINY = [
 def test_cpu_defaults_change_nothing():
     from project.train import runtime
 
-    settings = runtime.choose(Runtime())
+    r = Runtime()  # the card's defaults
+    settings = runtime.choose(r.mixed_precision, r.jit_compile, r.distribution, r.deterministic)
     assert settings == {
         "precision": "float32",
         "jit_compile": False,
@@ -45,12 +46,10 @@ def test_mixed_precision_policy_applied_with_float32_output():
     from project.model.classifier import build_model
     from project.train import runtime
 
-    config = load_config(
-        "demo", "digits", TINY + ["runtime.mixed_precision=mixed_bfloat16", "runtime.jit_compile=true"]
-    )
+    config = load_config("demo", "digits", TINY)
     try:
-        settings, _ = runtime.apply(config.paper.runtime)
-        model, _ = build_model(config.paper, 10, {"mean": [0.0] * 3, "variance": [1.0] * 3, "mean_image": None})
+        settings, _ = runtime.apply(mixed_precision="mixed_bfloat16", jit_compile=True)
+        model, _ = build_model(config.paper.model, 10, {"mean": [0.0] * 3, "variance": [1.0] * 3, "mean_image": None})
         conv = model.get_layer("backbone").get_layer("block1_conv1")
         assert settings["precision"] == "mixed_bfloat16" and settings["jit_compile"] is True
         assert conv.dtype_policy.name == "mixed_bfloat16" and conv.compute_dtype == "bfloat16"
@@ -66,9 +65,9 @@ def test_float32_request_keeps_float32_layers():
     from project.model.classifier import build_model
     from project.train import runtime
 
-    config = load_config("demo", "digits", TINY + ["runtime.mixed_precision=float32"])
-    runtime.apply(config.paper.runtime)
-    model, _ = build_model(config.paper, 10, {"mean": [0.0] * 3, "variance": [1.0] * 3, "mean_image": None})
+    config = load_config("demo", "digits", TINY)
+    runtime.apply(mixed_precision="float32")
+    model, _ = build_model(config.paper.model, 10, {"mean": [0.0] * 3, "variance": [1.0] * 3, "mean_image": None})
     assert model.get_layer("backbone").get_layer("block1_conv1").compute_dtype == "float32"
     assert keras.mixed_precision.global_policy().name == "float32"
 

@@ -14,9 +14,10 @@ from project.commands.cli import main
 from project.config.cards import load_config
 from project.config.schema import Config
 from project.data.prepare import prepare
+from project.model.backbones import WeightsSource
 from project.model.classifier import backbone_of, build_model
 from project.train.metrics import class_weights
-from project.train.training import fit_stages, make_optimizer
+from project.train.training import feed_of, fit_stages, make_optimizer
 
 ARTIFACTS = ["model.keras", "history.csv", "config.resolved.yaml", "predictions.csv", "metrics.json", "COMPLETE"]
 
@@ -95,7 +96,7 @@ def test_saved_model_loads_safely_and_takes_raw_images(smoke):
     model = keras.saving.load_model(run / "model.keras", safe_mode=True)
     assert model.input_shape == (None, 16, 16, 3)
     data = prepare(smoke["config"], root)
-    images = np.concatenate([x.numpy() for x, _ in data.dataset("test", smoke["config"].paper)])
+    images = np.concatenate([x.numpy() for x, _ in data.dataset("test", feed_of(smoke["config"].paper))])
     assert images.max() > 200  # raw 0-255 pixels go in; the model normalises them itself
     predictions = pd.read_csv(run / "predictions.csv")
     expected = predictions[[c for c in predictions.columns if c.startswith("p_")]].to_numpy()
@@ -143,7 +144,12 @@ def weights_of(model, name):
     return [w.copy() for w in backbone_of(model).get_layer(name).get_weights()]
 
 
-def test_two_stages_freeze_exactly_what_they_should(tmp_path, small_data):
+@pytest.mark.parametrize(
+    "weights",
+    [WeightsSource("imagenet"), WeightsSource("random_fallback", "imagenet weights unavailable")],
+    ids=lambda weights: weights.kind,
+)
+def test_two_stages_freeze_exactly_what_they_should(tmp_path, small_data, weights):
     card = write_tiny_paper_card(
         tmp_path,
         model={"input_size": 8, "scratch": {"blocks": [4, 4]}},
@@ -157,29 +163,33 @@ def test_two_stages_freeze_exactly_what_they_should(tmp_path, small_data):
     )
     config = load_config(str(card), str(small_data))
     data = prepare(config, tmp_path / "run")
-    model, _ = build_model(config.paper, data.num_classes, data.stats(config.paper))
+    model, _ = build_model(config.paper.model, data.num_classes, data.stats(config.paper.model.input_size))
     layers = ["block1_conv1", "block1_norm1", "block2_conv1", "block2_norm1"]
     start = {name: weights_of(model, name) for name in layers}
     head = model.get_layer("predictions").get_weights()[0].copy()
 
-    # as with pretrained weights: BatchNormalization stays frozen (and in inference mode) when unfrozen
-    stages = fit_stages(model, config.paper, data, tmp_path / "run" / "baseline", weights_used="imagenet", verbose=0)
+    # pretrained weights: BatchNormalization stays frozen (and in inference mode) when unfrozen;
+    # random ones, a fallback included, train it with its layer
+    stages = fit_stages(model, config.paper, data, tmp_path / "run" / "baseline", weights=weights, verbose=0)
     assert [s["stage"] for s in stages] == ["head", "top"] and [s["epochs"] for s in stages] == [1, 1]
     head_params = model.get_layer("predictions").count_params()
     assert stages[0]["params_trainable"] == head_params and stages[0]["unfrozen_layers"] == 0
-    assert stages[1]["params_trainable"] == head_params + 3 * 3 * 4 * 4  # block2_conv1's kernel (no bias with BN)
+    batchnorm = 0 if weights.pretrained else 2 * 4  # block2_norm1's gamma and beta
+    assert stages[1]["params_trainable"] == head_params + 3 * 3 * 4 * 4 + batchnorm  # block2_conv1: no bias with BN
     assert stages[1]["unfrozen_layers"] == 4 and stages[1]["learning_rate"] == 0.05
     for stage in stages:
         assert stage["params_trainable"] + stage["params_frozen"] == model.count_params()
 
     end = {name: weights_of(model, name) for name in layers}
-    for name in ("block1_conv1", "block1_norm1", "block2_norm1"):  # frozen throughout (BN statistics too)
+    for name in ("block1_conv1", "block1_norm1"):  # frozen throughout (BN statistics too)
         assert all(np.array_equal(a, b) for a, b in zip(start[name], end[name])), name
+    unchanged = [np.array_equal(a, b) for a, b in zip(start["block2_norm1"], end["block2_norm1"])]
+    assert unchanged == [weights.pretrained] * 4  # gamma, beta, moving mean and variance
     assert not np.array_equal(start["block2_conv1"][0], end["block2_conv1"][0])
     assert not np.array_equal(head, model.get_layer("predictions").get_weights()[0])
 
     # a finished stage is not trained again
-    again = fit_stages(model, config.paper, data, tmp_path / "run" / "baseline", weights_used="imagenet", verbose=0)
+    again = fit_stages(model, config.paper, data, tmp_path / "run" / "baseline", weights=weights, verbose=0)
     assert again == stages
 
 
@@ -197,7 +207,7 @@ def test_the_best_epoch_is_reloaded_unless_a_trial_drops_the_model(tmp_path, dig
     config = load_config(str(card), str(digits_card))
     data = prepare(config, tmp_path / "run")
     keras.utils.set_random_seed(config.paper.seed)  # both cases train the same model
-    model, _ = build_model(config.paper, data.num_classes, data.stats(config.paper))
+    model, _ = build_model(config.paper.model, data.num_classes, data.stats(config.paper.model.input_size))
     final = FinalWeights()
     folder = tmp_path / "run" / "baseline"
     fit_stages(model, config.paper, data, folder, extra_callbacks=[final], verbose=0, trial=not reload_last)
@@ -221,7 +231,8 @@ def test_the_optimizer_is_built_before_the_first_traced_step(tmp_path, tiny_conf
     # its variables made inside the traced step would leave functions in TF's library for good
     from project.train.training import compile_model
 
-    model, _ = build_model(tiny_config.paper, 10, prepare(tiny_config, tmp_path / "run").stats(tiny_config.paper))
+    stats = prepare(tiny_config, tmp_path / "run").stats(tiny_config.paper.model.input_size)
+    model, _ = build_model(tiny_config.paper.model, 10, stats)
     compile_model(model, tiny_config.paper, 0.01, steps_per_epoch=10, epochs=1)
     assert model.optimizer.built and len(model.optimizer.variables) > len(model.trainable_variables)
 

@@ -19,8 +19,9 @@ from project.config.cards import load_config
 from project.data.prepare import prepare
 from project.errors import UserError
 from project.train.training import train_run
+from project.tune.hypermodel import CardHyperModel
 from project.tune.search_space import card_space, edge_warnings
-from project.tune.tuning import CardHyperModel, StageOracle, StageTuner, check_search, tune
+from project.tune.tuning import StageOracle, StageTuner, check_search, tune
 
 # No normalization: plain SGD at learning rate 10 then explodes within a few batches.
 TINY = {"model.scratch.normalization": "none", "training.optimizer": "sgd", "training.batch_size": 64}
@@ -50,7 +51,7 @@ def config_with(tmp_path, tiny_paper_card, digits_card, search, **overrides):
     return load_config(str(paper), str(digits_card))
 
 
-def test_the_card_space_becomes_keras_tuner_hyperparameters_without_building_a_model(
+def test_the_card_space_becomes_keras_tuner_hyperparameters_of_the_stages_hypermodel(
     tmp_path, tiny_paper_card, digits_card
 ):
     search = {
@@ -58,23 +59,14 @@ def test_the_card_space_becomes_keras_tuner_hyperparameters_without_building_a_m
         "space": {**CALM["space"], "batch_size": {"choices": [16, 64]}, "head_units": {"min": 8, "max": 64, "step": 8}},
     }
     config = config_with(tmp_path, tiny_paper_card, digits_card, search)
-    built = []
-
-    class Counting(CardHyperModel):
-        def build(self, hp):
-            model = super().build(hp)
-            built.append(model)
-            return model
-
-    model = Counting(config, prepare(config, tmp_path / "run"), keras_tuner.Objective("val_accuracy", "max"))
-    model.space = card_space(config.paper.search)
-    oracle = StageOracle(
-        tmp_path / "tuning", objective=keras_tuner.Objective("val_accuracy", "max"), max_trials=2, seed=1
+    objective = keras_tuner.Objective("val_accuracy", "max")
+    model = CardHyperModel(
+        config, prepare(config, tmp_path / "run"), objective, space=card_space(config.paper.search), epochs=1
     )
+    oracle = StageOracle(tmp_path / "tuning", objective=objective, max_trials=2, seed=1)
     StageTuner(
         oracle=oracle, hypermodel=model, directory=str(tmp_path / "tuning"), project_name="coarse", stage="coarse"
     )
-    assert built and all(m is None for m in built)  # Keras Tuner's setup builds: only the space is declared
     space = {hp.name: hp for hp in oracle.get_space().space}
     assert type(space["learning_rate"]).__name__ == "Float" and space["learning_rate"].sampling == "log"
     assert (space["learning_rate"].min_value, space["learning_rate"].max_value) == (0.01, 0.1)

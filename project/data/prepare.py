@@ -13,11 +13,24 @@ from project.data.split import load_or_make_split
 from project.errors import UserError
 
 
+@dataclass(frozen=True)
+class Feed:
+    """What a run's tf.data pipelines take from its card: the model's input size, the batch size,
+    the seed, the augmentation (albumentations specs and their strength, applied to training
+    batches only) and where decoded images are cached (runtime.cache: memory, disk or none)."""
+
+    size: tuple
+    batch_size: int
+    seed: int = 0
+    augmentation: tuple = ()
+    strength: float = 1.0
+    cache: str = "memory"
+
+
 @dataclass
 class Data:
     sources: object
     subsets: np.ndarray
-    config: object
     root: Path = Path(".")
 
     @property
@@ -49,26 +62,23 @@ class Data:
             for subset in ("train", "val", "test")
         }
 
-    def dataset(self, subset, paper, training=None, batch_size=None, epochs=(0, 1)):
-        """The tf.data pipeline of one subset; augmentation only on train, which spans the epochs
-        range(*epochs) (model.fit then needs steps_per_epoch=self.steps(subset, batch_size))."""
+    def dataset(self, subset, feed, training=None, batch_size=None, epochs=(0, 1)):
+        """The tf.data pipeline of one subset fed as `feed` says (batch_size: another batch size);
+        augmentation only on train, which spans the epochs range(*epochs) (model.fit then needs
+        steps_per_epoch=self.steps(subset, batch_size))."""
         training = subset == "train" if training is None else training
-        augmentation = None
-        if training:
-            augmentation = build_augmentation(
-                [t.model_dump() for t in paper.augmentation], paper.augmentation_strength, paper.seed
-            )
+        augmentation = build_augmentation(list(feed.augmentation), feed.strength, feed.seed) if training else None
         return pipeline.make_dataset(
             self.items(subset),
             self.labels(subset),
             self.sources.kind,
-            size=paper.model.input_size,
+            size=feed.size,
             num_classes=self.num_classes,
-            batch_size=batch_size or paper.training.batch_size,
+            batch_size=batch_size or feed.batch_size,
             training=training,
             augmentation=augmentation,
-            cache=self.cache_for(subset, paper),
-            seed=paper.seed,
+            cache=self.cache_for(subset, feed.cache, feed.size),
+            seed=feed.seed,
             epochs=epochs,
         )
 
@@ -76,19 +86,18 @@ class Data:
         """Batches in one epoch of a subset."""
         return -(-len(self.indices(subset)) // batch_size)
 
-    def cache_for(self, subset, paper):
+    def cache_for(self, subset, cache, size):
         """runtime.cache: memory, none, or an on-disk cache per subset and input size."""
-        kind = paper.runtime.cache
-        if kind != "disk":
-            return kind
+        if cache != "disk":
+            return cache
         folder = self.root / "cache"
         folder.mkdir(parents=True, exist_ok=True)
-        height, width = paper.model.input_size
+        height, width = size
         return str(folder / f"{subset}_{height}x{width}")
 
-    def stats(self, paper):
-        """Training-subset statistics for mean subtraction (scratch CNNs)."""
-        return pipeline.channel_stats(self.items("train"), self.sources.kind, paper.model.input_size)
+    def stats(self, size):
+        """Training-subset statistics at the input `size`, for mean subtraction (scratch CNNs)."""
+        return pipeline.channel_stats(self.items("train"), self.sources.kind, size)
 
 
 def dataset_base(config):
@@ -110,4 +119,4 @@ def prepare(config, root):
     for subset in ("train", "val", "test"):
         if not np.any(subsets == subset):
             raise UserError(f"the split has no {subset} images; check the dataset card's split section")
-    return Data(sources=sources, subsets=np.asarray(subsets), config=config, root=Path(root))
+    return Data(sources=sources, subsets=np.asarray(subsets), root=Path(root))

@@ -10,6 +10,8 @@ the model as standard Keras layers (so a saved `.keras` file loads with `safe_mo
 
 import os
 import re
+from dataclasses import dataclass
+from typing import Literal
 
 from project.config.backbone_table import WIDTH_MULTIPLIER
 from project.data.network import download_timeout
@@ -19,6 +21,33 @@ _IMAGENET_MEAN_RGB = [123.68, 116.779, 103.939]  # caffe mode
 # torch mode: (x / 255 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225], i.e. in 0-255 units
 _TORCH_MEAN_RGB = [123.675, 116.28, 103.53]
 _IMAGENET_STD_RGB = [58.395, 57.12, 57.375]
+
+WeightsKind = Literal["imagenet", "file", "random", "random_fallback"]
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where a backbone's initial weights came from. `kind` decides what training does with them
+    (pretrained weights, imagenet or a file, keep BatchNormalization frozen when a stage unfreezes
+    it); `text` only displays them (metrics.json and sanity.json record it as `weights_used`)."""
+
+    kind: WeightsKind
+    detail: str = ""  # random: why ("from scratch"); random_fallback: what was missing; file: its path
+
+    @property
+    def pretrained(self):
+        return self.kind in ("imagenet", "file")
+
+    @property
+    def text(self):
+        if self.kind == "file":
+            return f"file: {self.detail}"
+        if self.kind == "random_fallback":
+            return f"random (fallback: {self.detail})"
+        return self.kind + (f" ({self.detail})" if self.detail else "")
+
+    def __str__(self):
+        return self.text
 
 
 def preprocessing_layers(mode, mean=None, variance=None):

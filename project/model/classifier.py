@@ -8,21 +8,28 @@ import numpy as np
 
 from project.config.backbone_table import BACKBONES
 from project.errors import UserError
-from project.model.backbones import activation_layer, build_application, build_scratch, preprocessing_layers
+from project.model.backbones import (
+    WeightsSource,
+    activation_layer,
+    build_application,
+    build_scratch,
+    preprocessing_layers,
+)
 
 
-def build_model(paper, num_classes, stats=None):
-    """A keras.Model taking raw 0-255 RGB; returns (model, weights_used)."""
-    m = paper.model
+def build_model(m, num_classes, stats=None, *, l2=0.0):
+    """The paper card's model section `m` as a keras.Model taking raw 0-255 RGB, with an L2 penalty
+    `l2` (training.l2) on the kernels it builds; `stats`: training-set statistics for mean
+    preprocessing. Returns (model, WeightsSource)."""
     shape = (*m.input_size, 3)
-    backbone, weights_used = _backbone(paper, shape)
+    backbone, weights = _backbone(m, shape, l2)
     inputs = keras.Input(shape=shape, name="image")
     x = inputs
     for layer in _preprocessing(m, stats):
         x = layer(x)
     x = backbone(x)
     x = _pooling(m.head.pooling)(x)
-    reg = keras.regularizers.L2(paper.training.l2) if paper.training.l2 else None
+    reg = keras.regularizers.L2(l2) if l2 else None
     for i, units in enumerate(m.head.hidden):
         x = keras.layers.Dense(
             units, kernel_regularizer=reg, kernel_initializer="he_normal", name=f"head_dense{i + 1}"
@@ -43,7 +50,7 @@ def build_model(paper, num_classes, stats=None):
         name="predictions",
         kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
     )(x)
-    return keras.Model(inputs, outputs, name=f"{m.backbone}_classifier"), weights_used
+    return keras.Model(inputs, outputs, name=f"{m.backbone}_classifier"), weights
 
 
 @keras.saving.register_keras_serializable(package="project")
@@ -94,21 +101,13 @@ def _pooling(kind):
     }[kind](name=f"head_pool_{kind}")
 
 
-def _backbone(paper, shape):
-    m = paper.model
+def _backbone(m, shape, l2):
     if m.backbone == "scratch":
         s = m.scratch
         cnn = build_scratch(
-            shape,
-            s.blocks,
-            s.convs_per_block,
-            s.kernel_size,
-            s.activation,
-            s.initializer,
-            s.normalization,
-            paper.training.l2,
+            shape, s.blocks, s.convs_per_block, s.kernel_size, s.activation, s.initializer, s.normalization, l2
         )
-        return _named(cnn), "random (from scratch)"
+        return _named(cnn), WeightsSource("random", "from scratch")
     weights = None if m.weights.lower() == "none" else m.weights
     try:
         model = build_application(m.backbone, shape, weights, m.width)
@@ -118,18 +117,25 @@ def _backbone(paper, shape):
         print(
             f"\n!!! WARNING: {error}\n!!! weights_fallback: random -> training {m.backbone} from RANDOM initialisation.\n"
         )
-        return _named(
-            build_application(m.backbone, shape, None, m.width), True
-        ), "random (fallback: imagenet weights unavailable)"
-    return _named(model, weights is None), {None: "random", "imagenet": "imagenet"}.get(weights, f"file: {weights}")
+        source = WeightsSource("random_fallback", "imagenet weights unavailable")
+        return _named(build_application(m.backbone, shape, None, m.width), source), source
+    source = _source(weights)
+    return _named(model, source), source
 
 
-def _named(model, random_init=False):
+def _source(weights):
+    """The WeightsSource of an application built with `weights`: None, 'imagenet' or a file path."""
+    if weights is None:
+        return WeightsSource("random")
+    return WeightsSource("imagenet") if weights == "imagenet" else WeightsSource("file", weights)
+
+
+def _named(model, weights=None):
     """Name the backbone; from random initialisation, let BatchNormalization statistics follow
     the data faster (momentum 0.9 instead of keras.applications' 0.999, which needs thousands of
     steps before inference-mode statistics are usable)."""
     model.name = "backbone"
-    if random_init:
+    if weights is not None and not weights.pretrained:
         for layer in model.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.momentum = min(layer.momentum, 0.9)
@@ -144,9 +150,10 @@ def backbone_layers(model):
     return [layer for layer in backbone_of(model).layers if not isinstance(layer, keras.layers.InputLayer)]
 
 
-def apply_stage(model, unfreeze, freeze_batchnorm):
+def apply_stage(model, unfreeze, weights):
     """Make the top `unfreeze` backbone layers trainable (0, a count, 'all', or the name of the
-    first trainable layer). Frozen BatchNormalization layers run in inference mode (Keras 3)."""
+    first trainable layer). With pretrained `weights` (a WeightsSource) BatchNormalization stays
+    frozen, and frozen BatchNormalization layers run in inference mode (Keras 3)."""
     backbone = backbone_of(model)
     layers = backbone_layers(model)
     if unfreeze == "all":
@@ -163,7 +170,7 @@ def apply_stage(model, unfreeze, freeze_batchnorm):
     backbone.trainable = count > 0
     for i, layer in enumerate(layers):
         layer.trainable = i >= len(layers) - count
-        if freeze_batchnorm and isinstance(layer, keras.layers.BatchNormalization):
+        if weights.pretrained and isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
     return count
 

@@ -24,31 +24,33 @@ def _gpu_capability():
     return details.get("compute_capability", (0, 0))
 
 
-def choose(runtime):
-    """The settings for this machine: {'precision', 'jit_compile', 'distribution', 'device', 'deterministic'}."""
+def choose(mixed_precision="auto", jit_compile="auto", distribution="none", deterministic=True):
+    """The settings for this machine from the card's runtime values (auto: decided by the GPU):
+    {'precision', 'jit_compile', 'distribution', 'device', 'replicas', 'deterministic'}."""
     capability = _gpu_capability()
-    precision = runtime.mixed_precision
+    precision = mixed_precision
     if precision == "auto":
         precision = "float32" if capability is None else ("mixed_bfloat16" if capability >= (8, 0) else "mixed_float16")
-    jit = runtime.jit_compile
+    jit = jit_compile
     if jit == "auto":
         jit = capability is not None
     return {
         "precision": precision,
         "jit_compile": bool(jit),
-        "distribution": runtime.distribution,
+        "distribution": distribution,
         "device": "GPU" if capability is not None else "CPU",
         "replicas": 1,
-        "deterministic": runtime.deterministic,
+        "deterministic": deterministic,
     }
 
 
-def apply(runtime):
-    """Set the global dtype policy; return (settings, strategy scope to build and compile in).
+def apply(mixed_precision="auto", jit_compile="auto", distribution="none", deterministic=True):
+    """Set determinism and the global dtype policy; return (settings, strategy scope to build and
+    compile in). Takes the card's runtime values (project.config.schema.Runtime).
 
     Keras applies loss scaling itself for a mixed_float16 policy; the output layer is float32.
     """
-    settings = choose(runtime)
+    settings = choose(mixed_precision, jit_compile, distribution, deterministic)
     set_determinism(settings["deterministic"])
     keras.mixed_precision.set_global_policy(settings["precision"])
     scope = contextlib.nullcontext()

@@ -19,8 +19,9 @@ import yaml
 
 from project.artifacts import archive, atomic_write, is_complete, mark_complete, read_json, write_json
 from project.config.cards import recipe, resolved_yaml
-from project.data.prepare import prepare
+from project.data.prepare import Feed, prepare
 from project.errors import UserError
+from project.model.backbones import WeightsSource
 from project.model.classifier import apply_stage, backbone_layers, build_model, count_params
 from project.paths import REPO_ROOT
 from project.records import History, Metrics
@@ -31,6 +32,7 @@ from project.train.monitors import diagnose, monitor_callbacks, ratio_summary
 
 # metrics.json keys that measure time, the only ones two deterministic runs may differ in (stages.*: each stage's)
 TIMING_FIELDS = ["wall_seconds", "train_images_per_second", "stages.*.seconds", "stages.*.images_per_second"]
+RANDOM_WEIGHTS = WeightsSource("random")  # fit_stages' default: BatchNormalization trains with the layers
 
 
 def make_optimizer(t, learning_rate, steps_per_epoch, epochs, knobs=None):
@@ -85,6 +87,25 @@ def compile_model(model, paper, learning_rate, steps_per_epoch, epochs, jit_comp
         model.optimizer.build(model.trainable_variables)
     if knobs is not None:
         set_knobs(model, knobs, t, learning_rate, steps_per_epoch, epochs)
+
+
+def feed_of(paper):
+    """What the card says about feeding images (project.data.prepare.Feed)."""
+    return Feed(
+        size=tuple(paper.model.input_size),
+        batch_size=paper.training.batch_size,
+        seed=paper.seed,
+        augmentation=tuple(t.model_dump() for t in paper.augmentation),
+        strength=paper.augmentation_strength,
+        cache=paper.runtime.cache,
+    )
+
+
+def training_stats(data, paper):
+    """Training-set statistics when the card's preprocessing subtracts a mean, else None."""
+    return (
+        data.stats(paper.model.input_size) if paper.model.preprocessing in ("per_channel_mean", "mean_image") else None
+    )
 
 
 def monitor_of(paper):
@@ -234,7 +255,7 @@ def fit_stages(
     data,
     folder,
     *,
-    weights_used="random",
+    weights=RANDOM_WEIGHTS,
     epochs=None,
     batch_size=None,
     extra_callbacks=(),
@@ -243,7 +264,8 @@ def fit_stages(
     trial=False,
     compile_stage=compile_model,
 ):
-    """Train every stage of the card in turn; after each, keep its best-on-val weights.
+    """Train every stage of the card in turn; after each, keep its best-on-val weights. `weights`
+    (the backbone's WeightsSource) decides whether BatchNormalization stays frozen (apply_stage).
     trial=True (a tuner trial): no resume state, and the last stage's final weights stay in the
     model, unchecked (only the trial's logs are kept). compile_stage(model, paper,
     learning_rate, steps_per_epoch, epochs, jit_compile) prepares each stage (a tuner trial
@@ -256,12 +278,10 @@ def fit_stages(
         (folder / sub).mkdir(parents=True, exist_ok=True)
     t = paper.training
     batch_size = batch_size or t.batch_size
-    val = data.dataset("val", paper, batch_size=batch_size)
+    feed = feed_of(paper)
+    val = data.dataset("val", feed, batch_size=batch_size)
     steps = data.steps("train", batch_size)
-    weights = None
-    if t.class_weight == "auto":
-        weights = class_weights(data.labels("train"), data.num_classes)
-    freeze_bn = not weights_used.startswith("random")
+    per_class = class_weights(data.labels("train"), data.num_classes) if t.class_weight == "auto" else None
     infos = []
     stages = [s for s in t.stages if (s.epochs if epochs is None else epochs)]
     offset = 0  # epochs are numbered across stages: each stage draws its own shuffles and augmentations
@@ -269,7 +289,7 @@ def fit_stages(
         stage_epochs = stage.epochs if epochs is None else epochs
         first_epoch, offset = offset, offset + stage_epochs
         last = stage is stages[-1]
-        unfrozen = apply_stage(model, stage.unfreeze, freeze_bn)
+        unfrozen = apply_stage(model, stage.unfreeze, weights)
         params = count_params(model)
         best = folder / "checkpoints" / f"{stage.name}.weights.h5"
         done = folder / "checkpoints" / f"{stage.name}.done.json"
@@ -280,7 +300,7 @@ def fit_stages(
         compile_stage(model, paper, stage.learning_rate or t.learning_rate, steps, stage_epochs, jit_compile)
         resumed = backed_up_epochs(folder, stage.name)
         train = data.dataset(
-            "train", paper, batch_size=batch_size, epochs=(first_epoch + resumed, first_epoch + stage_epochs)
+            "train", feed, batch_size=batch_size, epochs=(first_epoch + resumed, first_epoch + stage_epochs)
         )
         start = time.perf_counter()
         with out_of_memory_advice(batch_size):
@@ -289,7 +309,7 @@ def fit_stages(
                 validation_data=val,
                 epochs=stage_epochs,
                 steps_per_epoch=steps,
-                class_weight=weights,
+                class_weight=per_class,
                 shuffle=False,
                 # monitors first: they add update_ratio to the epoch logs before CSVLogger writes them
                 callbacks=monitor_callbacks(stage.learning_rate or t.learning_rate)
@@ -339,7 +359,7 @@ def combined_history(folder, stages):
 def predict(model, data, paper, subset):
     """Probabilities and true labels of one subset (no augmentation). model.predict, not a loop of
     predict_on_batch, so that it also works under a distribution strategy."""
-    dataset = data.dataset(subset, paper, training=False)
+    dataset = data.dataset(subset, feed_of(paper), training=False)
     probabilities = model.predict(dataset.map(lambda x, y: x), verbose=0)
     labels = np.concatenate([np.argmax(y, axis=1) for y in dataset.map(lambda x, y: y).as_numpy_iterator()])
     return np.asarray(probabilities), labels
@@ -441,16 +461,18 @@ def train_run(config, root, name="baseline", seed=None, fresh=False, verbose=1, 
     keras.utils.set_random_seed(seed)
     start = time.perf_counter()
     data = prepare(config, root)
-    stats = data.stats(paper) if paper.model.preprocessing in ("per_channel_mean", "mean_image") else None
-    settings, scope = runtime.apply(paper.runtime)
+    stats = training_stats(data, paper)
+    r = paper.runtime
+    settings, scope = runtime.apply(r.mixed_precision, r.jit_compile, r.distribution, r.deterministic)
     with scope:
-        model, weights_used = build_model(paper, data.num_classes, stats)
+        model, weights = build_model(paper.model, data.num_classes, stats, l2=paper.training.l2)
+        weights_used = weights.text  # what metrics.json shows; what training does depends on weights.kind
         stages = fit_stages(
             model,
             paper,
             data,
             folder,
-            weights_used=weights_used,
+            weights=weights,
             verbose=verbose,
             extra_callbacks=extra_callbacks,
             batch_size=paper.training.batch_size * settings["replicas"],

@@ -86,17 +86,17 @@ class ModelCache:
 
     def take(self, key, seed, build):
         """The model a trial trains: the cached one for `key` holding the initial state a fresh
-        model built from `seed` would have, or a fresh one from `build()` -> (model, weights_used).
-        Returns (model, weights_used, knobs, compiled)."""
+        model built from `seed` would have, or a fresh one from `build()` -> (model, WeightsSource).
+        Returns (model, WeightsSource, knobs, compiled)."""
         entry = self.entries.get(key)
         if entry is None:
-            model, weights_used = build()
-            return model, weights_used, Knobs(), False
+            model, weights = build()
+            return model, weights, Knobs(), False
         self.entries.move_to_end(key)
         if seed not in entry["initial"]:
-            fresh, weights_used = build()
-            entry["initial"][seed] = initial_state(fresh, weights_used)
-        values, weights_used, random_states = entry["initial"][seed]
+            fresh, weights = build()
+            entry["initial"][seed] = initial_state(fresh, weights)
+        values, weights, random_states = entry["initial"][seed]
         random.setstate(random_states[0])
         np.random.set_state(random_states[1])
         model = entry["model"]
@@ -104,7 +104,7 @@ class ModelCache:
             variable.assign(value)
         for variable, value in zip(model.optimizer.variables, entry["optimizer"], strict=True):
             variable.assign(value)
-        return model, weights_used, entry["knobs"], True
+        return model, weights, entry["knobs"], True
 
     def keep(self, key, seed, model, knobs, initial):
         """Remember a freshly compiled trial model (its optimizer is built, still in its initial
@@ -120,7 +120,7 @@ class ModelCache:
             self.entries.popitem(last=False)
 
 
-def initial_state(model, weights_used):
+def initial_state(model, weights):
     """What a model freshly built from a seed hands to the trial: its variables' values, where its
     weights came from, and Python's and NumPy's random states right after the build."""
-    return [ops.convert_to_numpy(v) for v in model.variables], weights_used, (random.getstate(), np.random.get_state())
+    return [ops.convert_to_numpy(v) for v in model.variables], weights, (random.getstate(), np.random.get_state())

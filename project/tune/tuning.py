@@ -11,99 +11,42 @@ runs/<paper>__<dataset>/tuning/
 runs/<paper>__<dataset>/finalists/   the top trials trained at full length (project.tune.final_round)
 runs/<paper>__<dataset>/tuned/       the best finalist, + best_hyperparameters.json
 
-Trials of one architecture share a compiled model (project.tune.reuse). Distributed, on Keras Tuner's
+Each stage's trials are built and trained by its hypermodel (project.tune.hypermodel); trials of one
+architecture share a compiled model (project.tune.reuse). Distributed, on Keras Tuner's
 chief/worker mode (KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT): the chief
 runs each stage's oracle (coarse on PORT, fine on PORT+1), writes trials.csv and runs the final
 round; workers run the trials. Every process must see the same runs/ folder (a shared
 filesystem), as Keras Tuner's own trial checkpoints do.
 """
 
-import math
 import os
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import get_args
 
-import keras
 import keras_tuner
 import pandas as pd
 import tensorflow as tf
 import yaml
 
 from project.artifacts import archive, atomic_write, read_json, run_root, write_json
-from project.config.cards import with_values
+from project.config.schema import Recorded
 from project.data.prepare import prepare
 from project.errors import UserError
-from project.model.classifier import build_model
 from project.records import FineSpace
 from project.train import runtime
-from project.train.knobs import set_knobs
-from project.train.training import combined_history, compile_model, fit_stages
+from project.train.training import training_stats
 from project.tune.final_round import final_round, retrain, summarize
-from project.tune.reuse import ModelCache, architecture_key, initial_state, seed_trial, set_head_dropout
+from project.tune.hypermodel import CardHyperModel, FitClock, TrialExploded, trial_history
+from project.tune.reuse import ModelCache
 from project.tune.search_check import check_search
 from project.tune.search_plan import BUDGET, Progress, check_budget, duration, plan_budget
-from project.tune.search_space import card_values, narrow
+from project.tune.search_space import narrow
 from project.tune.trials import META, STAGES, ended, fixed_seconds, ranked, read_trials, write_trials_csv
 
-EXPLOSION = 3.0  # a trial explodes when its training loss exceeds this times its first value
+OBJECTIVES = get_args(Recorded)  # what every trial's history holds
 NO_LIMIT = 10**9  # max_consecutive_failed_trials: failed trials never end the search
-
-
-class TrialExploded(keras_tuner.errors.FailedTrialError):
-    """The training loss exploded: Keras Tuner marks the trial FAILED and never retries it."""
-
-
-class ExplosionGuard(keras.callbacks.Callback):
-    """Ends a trial within the epoch where the training loss exceeds EXPLOSION x its first
-    recorded value, or is NaN/inf (Keras's running mean of the epoch, checked every batch)."""
-
-    def __init__(self, factor=EXPLOSION):
-        super().__init__()
-        self.factor, self.first, self.epochs, self.reason = factor, None, 0, ""
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epochs += 1
-
-    def on_train_batch_end(self, batch, logs=None):
-        if not logs or "loss" not in logs:
-            return
-        loss = float(logs["loss"])
-        if not math.isfinite(loss):
-            self.reason = f"exploded: training loss is {loss} in epoch {self.epochs}, batch {batch + 1}"
-        elif self.first is None:
-            self.first = loss
-        elif loss > self.factor * self.first:
-            self.reason = (
-                f"exploded: training loss {loss:.4g} > {self.factor:g}x its first value {self.first:.4g} "
-                f"in epoch {self.epochs}, batch {batch + 1}"
-            )
-        if self.reason:
-            raise TrialExploded(self.reason)
-
-
-class FitClock(keras.callbacks.Callback):
-    """Seconds inside model.fit, an exploded fit included (on_train_end never comes then): the
-    rest of a trial's wall time is the search's own overhead (build, datasets, bookkeeping).
-    And each epoch's seconds (the first holds the tracing), which a time budget is planned from."""
-
-    def __init__(self):
-        super().__init__()
-        self.seconds, self.start, self.epoch_seconds = 0.0, None, []
-
-    def on_train_begin(self, logs=None):
-        self.start = time.perf_counter()
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch_start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.epoch_seconds.append(round(time.perf_counter() - self.epoch_start, 3))
-
-    def on_train_end(self, logs=None):
-        if self.start is not None:
-            self.seconds += time.perf_counter() - self.start
-            self.start = None
 
 
 @contextmanager
@@ -162,116 +105,6 @@ def stage_port(offset):
         os.environ["KERASTUNER_ORACLE_PORT"] = port
 
 
-# ------------------------------------------------------------------ the hypermodel
-
-
-def declare(hp, space):
-    """Register the space's hyperparameters; return this trial's values."""
-    values = {}
-    for name, e in space.items():
-        if e["type"] == "choice":
-            values[name] = hp.Choice(name, e["choices"])
-        elif e["type"] == "fixed":
-            values[name] = hp.Fixed(name, e["value"])
-        elif e["type"] == "int":
-            values[name] = hp.Int(name, e["min"], e["max"], step=e["step"], sampling=e["sampling"])
-        else:
-            values[name] = hp.Float(name, e["min"], e["max"], step=e["step"], sampling=e["sampling"])
-    return values
-
-
-def trial_config(config, space, values):
-    return with_values(config, card_values(space, values, len(config.paper.model.head.hidden)))
-
-
-class CardHyperModel(keras_tuner.HyperModel):
-    """build: the card with the trial's values -> project.model.classifier.build_model. fit: the card's training
-    stages (project.train.training.fit_stages, so trials train like the baseline) with the trial's batch
-    size; each training stage runs the search stage's epochs per trial.
-
-    A one-stage card's trials of the same architecture share one compiled model (project.tune.reuse):
-    build hands out the cached model holding the fresh model's initial state, and fit sets the
-    trial's values instead of compiling again."""
-
-    def __init__(self, config, data, objective):
-        super().__init__(name=config.run_name)
-        self.config, self.data, self.objective = config, data, objective
-        paper = config.paper
-        needs_stats = paper.model.preprocessing in ("per_channel_mean", "mean_image")
-        self.stats = data.stats(paper) if needs_stats else None  # input size is not searched: once
-        self.space, self.epochs, self.declaring = {}, 1, True
-        self.settings = {"jit_compile": False, "replicas": 1}  # project.train.runtime's choice for this machine
-        self.folder, self.trial_config, self.weights_used, self.guard, self.clock = (
-            None,
-            None,
-            "random",
-            None,
-            FitClock(),
-        )
-        self.cache, self.key, self.knobs, self.compiled, self.initial = ModelCache(), None, None, False, None
-
-    def build(self, hp):
-        values = declare(hp, self.space)
-        if self.declaring:  # Keras Tuner builds while it sets up the space: no model (nor weights) needed
-            return None
-        self.trial_config = trial_config(self.config, self.space, values)
-        paper = self.trial_config.paper
-        seed_trial(paper.seed)
-        self.key = architecture_key(paper) if len(paper.training.stages) == 1 else None  # one compiled state per stage
-        model, self.weights_used, self.knobs, self.compiled = self.cache.take(
-            self.key, paper.seed, lambda: build_model(paper, self.data.num_classes, self.stats)
-        )
-        self.initial = None if self.compiled else initial_state(model, self.weights_used)
-        if self.compiled:
-            set_head_dropout(model, paper.model.head.dropout)
-        return model
-
-    def compile_stage(self, model, paper, learning_rate, steps_per_epoch, epochs, jit_compile):
-        """fit_stages' compile step: a reused model only takes the trial's values."""
-        if self.compiled:
-            set_knobs(model, self.knobs, paper.training, learning_rate, steps_per_epoch, epochs)
-            return
-        compile_model(model, paper, learning_rate, steps_per_epoch, epochs, jit_compile, knobs=self.knobs)
-        if self.key is not None:
-            self.cache.keep(self.key, paper.seed, model, self.knobs, self.initial)
-
-    def fit(self, hp, model, *args, callbacks=(), verbose=1, **kwargs):
-        """The tuner's callbacks (best-epoch checkpoint, its hooks) ride along with ours."""
-        paper = self.trial_config.paper
-        self.guard = ExplosionGuard()
-        fit_stages(
-            model,
-            paper,
-            self.data,
-            self.folder,
-            weights_used=self.weights_used,
-            epochs=self.epochs,
-            batch_size=paper.training.batch_size * self.settings["replicas"],
-            extra_callbacks=[*callbacks, self.guard, self.clock],
-            verbose=verbose,
-            jit_compile=self.settings["jit_compile"],
-            trial=True,
-            compile_stage=self.compile_stage,
-        )
-        return best_epoch(trial_history(self.folder, paper), self.objective)
-
-
-def trial_history(folder, paper):
-    return combined_history(folder, [s.name for s in paper.training.stages])
-
-
-def best_epoch(history, objective):
-    """The metrics of the trial's best epoch, for the oracle."""
-    name = objective.name
-    if name not in history or history[name].isna().all():
-        raise keras_tuner.errors.FailedTrialError(f"no {name} recorded (NaN or missing)")
-    values = history[name]
-    row = history.loc[values.idxmax() if objective.direction == "max" else values.idxmin()]
-    return {
-        k: float(row[k]) for k in history.columns if k not in ("stage", "epoch", "global_epoch") and pd.notna(row[k])
-    }
-
-
 # ------------------------------------------------------------------ tuner and oracle
 
 
@@ -302,7 +135,7 @@ class StageTuner(keras_tuner.Tuner):
         super().__init__(*args, **kwargs)
 
     def run_trial(self, trial, *args, **kwargs):
-        model = self.hypermodel
+        model = self.hypermodel  # the stage's CardHyperModel
         folder = Path(self.get_trial_dir(trial.trial_id))
         path = folder / META
         meta = read_json(path) if path.exists() else {"starts": 0, "wall_seconds": 0.0}
@@ -315,21 +148,18 @@ class StageTuner(keras_tuner.Tuner):
             starts=meta["starts"] + 1,
         )
         write_json(path, meta)
-        model.folder, model.trial_config, model.guard, model.clock, model.compiled = (
-            folder,
-            None,
-            None,
-            FitClock(),
-            False,
-        )
+        clock, reused = FitClock(), False  # what the trial's meta.json records of its fit
         start = time.perf_counter()
         try:
             with released_step_graphs(), self.strategy_scope():
                 # Keras Tuner's documented override: its own run_trial clears the session before every
                 # build (which would discard the compiled models trials reuse) and checkpoints the best
-                # epoch's weights, which the search never reads (the best values are retrained)
+                # epoch's weights, which the search never reads (the best values are retrained).
+                # The trial's folder and clock go to the hypermodel's fit as keyword arguments.
                 hp = trial.hyperparameters
-                results = model.fit(hp, model.build(hp), *args, **kwargs)
+                network = model.build(hp)
+                reused = network.compiled  # a compiled model from project.tune.reuse: no build, compile nor tracing
+                results = model.fit(hp, network, *args, folder=folder, clock=clock, **kwargs)
             meta["status"] = "completed"
             return results
         except TrialExploded as error:
@@ -342,11 +172,11 @@ class StageTuner(keras_tuner.Tuner):
             meta.update(status="failed", reason=f"{type(error).__name__}: {error}")
             raise
         finally:
-            model.clock.on_train_end()  # an exception skipped it
+            clock.on_train_end()  # an exception skipped it
             meta["wall_seconds"] = round(meta["wall_seconds"] + time.perf_counter() - start, 2)
-            meta["fit_seconds"] = round(meta.get("fit_seconds", 0.0) + model.clock.seconds, 2)
-            meta["epoch_seconds"] = model.clock.epoch_seconds
-            meta["reused"] = model.compiled  # the trial took a compiled model: no build, compile nor tracing
+            meta["fit_seconds"] = round(meta.get("fit_seconds", 0.0) + clock.seconds, 2)
+            meta["epoch_seconds"] = clock.epoch_seconds
+            meta["reused"] = reused  # the trial took a compiled model: no build, compile nor tracing
             meta["fixed_seconds"] = fixed_seconds(meta)
             meta.update(outcome(folder, model, meta["status"] == "exploded"))
             write_json(path, meta)
@@ -356,9 +186,9 @@ class StageTuner(keras_tuner.Tuner):
 
 
 def outcome(folder, model, exploded):
-    """Best and last objective and epochs run, from the trial's training logs."""
-    paper = (model.trial_config or model.config).paper
-    history = trial_history(folder, paper)
+    """Best and last objective and epochs run, from the trial's training logs (`model`: the
+    CardHyperModel; a trial's values never change the names of the card's training stages)."""
+    history = trial_history(folder, model.config.paper)
     name = model.objective.name
     values = history[name].dropna() if name in history else pd.Series(dtype=float)
     best = (values.max() if model.objective.direction == "max" else values.min()) if len(values) else None
@@ -400,7 +230,8 @@ def prepare_folder(folder, config, fresh, who):
 def strategy_of(card_runtime):
     """project.train.runtime's settings, and its strategy for Keras Tuner to build each trial under
     (Keras Tuner clears the session between trials, so a scope cannot stay open around the search)."""
-    settings, scope = runtime.apply(card_runtime)
+    r = card_runtime
+    settings, scope = runtime.apply(r.mixed_precision, r.jit_compile, r.distribution, r.deterministic)
     with scope:
         strategy = tf.distribute.get_strategy()
     return settings, strategy if settings["distribution"] == "mirrored" else None
@@ -435,11 +266,11 @@ def planned_counts(folder, counts, budget_seconds):
     return {stage: (plan["trials"][stage], epochs) for stage, (_, epochs) in counts.items()}
 
 
-def run_stage(stage, model, space, folder, search, trials, epochs, verbose, strategy=None, progress=None, budget=None):
+def run_stage(stage, model, folder, search, trials, verbose, strategy=None, progress=None, budget=None):
+    """`trials` trials of the stage's CardHyperModel `model` (its space and epochs)."""
     if ended(folder, stage) >= trials:
         print(f"[{stage}] all {trials} trials done (rerun with --fresh to search again)")
         return
-    model.space, model.epochs = space, epochs
     offset = STAGES.index(stage)
     oracle = StageOracle(
         folder,
@@ -452,7 +283,6 @@ def run_stage(stage, model, space, folder, search, trials, epochs, verbose, stra
         max_consecutive_failed_trials=NO_LIMIT,
     )
     with stage_port(offset):
-        model.declaring = True
         tuner = StageTuner(
             oracle=oracle,
             hypermodel=model,
@@ -462,8 +292,7 @@ def run_stage(stage, model, space, folder, search, trials, epochs, verbose, stra
             distribution_strategy=strategy,
             stage=stage,
         )
-        model.declaring = False
-        print(f"[{stage}] {trials} trials of {epochs} epochs, {worker_id()}")
+        print(f"[{stage}] {trials} trials of {model.epochs} epochs, {worker_id()}")
         try:
             tuner.search(verbose=verbose)
         except keras_tuner.errors.FatalError as error:
@@ -501,7 +330,8 @@ def tune(config, root, *, trials=None, epochs=None, stage="all", fresh=False, se
     who, folder = role(), Path(root) / "tuning"
     data = prepare(config, root)  # refuses a dataset card whose split differs from root/split.csv
     prepare_folder(folder, config, fresh, who)
-    model = CardHyperModel(config, data, keras_tuner.Objective(search.objective, search.direction))
+    stats = training_stats(data, config.paper)  # the stages' trials share them and their compiled models
+    objective, cache = keras_tuner.Objective(search.objective, search.direction), ModelCache()
     counts = {s: (trials or getattr(search, s).trials, epochs or getattr(search, s).epochs) for s in STAGES}
     counts = planned_counts(folder, counts, budget_seconds)
     full = sum(s.epochs for s in config.paper.training.stages)
@@ -513,27 +343,30 @@ def tune(config, root, *, trials=None, epochs=None, stage="all", fresh=False, se
         + f"; then {search.finalists} finalist(s) trained for {full} epochs"
         + (f" and {seeds - 1} more seed(s)" if seeds > 1 else "")
     )
-    model.settings, strategy = strategy_of(config.paper.runtime)
-    if stage in ("coarse", "all"):
-        run_stage(
-            "coarse", model, space, folder, search, *progress.counts["coarse"], verbose, strategy, progress, planning
+    settings, strategy = strategy_of(config.paper.runtime)
+
+    def stage_model(name, stage_space):
+        return CardHyperModel(
+            config,
+            data,
+            objective,
+            space=stage_space,
+            epochs=progress.counts[name][1],
+            stats=stats,
+            settings=settings,
+            cache=cache,
         )
+
+    if stage in ("coarse", "all"):
+        model = stage_model("coarse", space)
+        run_stage("coarse", model, folder, search, progress.counts["coarse"][0], verbose, strategy, progress, planning)
     if stage in ("fine", "all"):
         if who != "worker" and ended(folder, "coarse") < progress.counts["coarse"][0]:
             raise UserError(
                 f"the coarse stage in {folder / 'coarse'} is not finished: run --stage coarse (or all) first"
             )
-        run_stage(
-            "fine",
-            model,
-            fine_space(folder, space, search, who),
-            folder,
-            search,
-            *progress.counts["fine"],
-            verbose,
-            strategy,
-            progress,
-        )
+        model = stage_model("fine", fine_space(folder, space, search, who))
+        run_stage("fine", model, folder, search, progress.counts["fine"][0], verbose, strategy, progress)
     if who == "worker":
         print(f"worker {worker_id()}: no trials left")
         return None
