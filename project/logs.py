@@ -1,8 +1,8 @@
 """The project's logger, and TensorFlow's and Keras' known start-up noise kept off the console.
 
 Modules log with `log = logs.get(__name__)` (a child of the `project` logger; importing this module
-installs its handler, so a function called from a notebook logs too). Everything goes to stdout as the
-bare message, at INFO by default (`--quiet`: WARNING, `-v`: DEBUG). A notebook or a test calls
+installs its handler, so a function called from a notebook logs too). Messages go to stdout and
+warnings to stderr, each as the bare message, at INFO by default (`--quiet`: WARNING, `-v`: DEBUG). A notebook or a test calls
 `silence()` to keep only warnings and errors.
 
 TensorFlow's C++ code writes its log lines straight to file descriptor 2, where no Python filter
@@ -57,21 +57,28 @@ def get(name):
     return logging.getLogger(name)
 
 
-class _Stdout(logging.StreamHandler):
-    """Writes to whatever sys.stdout is when a record arrives (pytest's capture, a notebook's cell)."""
+class _Console(logging.StreamHandler):
+    """Messages to whatever sys.stdout is when a record arrives (pytest's capture, a notebook's
+    cell); warnings and errors to sys.stderr, as a command line's warnings go."""
+
+    _warning = False
 
     @property
     def stream(self):
-        return sys.stdout
+        return sys.stderr if self._warning else sys.stdout
 
     @stream.setter
     def stream(self, value):
         pass
 
+    def emit(self, record):
+        self._warning = record.levelno >= logging.WARNING
+        super().emit(record)
+
 
 def _install():
-    if not any(isinstance(h, _Stdout) for h in LOGGER.handlers):
-        handler = _Stdout()
+    if not any(isinstance(h, _Console) for h in LOGGER.handlers):
+        handler = _Console()
         handler.setFormatter(logging.Formatter("%(message)s"))
         LOGGER.addHandler(handler)
     LOGGER.setLevel(logging.INFO)

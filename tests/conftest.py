@@ -264,7 +264,7 @@ print("RESULT " + json.dumps(out, default=str))  # a WeightsSource as its displa
 @pytest.fixture(scope="session")
 def offline_keras(tmp_path_factory):
     """OFFLINE_SCRIPT run once with an empty KERAS_HOME and every download refused:
-    {"home": KERAS_HOME, "out": its results, "stdout": ..., "seconds": wall time}."""
+    {"home": KERAS_HOME, "out": its results, "stdout": ..., "stderr": ..., "seconds": wall time}."""
     home = tmp_path_factory.mktemp("keras_home")
     env = ProjectEnv(tmp_path_factory.mktemp("offline"))
     start = time.monotonic()
@@ -274,4 +274,4 @@ def offline_keras(tmp_path_factory):
     seconds = time.monotonic() - start
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))[7:])
-    return {"home": home, "out": out, "stdout": result.stdout, "seconds": seconds}
+    return {"home": home, "out": out, "stdout": result.stdout, "stderr": result.stderr, "seconds": seconds}

@@ -197,7 +197,7 @@ def test_imagenet_weights_come_from_the_keras_cache_without_network(offline_kera
     assert out["weights_seconds"] < 60
     # weights_fallback: random goes on, loudly, and says what it used
     assert out["fallback"] == "random (fallback: imagenet weights unavailable)"
-    assert "WARNING" in offline_keras["stdout"] and "RANDOM" in offline_keras["stdout"]
+    assert "WARNING" in offline_keras["stderr"] and "RANDOM" in offline_keras["stderr"]  # a warning: on stderr
     # a file placed in $KERAS_HOME/models is what `imagenet` loads; a weights path loads that file
     assert out["imagenet"] == "imagenet" and out["imagenet_equal"] is True
     assert out["file"].startswith("file: ") and out["file_equal"] is True

@@ -114,13 +114,13 @@ def test_all_runs_every_step_in_one_process_and_stops_on_a_failed_sanity_check(t
         str(runs),
         "--reports-dir",
         str(reports),
-        "--quiet",
     ]
     status = main(args)
-    out = capsys.readouterr().out
-    assert out.startswith("make all on tiny x digits: sanity (6 checks) -> baseline")
+    captured = capsys.readouterr()
+    assert captured.out.startswith("make all on tiny x digits: sanity (6 checks) -> baseline")
     root = runs / "tiny__digits"
-    assert status == 1 and "FAIL  3 overfit 20 training examples" in out and not (root / "baseline").exists()
+    failed = "FAIL  3 overfit 20 training examples" in captured.err  # a warning: on stderr
+    assert status == 1 and failed and not (root / "baseline").exists()
     assert main(args + ["--force"]) == 0  # goes on despite the failed check
     assert (
         (root / "sanity.json").exists()

@@ -31,10 +31,10 @@ def run(tmp_path_factory):
 
 
 def call(function, **values):
-    """A command's function with its arguments; returns (exit status, printed output)."""
+    """A command's function with its arguments; returns (exit status, printed output, warnings included)."""
     args = argparse.Namespace(**{"run": None, "images": None, "output": None, **values})
     out = io.StringIO()
-    with contextlib.redirect_stdout(out):
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
         status = function(args)
     return status, out.getvalue()
 

@@ -34,7 +34,7 @@ def level():
     logs.LOGGER.setLevel(before)
 
 
-def test_messages_go_to_stdout_bare_and_silence_keeps_warnings(capsys, level):
+def test_messages_go_to_stdout_warnings_to_stderr_and_silence_keeps_warnings(capsys, level):
     log = logs.get("project.somewhere")
     log.info("hello")
     log.debug("hidden")
@@ -42,7 +42,7 @@ def test_messages_go_to_stdout_bare_and_silence_keeps_warnings(capsys, level):
     logs.silence()
     log.info("not shown")
     log.warning("careful")
-    assert capsys.readouterr().out == "careful\n"
+    assert capsys.readouterr() == ("", "careful\n")
 
 
 def test_quiet_and_verbose_last_one_command(capsys, level):

@@ -37,7 +37,7 @@ def fit_with_ratio(digits, optimizer, tmp_path, epochs=2, peak_lr=None):
 def test_update_ratio_is_quiet_at_a_sensible_learning_rate(digits, tmp_path, capsys):
     monitor, history, csv = fit_with_ratio(digits, keras.optimizers.Adam(1e-3), tmp_path)
     assert monitor.summary()["status"] == "PASS" and not monitor.warnings
-    assert "WARN" not in capsys.readouterr().out
+    assert "WARN" not in capsys.readouterr().err
     ratios = history.history["update_ratio"]
     assert len(ratios) == 2 and all(RATIO_LOW < r < RATIO_HIGH for r in ratios)
     assert csv["update_ratio"].tolist() == pytest.approx(ratios)  # the CSV history carries it
@@ -55,14 +55,14 @@ def test_a_schedule_s_tail_is_judged_at_the_peak_rate_and_raises_no_warning(digi
     measured, judged = csv["update_ratio"], csv["update_ratio_at_peak_lr"]
     assert measured.iloc[-1] < RATIO_LOW < judged.iloc[-1] < RATIO_HIGH  # near 0 by design at the end
     assert measured.iloc[-1] < measured.iloc[0] / 1000 and judged.iloc[-1] > judged.iloc[0] / 20
-    assert monitor.summary()["status"] == "PASS" and "WARN" not in capsys.readouterr().out
+    assert monitor.summary()["status"] == "PASS" and "WARN" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("rate, advice", [(1e-6, "raise the learning rate"), (1e3, "lower the learning rate")])
 def test_a_cosine_schedule_100x_off_still_warns(digits, tmp_path, capsys, rate, advice):
     optimizer = cosine(rate, 2) if rate < 1 else keras.optimizers.SGD(keras.optimizers.schedules.CosineDecay(rate, 58))
     monitor, _, _ = fit_with_ratio(digits, optimizer, tmp_path, peak_lr=rate)
-    assert monitor.summary()["status"] == "WARN" and advice in capsys.readouterr().out
+    assert monitor.summary()["status"] == "WARN" and advice in capsys.readouterr().err
 
 
 def test_update_ratio_warns_to_raise_a_tiny_learning_rate(digits, tmp_path, capsys):
@@ -70,7 +70,7 @@ def test_update_ratio_warns_to_raise_a_tiny_learning_rate(digits, tmp_path, caps
     summary = monitor.summary()
     assert summary["status"] == "WARN" and summary["median"] < RATIO_LOW
     assert "raise the learning rate" in summary["advice"]
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert out.count("WARN") == 1 and "raise the learning rate" in out  # once per fit, not every epoch
 
 
@@ -78,7 +78,7 @@ def test_update_ratio_warns_to_lower_a_huge_learning_rate(digits, tmp_path, caps
     monitor, _, _ = fit_with_ratio(digits, keras.optimizers.SGD(1e3), tmp_path)
     summary = monitor.summary()
     assert summary["status"] == "WARN" and summary["median"] > RATIO_HIGH
-    assert "lower the learning rate" in capsys.readouterr().out
+    assert "lower the learning rate" in capsys.readouterr().err
 
 
 def test_ratio_summary_of_a_history_column():

@@ -18,7 +18,7 @@ from project.train.training import feed_of
 
 def checks_of(card, digits_card, tmp_path):
     """run_checks on a card (path) and the digits card: {name: result}."""
-    checks, _ = sanity.run_checks(load_config(str(card), str(digits_card)), tmp_path / "runs", log=lambda *_: None)
+    checks, _ = sanity.run_checks(load_config(str(card), str(digits_card)), tmp_path / "runs")
     return {c["name"]: c for c in checks}
 
 
@@ -228,7 +228,7 @@ def test_run_checks_judges_preprocessing_without_augmentation(tiny_paper_card, d
 def test_the_demo_card_passes_every_check_and_its_sweep_contains_its_rate(tmp_path):
     """The shipped demo (MobileNetV2 x0.35 from random initialisation, Adam 0.002, affine augmentation)
     trains to > 95%: no check may cry wolf on it, and the sweep must find where its loss falls."""
-    checks, weights = sanity.run_checks(load_config("demo", "digits"), tmp_path / "runs", log=lambda *_: None)
+    checks, weights = sanity.run_checks(load_config("demo", "digits"), tmp_path / "runs")
     assert weights.kind == "random" and weights.text == "random"
     assert {c["name"]: c["status"] for c in checks} == {name: "PASS" for name in loss_checks.TITLES}, [
         c["advice"] for c in checks

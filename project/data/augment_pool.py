@@ -15,7 +15,6 @@ import itertools
 import os
 import pickle
 import random
-import sys
 import threading
 import time
 from collections import OrderedDict
@@ -24,6 +23,10 @@ from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context, shared_memory
 
 import numpy as np
+
+from project import logs
+
+log = logs.get(__name__)
 
 KEEP = 8  # composes and shared-memory blocks a worker keeps open
 MIN_CPUS = 3  # worker processes from this many usable CPUs on
@@ -210,10 +213,9 @@ def batch_function(compose):
             except (BrokenProcessPool, OSError) as error:
                 if not _unavailable:
                     _unavailable.append(f"{type(error).__name__}: {error}")
-                    print(
+                    log.warning(
                         f"warning: augmentation worker processes unavailable ({_unavailable[0]}); augmenting in this "
-                        "process, on one core (a script that trains needs `if __name__ == '__main__':`)",
-                        file=sys.stderr,
+                        "process, on one core (a script that trains needs `if __name__ == '__main__':`)"
                     )
         if not hasattr(local, "compose"):  # reseeded per image: one copy per tf.data thread
             local.compose = copy.deepcopy(compose)

@@ -31,10 +31,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from project import logs
 from project.artifacts import atomic_write, run_root
 from project.config.cards import DATASETS_DIR
 from project.data.adapters import IMAGE_EXTENSIONS, load_sources
 from project.errors import UserError
+
+log = logs.get(__name__)
 
 AS_IS = {("JPEG", "L"), ("JPEG", "RGB"), ("PNG", "L"), ("PNG", "RGB")}  # decoded faithfully by TensorFlow
 READABLE = {"JPEG", "MPO", "PNG", "BMP", "GIF", "WEBP"}  # converted when not AS_IS; other formats excluded
@@ -344,7 +347,7 @@ class Check:
         path = self.folder / "data_issues.csv"
         atomic_write(path, table.to_csv(index=False))
         counts = table["action"].value_counts()
-        print(
+        log.info(
             f"data check: {self.files} files, {len(self.sources)} kept ({counts.get('converted', 0)} as converted copies), "
             f"{counts.get('excluded', 0)} excluded; every issue is listed in {path}"
         )
@@ -355,10 +358,10 @@ class Check:
                     f": {spanning} groups of identical images span subsets ({', '.join(f'{k} {v}' for k, v in pairs.items())}); "
                     f"--set data.drop_duplicates=true keeps one copy of each"
                 )
-            print(f"  {count:5d}  {action:9s} {reason}{note}")
+            log.info(f"  {count:5d}  {action:9s} {reason}{note}")
         for row in self.issues:
             if row["reason"] in ("small_class", "empty_class"):
-                print(f"  {row['action']}: {row['detail']}")
+                log.info(f"  {row['action']}: {row['detail']}")
         return table, pairs
 
 
@@ -513,7 +516,7 @@ def cli(config, args):
     )  # as data.dataset_base, without TensorFlow
     sources = load_sources(d.adapter, d.options, base, d.classes)
     if sources.kind != "files":
-        print(f"data check: the {d.adapter} adapter gives {len(sources)} images held in memory; no files to scan")
+        log.info(f"data check: the {d.adapter} adapter gives {len(sources)} images held in memory; no files to scan")
         return 0
     root = run_root(config, args.runs_dir)
     result = check(config, sources, root)

@@ -23,14 +23,16 @@ Why it is built this way (`make bench-data` measures it, see reports/bench/bench
 """
 
 import os
-import sys
 
 import numpy as np
 
+from project import logs
 from project.data.augment_pool import batch_function
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
+
+log = logs.get(__name__)
 
 AUTOTUNE = tf.data.AUTOTUNE
 SHUFFLE_BYTES = 256 * 2**20  # shuffle buffer of decoded images behind a disk cache
@@ -87,10 +89,9 @@ def decoded_dataset(items, labels, kind, size, shuffle_seed=None):
 
 
 def _warn_skipped(missing, expected):
-    print(
+    log.warning(
         f"warning: {missing} of {expected} images could not be decoded and were skipped (damaged or changed "
-        "after the data check?); run `make check-data` to list them",
-        file=sys.stderr,
+        "after the data check?); run `make check-data` to list them"
     )
     return np.int64(missing)
 

@@ -9,8 +9,11 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from project import logs
 from project.artifacts import atomic_write
 from project.errors import UserError
+
+log = logs.get(__name__)
 
 
 def _carve(indices, labels, fraction, seed):
@@ -44,7 +47,7 @@ def make_split(labels, split, presplit=None):
             subsets[train], subsets[val] = "train", "val"
         return subsets.astype(str)
     if presplit is not None:
-        print(
+        log.warning(
             "note: the data comes pre-split, but the dataset card's split is not `provided`: "
             "all subsets are pooled and split again (set split: {provided: true} to keep the given test subset)"
         )
@@ -82,7 +85,8 @@ def load_or_make_split(path, sources, split):
         return saved["subset"].to_numpy()
     subsets = make_split(sources.labels, split, sources.subsets)
     table = pd.DataFrame({"source": sources.ids, "label": names, "subset": subsets})
-    atomic_write(path, table.to_csv(index=False))
+    # split.json first: a process that finds split.csv (a tuner worker starting beside the chief)
+    # then always finds the settings it was made with
     atomic_write(
         meta_path,
         json.dumps(
@@ -94,4 +98,5 @@ def load_or_make_split(path, sources, split):
             sort_keys=True,
         ),
     )
+    atomic_write(path, table.to_csv(index=False))
     return subsets

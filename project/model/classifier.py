@@ -6,6 +6,7 @@ The backbone is one nested layer named "backbone" so that a stage can freeze or 
 import keras
 import numpy as np
 
+from project import logs
 from project.config.backbone_table import BACKBONES
 from project.errors import UserError
 from project.model.backbones import (
@@ -15,6 +16,8 @@ from project.model.backbones import (
     build_scratch,
     preprocessing_layers,
 )
+
+log = logs.get(__name__)
 
 
 def build_model(m, num_classes, stats=None, *, l2=0.0):
@@ -114,8 +117,8 @@ def _backbone(m, shape, l2):
     except UserError as error:
         if m.weights_fallback != "random" or weights != "imagenet":
             raise
-        print(
-            f"\n!!! WARNING: {error}\n!!! weights_fallback: random -> training {m.backbone} from RANDOM initialisation.\n"
+        log.warning(
+            f"!!! WARNING: {error}\n!!! weights_fallback: random -> training {m.backbone} from RANDOM initialisation.\n"
         )
         source = WeightsSource("random_fallback", "imagenet weights unavailable")
         return _named(build_application(m.backbone, shape, None, m.width), source), source

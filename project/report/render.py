@@ -14,6 +14,7 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
 
+from project import logs
 from project.artifacts import atomic_write, run_root, write_json
 from project.records import Comparison
 from project.report import summary as report_summary
@@ -29,6 +30,8 @@ from project.report.sections_runs import (
     per_class_section,
 )
 from project.report.sections_search import search_section
+
+log = logs.get(__name__)
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 SECTIONS = [
@@ -193,9 +196,9 @@ def cli(config, args):
     root = run_root(config, args.runs_dir)
     report = build(config, root, target=args.target, ranks=rank_agreement(args.reports_dir, config))
     md_path, html_path = write(report, Path(args.reports_dir) / config.run_name)
-    print(f"report: {md_path}\n        {html_path}\n")
-    print(report["comparison"]["headline"] + "\n")
-    print(markdown_table(report["summary_table"]))
+    log.info(f"report: {md_path}\n        {html_path}\n")
+    log.info(report["comparison"]["headline"] + "\n")
+    log.info(markdown_table(report["summary_table"]))
     verdict = next(b for b in report["sections"][0]["blocks"] if b["type"] == "p" and b["text"].startswith("**Target"))
-    print("\n" + verdict["text"].replace("**", ""))
+    log.info("\n" + verdict["text"].replace("**", ""))
     return 0

@@ -14,11 +14,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from project import logs
 from project.artifacts import atomic_write, read_json, require_complete
 from project.config.cards import read_yaml, validate
 from project.config.schema import Config
 from project.data.adapters import IMAGE_EXTENSIONS
 from project.errors import UserError
+
+log = logs.get(__name__)
 
 BATCH = 64
 LOSS_TOLERANCE = 1e-5  # relative: the same model on the same images, up to float summation order
@@ -89,14 +92,14 @@ def evaluate_cli(args):
         )
     fresh, _, _ = evaluate(load_model(run), data, config.paper, "test")
     rows = compare(stored["test"], fresh)
-    print(f"{run}: test subset of {run.parent / 'split.csv'}")
-    print(f"{'metric':<18}{'metrics.json':>16}{'recomputed':>16}  equal")
+    log.info(f"{run}: test subset of {run.parent / 'split.csv'}")
+    log.info(f"{'metric':<18}{'metrics.json':>16}{'recomputed':>16}  equal")
     for key, a, b, equal in rows:
-        print(f"{key:<18}{_show(a):>16}{_show(b):>16}  {'yes' if equal else 'NO'}")
+        log.info(f"{key:<18}{_show(a):>16}{_show(b):>16}  {'yes' if equal else 'NO'}")
     if all(equal for *_, equal in rows):
-        print("ok: the saved model reproduces metrics.json")
+        log.info("ok: the saved model reproduces metrics.json")
         return 0
-    print("MISMATCH: the saved model does not reproduce metrics.json (changed data, split or model file?)")
+    log.warning("MISMATCH: the saved model does not reproduce metrics.json (changed data, split or model file?)")
     return 1
 
 
@@ -184,8 +187,8 @@ def predict_cli(args):
         output = output / "predictions.csv"
     atomic_write(output, table.to_csv(index=False))
     failed = int((table["error"] != "").sum())
-    print(table.head(10).to_string(index=False))
-    print(
+    log.info(table.head(10).to_string(index=False))
+    log.info(
         f"{len(table)} images -> {output}"
         + (f" ({failed} could not be decoded: see the error column)" if failed else "")
     )

@@ -20,6 +20,10 @@ import keras
 import numpy as np
 import pandas as pd
 
+from project import logs
+
+log = logs.get(__name__)
+
 RATIO_LOW, RATIO_HIGH = 1e-5, 1e-1  # a warning outside this band around the ideal 1e-3
 GAP = 0.10  # train - val accuracy above this: overfitting
 FLAT = 0.10  # the loss fell by less than this fraction of its first value: barely moves
@@ -100,7 +104,7 @@ class UpdateRatio(keras.callbacks.Callback):
             )
             self.warnings.append(message)
             if self.verbose:
-                print(f"\n{message}")
+                log.warning(message)
 
     def summary(self):
         return ratio_summary(self.epoch_values)

@@ -25,7 +25,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from project import figures
+from project import figures, logs
 from project.artifacts import atomic_write, run_root
 from project.config.cards import with_values
 from project.data import pipeline
@@ -46,6 +46,8 @@ from project.train.sanity_loss_checks import (
 )
 from project.train.sanity_signal_checks import augmented_copy, check_activations, check_preprocessing, expected_mode
 from project.train.training import feed_of, make_optimizer, training_stats
+
+log = logs.get(__name__)
 
 SWEEP_STEPS_FROM_SCRATCH = 400  # ~50 per decade: a randomly initialised network needs tens of steps at a good rate
 
@@ -97,7 +99,7 @@ def tiny_batch(data, input_size, seed, size=OVERFIT_EXAMPLES):
     return _numpy_batches(tiny, 1)[0]
 
 
-def run_checks(config, root, log=print):
+def run_checks(config, root):
     """All six checks on one model built from the card, trainable as in its first stage (and at
     that stage's learning rate); returns the results in checklist order and the backbone's
     WeightsSource (pretrained weights get the shorter sweep and never FAIL on activations).
@@ -122,7 +124,7 @@ def run_checks(config, root, log=print):
     def timed(name, function, *args, **kwargs):
         start = time.perf_counter()
         results[name] = {**function(*args, **kwargs), "seconds": round(time.perf_counter() - start, 2)}
-        log(format_result(results[name]))
+        (log.info if results[name]["status"] == "PASS" else log.warning)(format_result(results[name]))
 
     timed("initial_loss", check_initial_loss, model, plain, data.num_classes)
     l2_model, _ = build_model(clean.paper.model, data.num_classes, stats, l2=L2_FACTOR)
@@ -192,14 +194,13 @@ def write_results(folder, config, checks, weights_used, seconds):
 def cli(config, args):
     start = time.perf_counter()
     root = run_root(config, args.runs_dir)
-    if not args.quiet:
-        print(
-            f"sanity checks on {config.paper_name} x {config.dataset_name} "
-            f"(regularisation, dropout and augmentation off unless stated)"
-        )
+    log.info(
+        f"sanity checks on {config.paper_name} x {config.dataset_name} "
+        f"(regularisation, dropout and augmentation off unless stated)"
+    )
     checks, weights_used = run_checks(config, root)
     summary = write_results(root, config, checks, weights_used.text, time.perf_counter() - start)
-    print(f"sanity: {summary['status']} in {summary['seconds']:.0f}s -> {root / 'sanity.json'}")
+    log.info(f"sanity: {summary['status']} in {summary['seconds']:.0f}s -> {root / 'sanity.json'}")
     return verdict(checks, args.force)
 
 
@@ -207,10 +208,10 @@ def verdict(checks, force=False):
     """The exit code: 1 on a FAIL (its advice printed) unless forced, so `make all` stops."""
     failed = [c for c in checks if c["status"] == "FAIL"]
     for c in failed:
-        print(f"FAIL {c['title']}: {c['advice']}")
+        log.warning(f"FAIL {c['title']}: {c['advice']}")
     if failed and not force:
-        print("fix the failed checks before training, or go on anyway with --force (make all FORCE=1)")
+        log.info("fix the failed checks before training, or go on anyway with --force (make all FORCE=1)")
         return 1
     if failed:
-        print("going on despite the failed checks (--force)")
+        log.warning("going on despite the failed checks (--force)")
     return 0

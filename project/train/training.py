@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from project import logs
 from project.artifacts import archive, atomic_write, is_complete, mark_complete, read_json, write_json
 from project.config.cards import recipe, resolved_yaml
 from project.data.prepare import Feed, prepare
@@ -29,6 +30,8 @@ from project.train import runtime
 from project.train.knobs import ScheduledRate, decoupled_weight_decay, set_knobs, smoothed_crossentropy
 from project.train.metrics import class_weights, classification_metrics
 from project.train.monitors import diagnose, monitor_callbacks, ratio_summary
+
+log = logs.get(__name__)
 
 # metrics.json keys that measure time, the only ones two deterministic runs may differ in (stages.*: each stage's)
 TIMING_FIELDS = ["wall_seconds", "train_images_per_second", "stages.*.seconds", "stages.*.images_per_second"]
@@ -333,7 +336,7 @@ def fit_stages(
         }
         write_json(done, info)
         infos.append(info)
-        print(
+        log.info(
             f"[{stage.name}] {ran} epochs, {seconds:.1f}s, {info['images_per_second']:.0f} images/s, "
             f"val {history.history.get('val_accuracy', [float('nan')])[-1]:.4f} (trainable {params['trainable']:,})"
         )
@@ -444,7 +447,7 @@ def prepare_folder(folder, config_text, fresh=False):
     same = saved.exists() and recipe(yaml.safe_load(saved.read_text())) == recipe(yaml.safe_load(config_text))
     if folder.exists() and (fresh or not same):
         moved = archive(folder)
-        print(f"previous run moved to {moved}")
+        log.info(f"previous run moved to {moved}")
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(saved, config_text)
 
@@ -456,7 +459,7 @@ def train_run(config, root, name="baseline", seed=None, fresh=False, verbose=1, 
     folder = Path(root) / name
     prepare_folder(folder, resolved_yaml(config), fresh)
     if is_complete(folder):
-        print(f"{folder} is complete for this configuration (rerun with --fresh to train again)")
+        log.info(f"{folder} is complete for this configuration (rerun with --fresh to train again)")
         return read_json(folder / "metrics.json")
     keras.utils.set_random_seed(seed)
     start = time.perf_counter()
@@ -522,9 +525,9 @@ def train_run(config, root, name="baseline", seed=None, fresh=False, verbose=1, 
     metrics["diagnosis"] = diagnose(history, target=paper.target_accuracy, frozen_layers=stages[-1]["frozen_layers"])
     Metrics.model_validate(metrics).write(folder / "metrics.json")
     mark_complete(folder)
-    print(f"[{name}] test accuracy {test['accuracy']:.4f} (val {val['accuracy']:.4f}), {wall:.0f}s -> {folder}")
+    log.info(f"[{name}] test accuracy {test['accuracy']:.4f} (val {val['accuracy']:.4f}), {wall:.0f}s -> {folder}")
     for finding in metrics["diagnosis"]["findings"]:
-        print(f"[{name}] diagnosis: {finding['problem']} ({finding['evidence']}): {finding['advice']}")
+        log.info(f"[{name}] diagnosis: {finding['problem']} ({finding['evidence']}): {finding['advice']}")
     return metrics
 
 

@@ -6,6 +6,7 @@ Short trials rank roughly; the full length decides.
 import shutil
 from pathlib import Path
 
+from project import logs
 from project.artifacts import archive, is_complete, read_json
 from project.config.cards import with_values
 from project.errors import UserError
@@ -14,6 +15,8 @@ from project.train.training import seed_runs, train_run
 from project.tune.search_plan import BUDGET
 from project.tune.search_space import card_values, decode, edge_warnings
 from project.tune.trials import ranked
+
+log = logs.get(__name__)
 
 
 def candidate(folder, config, space, stage, trial):
@@ -56,7 +59,7 @@ def summarize(folder, config, space, stages, trial_seconds):
         "trial_seconds": round(float(trial_seconds), 1),  # all trials, all workers
     }
     TuningSummary.model_validate(summary).write(folder / "summary.json")
-    print(
+    log.info(
         "finalists: "
         + "; ".join(
             f"{f['stage']} trial {f['trial_id']} ({search.objective} {f['score']:.4f})" for f in summary["finalists"]
@@ -83,7 +86,7 @@ def final_round(config, root, summary, space, fresh, verbose):
                 "run": name,
             }
         )
-        print(
+        log.info(
             f"[final] {finalist['stage']} trial {finalist['trial_id']}: {metric} {metrics[metric]:.4f} after the full epochs"
         )
     winner = (max if direction == "max" else min)(range(len(scored)), key=lambda k: scored[k][metric])
@@ -92,11 +95,11 @@ def final_round(config, root, summary, space, fresh, verbose):
         best=best, final_round={"metric": metric, "finalists": scored}, warnings=edge_warnings(space, best["values"])
     )
     TuningSummary.model_validate(summary).write(folder / "summary.json")
-    print(
+    log.info(
         f"best: {best['stage']} trial {best['trial_id']}, {metric} {scored[winner][metric]:.4f}, {best['hyperparameters']}"
     )
     for warning in summary["warnings"]:
-        print(f"!!! warning: {warning}")
+        log.warning(f"!!! warning: {warning}")
     install(Path(root) / scored[winner]["run"], Path(root) / "tuned")
     return best
 
@@ -109,7 +112,7 @@ def install(source, target):
     ):
         return
     if target.exists():
-        print(f"previous tuned run moved to {archive(target)}")
+        log.info(f"previous tuned run moved to {archive(target)}")
     shutil.copytree(source, target)
     metrics = Metrics.read(target / "metrics.json")
     metrics.model_copy(update={"run": target.name}).write(target / "metrics.json")
@@ -130,7 +133,9 @@ def retrain(config, root, best, fresh, seeds, verbose):
     baseline = Path(root) / "baseline"
     if is_complete(baseline):
         before, after = read_json(baseline / "metrics.json")["test_accuracy"], results[0]["test_accuracy"]
-        print(f"test accuracy: baseline {before:.4f} -> tuned {after:.4f} ({after - before:+.4f})")
+        log.info(f"test accuracy: baseline {before:.4f} -> tuned {after:.4f} ({after - before:+.4f})")
     else:
-        print(f"test accuracy: tuned {results[0]['test_accuracy']:.4f} (no baseline in {baseline} yet: `make train`)")
+        log.info(
+            f"test accuracy: tuned {results[0]['test_accuracy']:.4f} (no baseline in {baseline} yet: `make train`)"
+        )
     return results

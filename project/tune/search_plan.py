@@ -13,8 +13,11 @@ import time
 
 import pandas as pd
 
+from project import logs
 from project.config.durations import duration, parse_duration
 from project.errors import UserError
+
+log = logs.get(__name__)
 
 BUDGET = "budget.json"  # in tuning/: the trial counts a time budget fixed
 
@@ -104,7 +107,7 @@ def plan_text(config, seeds=1, budget=None):
 
 
 def cli(config, args):
-    print(plan_text(config, args.seeds, args.budget))
+    log.info(plan_text(config, args.seeds, args.budget))
     return 0
 
 

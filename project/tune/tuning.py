@@ -30,6 +30,7 @@ import pandas as pd
 import tensorflow as tf
 import yaml
 
+from project import logs
 from project.artifacts import archive, atomic_write, read_json, run_root, write_json
 from project.config.schema import Recorded
 from project.data.prepare import prepare
@@ -44,6 +45,8 @@ from project.tune.search_check import check_search
 from project.tune.search_plan import BUDGET, Progress, check_budget, duration, plan_budget
 from project.tune.search_space import narrow
 from project.tune.trials import META, STAGES, ended, fixed_seconds, ranked, read_trials, write_trials_csv
+
+log = logs.get(__name__)
 
 OBJECTIVES = get_args(Recorded)  # what every trial's history holds
 NO_LIMIT = 10**9  # max_consecutive_failed_trials: failed trials never end the search
@@ -124,7 +127,7 @@ class StageOracle(keras_tuner.oracles.RandomSearchOracle):
             self.max_trials = plan_search(self.folder, self.budget, self.progress)["coarse"]
         table = write_trials_csv(self.folder, self.objective.name)
         if self.progress is not None:
-            print(self.progress.line(self.stage, table, trial.trial_id), flush=True)
+            log.info(self.progress.line(self.stage, table, trial.trial_id))
 
 
 class StageTuner(keras_tuner.Tuner):
@@ -215,14 +218,14 @@ def prepare_folder(folder, config, fresh, who):
     identity, saved = search_identity(config), folder / "config.resolved.yaml"
     if who == "worker":
         if fresh:
-            print("--fresh is ignored on a worker: the chief moves the previous search aside")
+            log.warning("--fresh is ignored on a worker: the chief moves the previous search aside")
         if saved.exists() and saved.read_text() != identity:
             raise UserError(
                 f"{saved} was written for another configuration: start the workers with the chief's cards and --set"
             )
         return
     if folder.exists() and (fresh or (saved.exists() and saved.read_text() != identity)):
-        print(f"previous search moved to {archive(folder)}")
+        log.info(f"previous search moved to {archive(folder)}")
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(saved, identity)
 
@@ -244,10 +247,9 @@ def plan_search(folder, budget_seconds, progress):
     write_json(Path(folder) / BUDGET, plan)
     for stage, trials in plan["trials"].items():
         progress.counts[stage] = (trials, progress.counts[stage][1])
-    print(
+    log.info(
         f"[search] budget {duration(budget_seconds)}: the first trial took {first['wall_seconds']:.0f}s, so "
         f"{plan['trials']['coarse']} coarse and {plan['trials']['fine']} fine trials (tuning/{BUDGET})",
-        flush=True,
     )
     return plan["trials"]
 
@@ -269,7 +271,7 @@ def planned_counts(folder, counts, budget_seconds):
 def run_stage(stage, model, folder, search, trials, verbose, strategy=None, progress=None, budget=None):
     """`trials` trials of the stage's CardHyperModel `model` (its space and epochs)."""
     if ended(folder, stage) >= trials:
-        print(f"[{stage}] all {trials} trials done (rerun with --fresh to search again)")
+        log.info(f"[{stage}] all {trials} trials done (rerun with --fresh to search again)")
         return
     offset = STAGES.index(stage)
     oracle = StageOracle(
@@ -292,7 +294,7 @@ def run_stage(stage, model, folder, search, trials, verbose, strategy=None, prog
             distribution_strategy=strategy,
             stage=stage,
         )
-        print(f"[{stage}] {trials} trials of {model.epochs} epochs, {worker_id()}")
+        log.info(f"[{stage}] {trials} trials of {model.epochs} epochs, {worker_id()}")
         try:
             tuner.search(verbose=verbose)
         except keras_tuner.errors.FatalError as error:
@@ -337,7 +339,7 @@ def tune(config, root, *, trials=None, epochs=None, stage="all", fresh=False, se
     full = sum(s.epochs for s in config.paper.training.stages)
     progress = Progress(counts, full * (search.finalists + seeds - 1), search.objective)
     planning = budget_seconds if budget_seconds is not None and not (folder / BUDGET).exists() else None
-    print(
+    log.info(
         f"[search] coarse {counts['coarse'][0]} trials x {counts['coarse'][1]} epochs, fine {counts['fine'][0]} x {counts['fine'][1]}"
         + (f" (counts fixed for a budget of {duration(planning)} after the first trial)" if planning else "")
         + f"; then {search.finalists} finalist(s) trained for {full} epochs"
@@ -368,7 +370,7 @@ def tune(config, root, *, trials=None, epochs=None, stage="all", fresh=False, se
         model = stage_model("fine", fine_space(folder, space, search, who))
         run_stage("fine", model, folder, search, progress.counts["fine"][0], verbose, strategy, progress)
     if who == "worker":
-        print(f"worker {worker_id()}: no trials left")
+        log.info(f"worker {worker_id()}: no trials left")
         return None
     table = write_trials_csv(folder, search.objective)
     stages = ["coarse"] if stage == "coarse" else list(STAGES)
