@@ -12,18 +12,18 @@ import pytest
 from project.artifacts import atomic_write
 from project.config.cards import load_config, resolved_yaml
 from project.paths import REPO_ROOT
-from project.train.training import git_commit, prepare_folder
+from project.train.training import git_commit, prepare_run_folder
 
 
 def _prepare(folder, overrides):
-    prepare_folder(folder, resolved_yaml(load_config("demo", "digits", overrides)))
+    prepare_run_folder(folder, resolved_yaml(load_config("demo", "digits", overrides)))
     (folder / "marker").write_text("kept")
 
 
 def test_descriptive_edits_keep_the_run_and_recipe_edits_archive_it(tmp_path):
     folder = tmp_path / "demo__digits" / "baseline"
     _prepare(folder, [])
-    prepare_folder(
+    prepare_run_folder(
         folder,
         resolved_yaml(
             load_config("demo", "digits", ["caveats=[a new caveat]", "target_accuracy=0.9", "search.coarse.trials=2"])
@@ -31,7 +31,7 @@ def test_descriptive_edits_keep_the_run_and_recipe_edits_archive_it(tmp_path):
     )
     assert (folder / "marker").read_text() == "kept", "editing caveats or the search must not retrain the baseline"
     assert "a new caveat" in (folder / "config.resolved.yaml").read_text(), "the resolved config is brought up to date"
-    prepare_folder(folder, resolved_yaml(load_config("demo", "digits", ["training.learning_rate=0.01"])))
+    prepare_run_folder(folder, resolved_yaml(load_config("demo", "digits", ["training.learning_rate=0.01"])))
     assert not (folder / "marker").exists()
     archived = list((tmp_path / "demo__digits" / "archive").glob("*-baseline/marker"))
     assert len(archived) == 1 and archived[0].read_text() == "kept"
@@ -40,7 +40,7 @@ def test_descriptive_edits_keep_the_run_and_recipe_edits_archive_it(tmp_path):
 def test_fresh_archives_even_the_same_recipe(tmp_path):
     folder = tmp_path / "baseline"
     _prepare(folder, [])
-    prepare_folder(folder, resolved_yaml(load_config("demo", "digits", [])), fresh=True)
+    prepare_run_folder(folder, resolved_yaml(load_config("demo", "digits", [])), fresh=True)
     assert not (folder / "marker").exists() and len(list((tmp_path / "archive").iterdir())) == 1
 
 

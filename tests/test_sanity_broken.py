@@ -79,9 +79,11 @@ def test_the_sweep_loss_is_measured_on_the_held_batch(digits):
     held = (x[1024:1280], y[1024:1280])
     found = sweep.lr_sweep(model, [(x[:32], y[:32])], steps=40, min_lr=1e-3, max_lr=1.0, held=held)
     assert len(found["loss"]) == len(found["step_loss"]) == len(found["lr"])
-    assert found["start_loss"] == pytest.approx(loss_checks.cross_entropy(held[1], mlp_classifier()(held[0])), rel=1e-5)
+    assert found["start_loss"] == pytest.approx(
+        loss_checks.onehot_cross_entropy(held[1], mlp_classifier()(held[0])), rel=1e-5
+    )
     assert found["loss"][-1] == pytest.approx(
-        loss_checks.cross_entropy(held[1], model(held[0])), rel=1e-4
+        loss_checks.onehot_cross_entropy(held[1], model(held[0])), rel=1e-4
     )  # after the last step
     # one batch of 32 seen again and again: its own loss drops far below that of 256 held images
     assert min(found["step_loss"]) < 0.5 * min(found["loss"])

@@ -1,6 +1,6 @@
 """The card library: `make list` and `make new-paper` (`make new-dataset` is in new_dataset.py).
 
-`new-paper` renders project/templates/paper_card.yaml (every field commented with what to look for
+`new-paper` renders project/commands/templates/paper_card.yaml (every field commented with what to look for
 in the paper) from a starter recipe or from an existing card; every recipe value it writes is
 pre-marked as assumed until the team finds it in its paper. New cards never overwrite one.
 Nothing here imports TensorFlow.
@@ -349,7 +349,9 @@ def paper_card_text(name, source=None):
         extra=extra,
         **values,
     )
-    cards.validate(Paper, yaml.safe_load(text), f"new card {name} (a bug in project/templates/paper_card.yaml)")
+    cards.validate(
+        Paper, yaml.safe_load(text), f"new card {name} (a bug in project/commands/templates/paper_card.yaml)"
+    )
     return text
 
 

@@ -48,7 +48,7 @@ def load_model(run):
     return keras.saving.load_model(run / "model.keras", compile=False, safe_mode=True)
 
 
-def run_config(run):
+def saved_config(run):
     path = run / "config.resolved.yaml"
     return validate(Config, read_yaml(path), path)
 
@@ -83,7 +83,7 @@ def evaluate_cli(args):
     from project.train.training import evaluate
 
     run = open_run(args.run)
-    config = run_config(run)
+    config = saved_config(run)
     stored = read_json(run / "metrics.json")
     data = prepare(config, run.parent)
     if data.class_names != stored["class_names"]:

@@ -44,7 +44,7 @@ def state_kept(model):
             variable.assign(value)
 
 
-def cross_entropy(y, probabilities):
+def onehot_cross_entropy(y, probabilities):
     return float(np.mean(keras.ops.convert_to_numpy(keras.losses.categorical_crossentropy(y, probabilities))))
 
 
@@ -58,7 +58,7 @@ def check_initial_loss(model, batches, num_classes, tolerance=INITIAL_LOSS_TOLER
     with state_kept(model):
         for x, y in batches:
             p = keras.ops.convert_to_numpy(model(x, training=True))
-            losses.append(cross_entropy(y, p))
+            losses.append(onehot_cross_entropy(y, p))
             sums.append(np.abs(p.sum(axis=-1) - 1).max())
     loss, expected = float(np.mean(losses)), math.log(num_classes)
     off = loss / expected - 1
@@ -108,7 +108,7 @@ def total_loss(model, batches):
     """Data loss plus the model's own losses (its regularisation penalties), as Keras adds them
     in compute_loss; inference mode, so both models see exactly the same function."""
     values = [
-        cross_entropy(y, model(x, training=False))
+        onehot_cross_entropy(y, model(x, training=False))
         + float(sum(keras.ops.convert_to_numpy(term) for term in model.losses))
         for x, y in batches
     ]

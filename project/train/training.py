@@ -439,7 +439,7 @@ def device():
     return {"type": "CPU", "name": platform.processor() or platform.machine(), "count": 1}
 
 
-def prepare_folder(folder, config_text, fresh=False):
+def prepare_run_folder(folder, config_text, fresh=False):
     """Resume the same recipe; move a different (or --fresh) previous run aside. Descriptive card
     fields (citation, caveats, search, ...) and card paths may change without a retrain."""
     folder = Path(folder)
@@ -457,7 +457,7 @@ def train_run(config, root, name="baseline", seed=None, fresh=False, verbose=1, 
     paper = config.paper
     seed = paper.seed if seed is None else seed
     folder = Path(root) / name
-    prepare_folder(folder, resolved_yaml(config), fresh)
+    prepare_run_folder(folder, resolved_yaml(config), fresh)
     if is_complete(folder):
         log.info(f"{folder} is complete for this configuration (rerun with --fresh to train again)")
         return read_json(folder / "metrics.json")

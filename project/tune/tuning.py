@@ -213,7 +213,7 @@ def search_identity(config):
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
-def prepare_folder(folder, config, fresh, who):
+def prepare_search_folder(folder, config, fresh, who):
     """Resume the same search; move a different (or --fresh) one aside. Workers never move anything."""
     identity, saved = search_identity(config), folder / "config.resolved.yaml"
     if who == "worker":
@@ -331,7 +331,7 @@ def tune(config, root, *, trials=None, epochs=None, stage="all", fresh=False, se
     budget_seconds = check_budget(budget, "--budget / search.budget") if budget else None
     who, folder = role(), Path(root) / "tuning"
     data = prepare(config, root)  # refuses a dataset card whose split differs from root/split.csv
-    prepare_folder(folder, config, fresh, who)
+    prepare_search_folder(folder, config, fresh, who)
     stats = training_stats(data, config.paper)  # the stages' trials share them and their compiled models
     objective, cache = keras_tuner.Objective(search.objective, search.direction), ModelCache()
     counts = {s: (trials or getattr(search, s).trials, epochs or getattr(search, s).epochs) for s in STAGES}
