@@ -20,7 +20,7 @@ def test_presplit_data_without_provided_is_split_again_with_a_note(capsys):
     labels = np.array([0, 1] * 20)
     presplit = np.array(["train"] * 30 + ["test"] * 10)
     subsets = make_split(labels, Split(val=0.2, test=0.2, seed=0), presplit)
-    assert "pre-split" in capsys.readouterr().out
+    assert "pre-split" in capsys.readouterr().err  # a warning
     assert sorted(set(subsets)) == ["test", "train", "val"]
     assert not np.array_equal(subsets == "test", presplit == "test"), "the given test subset is not kept"
 
