@@ -13,7 +13,7 @@ TUNE_ARGS := $(if $(TRIALS),--trials $(TRIALS)) $(if $(EPOCHS),--epochs $(EPOCHS
 
 .DEFAULT_GOAL := help
 .PHONY: help setup all train tune tune-chief tune-worker sanity report evaluate predict validate weights download \
-        check-data list new-paper new-dataset bench bench-data test test-all clean-runs
+        check-data list new-paper new-dataset bench bench-data lint format test test-all clean-runs
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -84,6 +84,14 @@ bench-data: setup ## measure input pipeline throughput -> reports/bench/bench_da
 	$(PY) -m project bench-data $(ARGS)
 
 CHROMIUM := $(shell command -v chromium || command -v chromium-browser)
+
+lint: setup ## ruff: lint and format check (configured in pyproject.toml)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: setup ## ruff: fix what can be fixed and format the code
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
 
 test: setup ## the fast test suite, with the report opened in headless Chromium (under 10 minutes on 2 cores)
 	@test -n "$(CHROMIUM)" || echo "note: no chromium here, so the browser test is left out (apt-get install chromium; CI installs it)"

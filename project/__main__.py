@@ -1,5 +1,5 @@
 import sys
 
-from project.cli import main
+from project.commands.cli import main
 
 sys.exit(main())

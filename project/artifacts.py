@@ -43,7 +43,9 @@ def atomic_write(path, data):
         if tmp and os.path.exists(tmp):
             os.unlink(tmp)
         if isinstance(error, OSError):
-            raise UserError(f"cannot write {path}: {error.strerror or error} (is the folder writable, is the disk full?)") from None
+            raise UserError(
+                f"cannot write {path}: {error.strerror or error} (is the folder writable, is the disk full?)"
+            ) from None
         raise
 
 
@@ -76,7 +78,9 @@ def require_complete(folder, command):
     if not folder.exists():
         raise UserError(f"no run at {folder}: create it with `{command}`")
     if not is_complete(folder):
-        raise UserError(f"{folder} is an interrupted or unfinished run (no {COMPLETE} marker): rerun `{command}` to finish it")
+        raise UserError(
+            f"{folder} is an interrupted or unfinished run (no {COMPLETE} marker): rerun `{command}` to finish it"
+        )
     return folder
 
 

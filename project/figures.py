@@ -44,7 +44,9 @@ def learning_curves(history, title):
             ax.plot(x, history[f"val_{metric}"], marker="o", markersize=3, linestyle="--", label=f"val {metric}")
         for stage, first in history.groupby("stage", sort=False)["global_epoch"].min().items():
             ax.axvline(first - 0.5, color="grey", linestyle=":", linewidth=1)
-            ax.text(first - 0.4, 1.0, str(stage), transform=ax.get_xaxis_transform(), va="top", fontsize=8, color="grey")
+            ax.text(
+                first - 0.4, 1.0, str(stage), transform=ax.get_xaxis_transform(), va="top", fontsize=8, color="grey"
+            )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title)
@@ -67,8 +69,15 @@ def confusion(matrix, class_names, title):
         for i in range(k):
             for j in range(k):
                 if matrix[i, j]:
-                    ax.text(j, i, f"{int(matrix[i, j])}", ha="center", va="center", fontsize=8,
-                            color="white" if normalised[i, j] > 0.5 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        f"{int(matrix[i, j])}",
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if normalised[i, j] > 0.5 else "black",
+                    )
     ticks = np.arange(k)
     ax.set_xticks(ticks, labels=[str(c) for c in class_names], rotation=90 if k > 10 else 0, fontsize=8)
     ax.set_yticks(ticks, labels=[str(c) for c in class_names], fontsize=8)
@@ -92,8 +101,16 @@ def trial_scatter(trials, name, objective, log, bounds=None):
         ax.scatter(group[name], group["objective"], s=30, label=f"{stage}", color=STAGE_COLOURS.get(stage))
     bad = trials[trials["failed"] | trials["objective"].isna()]
     if len(bad):
-        ax.scatter(bad[name], np.zeros(len(bad)), transform=ax.get_xaxis_transform(), marker="x", color="red",
-                   s=40, clip_on=False, label="failed / exploded")
+        ax.scatter(
+            bad[name],
+            np.zeros(len(bad)),
+            transform=ax.get_xaxis_transform(),
+            marker="x",
+            color="red",
+            s=40,
+            clip_on=False,
+            label="failed / exploded",
+        )
     if log:
         ax.set_xscale("log")
         ax.xaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))

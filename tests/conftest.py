@@ -27,8 +27,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # No network, deterministically: downloads go through a proxy on a closed local port and are refused
 # at once (urllib, and so keras.utils.get_file, honour these variables).
-OFFLINE = {"https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
-           "HTTP_PROXY": "http://127.0.0.1:9", "no_proxy": "", "NO_PROXY": ""}
+OFFLINE = {
+    "https_proxy": "http://127.0.0.1:9",
+    "http_proxy": "http://127.0.0.1:9",
+    "HTTPS_PROXY": "http://127.0.0.1:9",
+    "HTTP_PROXY": "http://127.0.0.1:9",
+    "no_proxy": "",
+    "NO_PROXY": "",
+}
 
 # A scratch CNN with one block of 8 filters at 16x16: one epoch on digits takes a few seconds.
 TINY_PAPER = {
@@ -52,6 +58,15 @@ TINY_PAPER = {
     "assumed": ["training.batch_size"],
 }
 
+# The search section of a tiny card: one coarse and one fine trial of one epoch over the learning rate.
+TINY_SEARCH = {
+    "seed": 3,
+    "top_k": 1,
+    "coarse": {"trials": 1, "epochs": 1},
+    "fine": {"trials": 1, "epochs": 1},
+    "space": {"learning_rate": {"min": 0.01, "max": 0.1, "sampling": "log"}},
+}
+
 DIGITS_DATASET = {
     "description": "scikit-learn digits (test copy)",
     "adapter": "digits",
@@ -62,7 +77,7 @@ DIGITS_DATASET = {
 
 def _merge(base, overrides):
     """Nested dicts merge; a dotted key ("training.batch_size") sets one value; anything else replaces."""
-    from project.cards import set_dotted
+    from project.config.cards import set_dotted
 
     data = copy.deepcopy(base)
     for key, value in overrides.items():
@@ -135,7 +150,7 @@ def image_folder():
 @pytest.fixture
 def tiny_config(tmp_path, digits_card):
     """The tiny paper card on digits, as a validated Config."""
-    from project.cards import load_config
+    from project.config.cards import load_config
 
     return load_config(str(write_tiny_paper_card(tmp_path / "cards")), str(digits_card))
 
@@ -147,24 +162,37 @@ class ProjectEnv:
         self.runs = tmp_path / "runs"
         self.reports = tmp_path / "reports"
         self.env = dict(os.environ)
-        self.env.update({
-            "PROJECT_RUNS": str(self.runs), "PYTHONPATH": str(ROOT), "NO_ALBUMENTATIONS_UPDATE": "1",
-            "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1",
-        })
+        self.env.update(
+            {
+                "PROJECT_RUNS": str(self.runs),
+                "PYTHONPATH": str(ROOT),
+                "NO_ALBUMENTATIONS_UPDATE": "1",
+                "TF_CPP_MIN_LOG_LEVEL": "2",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         for name in ("PAPER", "DATASET", "SEEDS"):
             self.env.pop(name, None)
 
     def run(self, *args, timeout=600, env=None, cwd=None):
         return subprocess.run(
-            [sys.executable, "-m", "project", *map(str, args)], cwd=cwd or ROOT, env={**self.env, **(env or {})},
-            capture_output=True, text=True, timeout=timeout,
+            [sys.executable, "-m", "project", *map(str, args)],
+            cwd=cwd or ROOT,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     def python(self, code, timeout=600, env=None):
         """Run Python code in a fresh interpreter (e.g. with its own KERAS_HOME)."""
         return subprocess.run(
-            [sys.executable, "-c", code], cwd=ROOT, env={**self.env, **(env or {})},
-            capture_output=True, text=True, timeout=timeout,
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
 
@@ -182,10 +210,10 @@ def project_env(tmp_path, monkeypatch):
 OFFLINE_SCRIPT = """
 import json, os, time
 import numpy as np
-from project.adapters import load_sources
+from project.data.adapters import load_sources
 from project.errors import UserError
-from project.model import backbone_of, build_model
-from project.schema import Paper
+from project.model.classifier import backbone_of, build_model
+from project.config.schema import Paper
 
 out = {}
 start = time.time()
@@ -202,7 +230,7 @@ FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96_no_top.h5"
 def card(**model):
     data = dict(BASE)
     data["model"] = {**BASE["model"], "backbone": "MobileNetV2", "width": 0.35, "input_size": 96, **model}
-    return Paper.model_validate(data)
+    return Paper.model_validate(data).model
 
 
 def same(model, reference):
@@ -229,20 +257,21 @@ mine = os.path.join(os.environ["KERAS_HOME"], "mine.weights.h5")
 reference.save_weights(mine)
 model, out["file"] = build_model(card(weights=mine), 3)
 out["file_equal"] = same(model, reference)
-print("RESULT " + json.dumps(out))
+print("RESULT " + json.dumps(out, default=str))  # a WeightsSource as its display text
 """
 
 
 @pytest.fixture(scope="session")
 def offline_keras(tmp_path_factory):
     """OFFLINE_SCRIPT run once with an empty KERAS_HOME and every download refused:
-    {"home": KERAS_HOME, "out": its results, "stdout": ..., "seconds": wall time}."""
+    {"home": KERAS_HOME, "out": its results, "stdout": ..., "stderr": ..., "seconds": wall time}."""
     home = tmp_path_factory.mktemp("keras_home")
     env = ProjectEnv(tmp_path_factory.mktemp("offline"))
     start = time.monotonic()
-    result = env.python(OFFLINE_SCRIPT, timeout=600, env={
-        "KERAS_HOME": str(home), "TINY_PAPER_JSON": json.dumps(TINY_PAPER), **OFFLINE})
+    result = env.python(
+        OFFLINE_SCRIPT, timeout=600, env={"KERAS_HOME": str(home), "TINY_PAPER_JSON": json.dumps(TINY_PAPER), **OFFLINE}
+    )
     seconds = time.monotonic() - start
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))[7:])
-    return {"home": home, "out": out, "stdout": result.stdout, "seconds": seconds}
+    return {"home": home, "out": out, "stdout": result.stdout, "stderr": result.stderr, "seconds": seconds}

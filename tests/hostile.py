@@ -103,8 +103,16 @@ def build_folder(root, huge=None):
     put(root / "dog" / "rotated.jpg", encoded(rotated, "JPEG", quality=95, exif=exif))
     put(root / "dog" / "anim.gif", encoded(Image.new("P", (12, 12), 3), "GIF"))
     put(root / "dog" / "old.bmp", encoded(noise(304), "BMP"))
-    for name in ("cat/rgba.png", "cat/la.png", "cat/palette.png", "cat/cmyk.jpg", "dog/deep16.png",
-                 "dog/rotated.jpg", "dog/anim.gif", "dog/old.bmp"):
+    for name in (
+        "cat/rgba.png",
+        "cat/la.png",
+        "cat/palette.png",
+        "cat/cmyk.jpg",
+        "dog/deep16.png",
+        "dog/rotated.jpg",
+        "dog/anim.gif",
+        "dog/old.bmp",
+    ):
         expect[name] = ("converted", "converted")
     if huge:
         shutil.copy(huge, root / "cat" / "huge.jpg")
@@ -114,37 +122,58 @@ def build_folder(root, huge=None):
     put(root / "cat" / "truncated.jpg", good[: len(good) // 2])
     good_png = encoded(noise(401), "PNG")
     put(root / "dog" / "truncated.png", good_png[: len(good_png) // 2])
-    put(root / "cat" / "garbage.jpg", b"\xff\xd8\xff\xe0" + bytes(np.random.default_rng(5).integers(0, 256, 500, dtype=np.uint8)))
+    put(
+        root / "cat" / "garbage.jpg",
+        b"\xff\xd8\xff\xe0" + bytes(np.random.default_rng(5).integers(0, 256, 500, dtype=np.uint8)),
+    )
     put(root / "cat" / "empty.jpg", b"")
     put(root / "dog" / "page.jpg", b"<!DOCTYPE html>\n<html><body>403 Forbidden</body></html>\n")
-    put(root / "dog" / "notes.png", "just some notes, not an image\n".encode())
+    put(root / "dog" / "notes.png", b"just some notes, not an image\n")
     put(root / "dog" / "scan.tif", encoded(noise(402), "TIFF"))
     put(root / "dog" / "tiff_named.jpg", encoded(noise(403), "TIFF"))
     put(root / "cat" / "phone.heic", b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64)
-    expect.update({
-        "cat/truncated.jpg": ("excluded", "corrupt"), "dog/truncated.png": ("excluded", "corrupt"),
-        "cat/garbage.jpg": ("excluded", "corrupt"), "cat/empty.jpg": ("excluded", "empty_file"),
-        "dog/page.jpg": ("excluded", "not_an_image"), "dog/notes.png": ("excluded", "not_an_image"),
-        "dog/scan.tif": ("excluded", "unsupported_format"), "dog/tiff_named.jpg": ("excluded", "unsupported_format"),
-        "cat/phone.heic": ("excluded", "unsupported_format"),
-    })
+    expect.update(
+        {
+            "cat/truncated.jpg": ("excluded", "corrupt"),
+            "dog/truncated.png": ("excluded", "corrupt"),
+            "cat/garbage.jpg": ("excluded", "corrupt"),
+            "cat/empty.jpg": ("excluded", "empty_file"),
+            "dog/page.jpg": ("excluded", "not_an_image"),
+            "dog/notes.png": ("excluded", "not_an_image"),
+            "dog/scan.tif": ("excluded", "unsupported_format"),
+            "dog/tiff_named.jpg": ("excluded", "unsupported_format"),
+            "cat/phone.heic": ("excluded", "unsupported_format"),
+        }
+    )
     # links: out of the dataset folder (refused), broken, a folder link out
     outside = root.parent / f"{root.name}_outside"
     put(outside / "secret.jpg", encoded(noise(500), "JPEG"))
     os.symlink(outside / "secret.jpg", root / "cat" / "escape.jpg")
     os.symlink(root / "cat" / "gone.jpg", root / "dog" / "broken.jpg")
     os.symlink(outside, root / "dog" / "more")
-    expect.update({"cat/escape.jpg": ("excluded", "outside_dataset"), "dog/broken.jpg": ("excluded", "broken_link"),
-                   "dog/more/": ("excluded", "outside_dataset")})
+    expect.update(
+        {
+            "cat/escape.jpg": ("excluded", "outside_dataset"),
+            "dog/broken.jpg": ("excluded", "broken_link"),
+            "dog/more/": ("excluded", "outside_dataset"),
+        }
+    )
     # images outside class folders; an empty class folder; hidden and system files (silent)
     put(root / "loose.jpg", encoded(noise(501), "JPEG"))
     expect["loose.jpg"] = ("excluded", "not_in_class_folder")
     put(root / "README.txt", b"not data\n")
     put(root / "empty" / ".DS_Store", b"\x00\x00\x00\x01Bud1")
     expect["empty/"] = ("warning", "empty_class")
-    for hidden in (".DS_Store", "cat/.DS_Store", "cat/._cat_0.jpg", "dog/Thumbs.db", "cat/desktop.ini",
-                   ".ipynb_checkpoints/cat_0-checkpoint.jpg", "cat/.ipynb_checkpoints/cat_1-checkpoint.jpg",
-                   "__MACOSX/cat/._cat_0.jpg"):
+    for hidden in (
+        ".DS_Store",
+        "cat/.DS_Store",
+        "cat/._cat_0.jpg",
+        "dog/Thumbs.db",
+        "cat/desktop.ini",
+        ".ipynb_checkpoints/cat_0-checkpoint.jpg",
+        "cat/.ipynb_checkpoints/cat_1-checkpoint.jpg",
+        "__MACOSX/cat/._cat_0.jpg",
+    ):
         put(root / hidden, b"\x00\x05\x16\x07 AppleDouble or thumbnail cache")
     return expect
 
@@ -166,7 +195,7 @@ def build_presplit(root):
         "W": ["val/a/w.png", "test/b/w.png"],
         "Z": ["train/a/z1.png", "train/a/z2.png"],
     }
-    for k, (name, ids) in enumerate(copies.items()):
+    for k, (_name, ids) in enumerate(copies.items()):
         data = encoded(noise(1000 + k), "PNG")
         for source in ids:
             put(root / source, data)

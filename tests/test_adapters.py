@@ -7,9 +7,8 @@ import uuid
 import numpy as np
 import pytest
 
-from project.adapters import REPO_ROOT, Sources, load_sources
+from project.data.adapters import REPO_ROOT, Sources, load_sources
 from project.errors import UserError
-
 
 
 def user_error(adapter, options, base, classes=None):
@@ -90,7 +89,9 @@ def test_csv_without_header_by_position(tmp_path, pictures):
 def test_csv_whitespace_separator(tmp_path, pictures):
     lines = ["path   label", *(f"pics/x/x_{i}.png \t\t {['cat', 'dog'][i % 2]}" for i in range(6))]
     (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
-    sources = load_sources("csv", {"manifest": "list.txt", "sep": "whitespace", "path_column": "path", "label_column": "label"}, tmp_path)
+    sources = load_sources(
+        "csv", {"manifest": "list.txt", "sep": "whitespace", "path_column": "path", "label_column": "label"}, tmp_path
+    )
     assert sources.class_names == ["cat", "dog"] and sources.labels.tolist() == [0, 1] * 3
     assert sources.items[5] == str(tmp_path / "pics/x/x_5.png")
 

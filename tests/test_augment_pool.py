@@ -10,11 +10,10 @@ import time
 import albumentations as A
 import numpy as np
 import pytest
-
 from conftest import ROOT
-from project import augment_pool
-from project.augment import build_augmentation
 
+from project.data import augment_pool
+from project.data.augment import build_augmentation
 
 KEY = [0, 0, 0]  # [seed, epoch, batch index]
 
@@ -37,7 +36,9 @@ def test_worker_processes_apply_the_compose(monkeypatch):
     flip = augment_pool.batch_function(build_augmentation([{"name": "HorizontalFlip", "p": 1.0}], seed=0))
     assert np.array_equal(flip(images, KEY), images[:, :, ::-1])
     assert augment_pool._pool is not None and augment_pool._pool.count == 2
-    assert len(augment_pool._pool.executor._processes) == 2 and os.getpid() not in augment_pool._pool.executor._processes
+    assert (
+        len(augment_pool._pool.executor._processes) == 2 and os.getpid() not in augment_pool._pool.executor._processes
+    )
     crop = augment_pool.batch_function(build_augmentation([{"name": "RandomResizedCrop", "size": [8, 8]}], seed=0))
     first, second = crop(images, KEY), crop(images, [0, 0, 1])
     assert first.shape == (5, 12, 12, 3) and first.dtype == np.uint8  # resized back to the batch's size
@@ -62,8 +63,8 @@ def test_one_worker_or_a_compose_that_does_not_pickle_stays_in_this_process(monk
 def test_workers_exit_when_their_caller_is_killed():
     code = (
         "import os, time, numpy as np\n"
-        "from project import augment_pool\n"
-        "from project.augment import build_augmentation\n"
+        "from project.data import augment_pool\n"
+        "from project.data.augment import build_augmentation\n"
         "if __name__ == '__main__':\n"
         "    os.environ['PROJECT_AUGMENT_WORKERS'] = '2'\n"
         "    apply = augment_pool.batch_function(build_augmentation([{'name': 'HorizontalFlip'}], seed=0))\n"
@@ -71,8 +72,13 @@ def test_workers_exit_when_their_caller_is_killed():
         "    print(*augment_pool._pool.executor._processes, flush=True)\n"
         "    time.sleep(120)\n"
     )
-    caller = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    caller = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     workers = [int(pid) for pid in caller.stdout.readline().split()]
     assert len(workers) == 2 and all(os.path.exists(f"/proc/{pid}") for pid in workers)
     caller.send_signal(signal.SIGKILL)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from project.cli import main
+from project.commands.cli import main
 
 SPACE = "learning_rate: {min: %s, max: %s%s}"
 
@@ -18,17 +18,29 @@ def run(capsys, *argv):
     return status, capsys.readouterr().err
 
 
-@pytest.mark.parametrize("override, expected", [
-    ("training.batch_size=abc", "training.batch_size: Input should be a valid integer, unable to parse string as an integer (got 'abc')"),
-    ("training.optimizer=adamax", "training.optimizer: Input should be 'sgd', 'momentum', 'nesterov', 'adam', 'adamw' or 'rmsprop' (got 'adamax')"),
-    ("model.head.activation=swishy", "model.head.activation: Input should be 'relu', 'leaky_relu'"),
-    ("model.backbone=ResNet9", "model.backbone: unknown backbone 'ResNet9'; valid names: ConvNeXtSmall"),
-    ("model.input_size=4", "input_size [4, 4] is below the minimum of scratch"),
-    ("data.drop_duplicates=maybe", "data.drop_duplicates: Input should be a valid boolean"),
-    ("training.stages.0.epochs=-1", "training.stages.0.epochs: Input should be greater than or equal to 0"),
-    ("dataset.adapter=foo", "adapter: unknown adapter 'foo'; accepted: folder, csv, digits"),
-    ("training.early_stopping.monitor=val_acc", "training.early_stopping.monitor: Input should be 'val_accuracy', 'val_macro_f1'"),
-])
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        (
+            "training.batch_size=abc",
+            "training.batch_size: Input should be a valid integer, unable to parse string as an integer (got 'abc')",
+        ),
+        (
+            "training.optimizer=adamax",
+            "training.optimizer: Input should be 'sgd', 'momentum', 'nesterov', 'adam', 'adamw' or 'rmsprop' (got 'adamax')",
+        ),
+        ("model.head.activation=swishy", "model.head.activation: Input should be 'relu', 'leaky_relu'"),
+        ("model.backbone=ResNet9", "model.backbone: unknown backbone 'ResNet9'; valid names: ConvNeXtSmall"),
+        ("model.input_size=4", "input_size [4, 4] is below the minimum of scratch"),
+        ("data.drop_duplicates=maybe", "data.drop_duplicates: Input should be a valid boolean"),
+        ("training.stages.0.epochs=-1", "training.stages.0.epochs: Input should be greater than or equal to 0"),
+        ("dataset.adapter=foo", "adapter: unknown adapter 'foo'; accepted: folder, csv, digits"),
+        (
+            "training.early_stopping.monitor=val_acc",
+            "training.early_stopping.monitor: Input should be 'val_accuracy', 'val_macro_f1'",
+        ),
+    ],
+)
 def test_a_bad_override_names_the_file_and_the_key(tmp_path, capsys, tiny_paper_card, digits_card, override, expected):
     paper = tiny_paper_card(tmp_path)
     status, err = run(capsys, "validate", "--paper", paper, "--dataset", digits_card, "--set", override)
@@ -39,18 +51,106 @@ def test_a_bad_override_names_the_file_and_the_key(tmp_path, capsys, tiny_paper_
     assert expected in line
 
 
-@pytest.mark.parametrize("section, expected", [
-    ({"training": {"optimiser": "adam"}}, "training.optimiser: unknown key; allowed here: batch_size, class_weight"),
-    ({"model": {"backbone": "MobileNetV2", "input_size": 16}}, "input_size [16, 16] is below the minimum of MobileNetV2: use at least 32x32"),
-    ({"search": {"space": {"learning_rate": {"min": 0.1, "max": 0.01}}}}, "search.space.learning_rate: min (0.1) must be below max (0.01)"),
-    ({"search": {"space": {"learning_rate": {"min": 0, "max": 0.1, "sampling": "log"}}}}, "search.space.learning_rate: log sampling needs min > 0, got 0.0"),
-    ({"search": {"space": {"learning_rat": {"min": 0.1, "max": 1}}}}, "search.space: unknown hyperparameter learning_rat; searchable: learning_rate"),
-])
+@pytest.mark.parametrize(
+    "section, expected",
+    [
+        (
+            {"training": {"optimiser": "adam"}},
+            "training.optimiser: unknown key; allowed here: batch_size, class_weight",
+        ),
+        (
+            {"model": {"backbone": "MobileNetV2", "input_size": 16}},
+            "input_size [16, 16] is below the minimum of MobileNetV2: use at least 32x32",
+        ),
+        (
+            {"search": {"space": {"learning_rate": {"min": 0.1, "max": 0.01}}}},
+            "search.space.learning_rate: min (0.1) must be below max (0.01)",
+        ),
+        (
+            {"search": {"space": {"learning_rate": {"min": 0, "max": 0.1, "sampling": "log"}}}},
+            "search.space.learning_rate: log sampling needs min > 0, got 0.0",
+        ),
+        (
+            {"search": {"space": {"learning_rat": {"min": 0.1, "max": 1}}}},
+            "search.space: unknown hyperparameter learning_rat; searchable: learning_rate",
+        ),
+    ],
+)
 def test_a_bad_paper_card_names_the_file_and_the_key(tmp_path, capsys, tiny_paper_card, digits_card, section, expected):
     paper = tiny_paper_card(tmp_path, **section)
     status, err = run(capsys, "validate", "--paper", paper, "--dataset", digits_card)
     assert status == 2
     assert f"error: {paper}: " in err and expected in err
+
+
+# ------------------------------------------------------------------ one validate(config) for every later check
+
+
+def test_validate_refuses_a_search_range_that_tune_would_refuse(project_env, tmp_path, tiny_paper_card, digits_card):
+    """The schema takes any min < max; the card key the range sets takes dropout < 1 only."""
+    search = {"space": {"dropout": {"min": 0, "max": 1.5}}}
+    paper = tiny_paper_card(tmp_path, search=search)
+    result = project_env.run("validate", "--paper", paper, "--dataset", digits_card, timeout=120)
+    assert result.returncode == 2 and result.stdout == ""
+    [line] = result.stderr.strip().splitlines()
+    assert line == (
+        f"error: {paper}: search.space.dropout: 1.5 is not a valid model.head.dropout (accepted: 0 <= value < 1)"
+    )
+
+
+@pytest.mark.parametrize(
+    "card, expected",
+    [
+        (
+            {"search": {"space": {"optimizer": {"min": 1, "max": 3}}}},
+            "search.space.optimizer: optimizer is categorical: give choices",
+        ),
+        (
+            {"search": {"space": {"head_units": {"min": 16, "max": 64.5}}}},
+            "search.space.head_units: head_units takes whole numbers; got min 16, max 64.5",
+        ),
+        (
+            {"search": {"space": {"batch_size": {"choices": [0, 32]}}}},
+            "search.space.batch_size: 0 is not a valid training.batch_size (accepted: 1 <= value <= 65536)",
+        ),
+        (
+            {"search": {"space": {"head_activation": {"choices": ["relu", "swishy"]}}}},
+            "search.space.head_activation: 'swishy' is not a valid model.head.activation (Input should be 'relu'",
+        ),
+        (
+            {"search": {"objective": "val_auc", "space": {"dropout": {"min": 0, "max": 0.5}}}},
+            "search.objective 'val_auc' is not recorded per epoch; accepted: val_accuracy",
+        ),
+        ({"augmentation": [{"name": "Rotat"}]}, "augmentation.0.name: unknown albumentations transform 'Rotat'"),
+        ({"augmentation": [{"name": "Rotate", "limit": "lots"}]}, "augmentation.0 (Rotate): invalid arguments"),
+    ],
+)
+def test_validate_runs_the_checks_of_every_later_stage(tmp_path, capsys, tiny_paper_card, digits_card, card, expected):
+    paper = tiny_paper_card(tmp_path, **card)
+    status, err = run(capsys, "validate", "--paper", paper, "--dataset", digits_card)
+    assert status == 2
+    [line] = err.strip().splitlines()
+    assert line.startswith(f"error: {paper}: ") and expected in line
+
+
+def test_tune_refuses_with_the_same_check(tmp_path, capsys, tiny_paper_card, digits_card):
+    """tune calls the shared check itself too (project.tune.tuning.tune is also a library function)."""
+    from project.config.cards import load_config
+    from project.errors import UserError
+    from project.tune.tuning import tune
+
+    paper = tiny_paper_card(tmp_path, search={"space": {"dropout": {"min": 0, "max": 1.5}}})
+    config = load_config(str(paper), str(digits_card))
+    with pytest.raises(UserError, match=r"search.space.dropout: 1.5 is not a valid model.head.dropout \(accepted"):
+        tune(config, tmp_path / "runs", verbose=0)
+
+
+def test_the_shipped_paper_cards_pass_validate():
+    from project.commands.validate import load
+    from project.paths import PAPERS_DIR
+
+    for card in sorted(PAPERS_DIR.glob("*.yaml")):
+        assert load(card.stem, "digits").paper_name == card.stem
 
 
 def test_a_bad_dataset_card_names_the_file_and_the_key(tmp_path, capsys, tiny_paper_card):
@@ -109,21 +209,29 @@ def test_a_card_with_a_python_tag_is_refused_and_never_run(tmp_path, capsys, dig
 
 
 def test_an_override_is_data_never_code(tmp_path, capsys, tiny_paper_card, digits_card):
-    from project.cards import load_config
+    from project.config.cards import load_config
 
     marker = tmp_path / "pwned"
     paper = tiny_paper_card(tmp_path)
     code = f"__import__('os').system('touch {marker}')"
     config = load_config(str(paper), str(digits_card), [f"citation.title={code}"])
     assert config.paper.citation.title == code
-    status, err = run(capsys, "validate", "--paper", paper, "--dataset", digits_card,
-                      "--set", f"seed=!!python/object/apply:os.system ['touch {marker}']")
+    status, err = run(
+        capsys,
+        "validate",
+        "--paper",
+        paper,
+        "--dataset",
+        digits_card,
+        "--set",
+        f"seed=!!python/object/apply:os.system ['touch {marker}']",
+    )
     assert status == 2 and "seed: Input should be a valid integer" in err
     assert not marker.exists()
 
 
 def test_a_custom_adapter_outside_the_repository_is_never_imported(tmp_path, capsys, tiny_paper_card):
-    from project.adapters import load_sources
+    from project.data.adapters import load_sources
     from project.errors import UserError
 
     marker = tmp_path / "imported"
@@ -146,8 +254,8 @@ def test_saved_models_load_in_safe_mode_only(tmp_path, tiny_config):
     import keras
     import numpy as np
 
-    from project.evaluate import load_model
-    from project.model import build_model
+    from project.model.classifier import build_model
+    from project.train.evaluate import load_model
 
     marker = tmp_path / "ran"
     inputs = keras.Input((4,))
@@ -160,11 +268,13 @@ def test_saved_models_load_in_safe_mode_only(tmp_path, tiny_config):
     assert not marker.exists()
 
     stats = {"mean": [100.0] * 3, "variance": [900.0] * 3, "mean_image": np.full((16, 16, 3), 100.0).tolist()}
-    model, _ = build_model(tiny_config.paper, 10, stats)
+    model, _ = build_model(tiny_config.paper.model, 10, stats)
     (tmp_path / "ours").mkdir()
     model.save(tmp_path / "ours" / "model.keras")
     images = np.random.default_rng(0).uniform(0, 255, (2, 16, 16, 3)).astype("float32")
-    np.testing.assert_allclose(load_model(tmp_path / "ours").predict(images, verbose=0), model.predict(images, verbose=0), rtol=1e-5)
+    np.testing.assert_allclose(
+        load_model(tmp_path / "ours").predict(images, verbose=0), model.predict(images, verbose=0), rtol=1e-5
+    )
 
 
 def test_no_module_loads_models_or_yaml_unsafely():

@@ -2,12 +2,12 @@
 
 import pytest
 import yaml
-
 from conftest import TINY_PAPER, write_card, write_tiny_paper_card
-from project.backbones import BACKBONES
-from project.cards import load_config, resolved_yaml, with_values
+
+from project.config.backbone_table import BACKBONES
+from project.config.cards import load_config, resolved_yaml, with_values
+from project.config.schema import Config
 from project.errors import UserError
-from project.schema import Config
 
 
 def error_of(paper, dataset, overrides=()):
@@ -46,7 +46,9 @@ def test_unknown_top_level_key_lists_the_allowed_keys(tmp_path, digits_card):
 
 def test_unknown_nested_key_names_the_dotted_path(tmp_path, digits_card):
     message = error_of(write_tiny_paper_card(tmp_path, **{"model.head.dropot": 0.5}), digits_card)
-    assert "model.head.dropot: unknown key; allowed here: activation, dropout, hidden, normalization, pooling" in message
+    assert (
+        "model.head.dropot: unknown key; allowed here: activation, dropout, hidden, normalization, pooling" in message
+    )
 
 
 def test_wrong_type_names_the_key_and_the_value(tmp_path, digits_card):
@@ -100,7 +102,9 @@ def test_search_space_is_validated(tmp_path, digits_card):
     assert "unknown hyperparameter learnig_rate" in error_of(bad_name, digits_card)
     bad_range = write_tiny_paper_card(tmp_path, "b", search={"space": {"learning_rate": {"min": 0.1, "max": 0.01}}})
     assert "search.space.learning_rate" in error_of(bad_range, digits_card)
-    good = write_tiny_paper_card(tmp_path, "c", search={"space": {"learning_rate": {"min": 1e-4, "max": 0.1, "sampling": "log"}}})
+    good = write_tiny_paper_card(
+        tmp_path, "c", search={"space": {"learning_rate": {"min": 1e-4, "max": 0.1, "sampling": "log"}}}
+    )
     assert load_config(str(good), str(digits_card)).paper.search.space["learning_rate"].sampling == "log"
 
 
@@ -124,10 +128,18 @@ def test_missing_card_path_is_named(tmp_path, digits_card):
 
 def test_overrides_are_typed_by_the_schema(tmp_path, digits_card):
     card = write_tiny_paper_card(tmp_path)
-    config = load_config(str(card), str(digits_card), [
-        "training.learning_rate=0.05", "training.stages.0.epochs=3", "model.backbone=ResNet50",
-        "model.input_size=32", "dataset.split.seed=5", "paper.training.batch_size=8",
-    ])
+    config = load_config(
+        str(card),
+        str(digits_card),
+        [
+            "training.learning_rate=0.05",
+            "training.stages.0.epochs=3",
+            "model.backbone=ResNet50",
+            "model.input_size=32",
+            "dataset.split.seed=5",
+            "paper.training.batch_size=8",
+        ],
+    )
     paper = config.paper
     assert paper.training.learning_rate == 0.05 and paper.training.stages[0].epochs == 3
     assert paper.model.backbone == "ResNet50" and paper.model.input_size == [32, 32]
@@ -190,7 +202,9 @@ def test_reported_class_value_and_tolerance_are_checked(tmp_path, digits_card):
     wrong_class = write_tiny_paper_card(tmp_path, "a", reported=[{**entry, "metric": "accuracy", "class_name": "3"}])
     assert "class_name is for sensitivity and specificity only, not accuracy" in error_of(wrong_class, digits_card)
     percent = write_tiny_paper_card(tmp_path, "b", reported=[{**entry, "value": 92.8}])
-    assert "reported.0.value" in error_of(percent, digits_card) and "less than or equal to 1" in error_of(percent, digits_card)
+    assert "reported.0.value" in error_of(percent, digits_card) and "less than or equal to 1" in error_of(
+        percent, digits_card
+    )
     no_tolerance = write_tiny_paper_card(tmp_path, "c", reported=[{**entry, "tolerance": 0}])
     assert "reported.0.tolerance" in error_of(no_tolerance, digits_card)
     sensitivity = {**entry, "metric": "sensitivity", "class_name": "3", "tolerance": 0.05}

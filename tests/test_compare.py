@@ -1,4 +1,4 @@
-"""project.compare on hand-made prediction pairs and seed accuracies with known answers."""
+"""project.report.compare on hand-made prediction pairs and seed accuracies with known answers."""
 
 import math
 
@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from project import compare
 from project.errors import UserError
-from project.metrics import roc_auc
+from project.report import compare
+from project.train.metrics import roc_auc
 
 
 def pairs(both_right=0, b=0, c=0, both_wrong=0):
@@ -32,9 +32,9 @@ def test_all_agree_gives_p_1_and_an_interval_of_0():
 def test_one_sided_discordance_has_the_exact_binomial_p():
     result = compare.mcnemar_exact(*pairs(both_right=50, c=10))
     assert (result["b"], result["c"], result["n_discordant"]) == (0, 10, 10)
-    assert result["p_value"] == pytest.approx(2 * 0.5 ** 10, rel=1e-12)
+    assert result["p_value"] == pytest.approx(2 * 0.5**10, rel=1e-12)
     reverse = compare.mcnemar_exact(*pairs(both_right=50, b=10))
-    assert (reverse["b"], reverse["c"]) == (10, 0) and reverse["p_value"] == pytest.approx(2 * 0.5 ** 10, rel=1e-12)
+    assert (reverse["b"], reverse["c"]) == (10, 0) and reverse["p_value"] == pytest.approx(2 * 0.5**10, rel=1e-12)
 
 
 def test_mcnemar_p_is_the_two_sided_binomial_tail():
@@ -92,7 +92,7 @@ def test_welch_matches_the_hand_computation():
     result = compare.seed_comparison(before, after)
     se2 = np.var(before, ddof=1) / 3 + np.var(after, ddof=1) / 3  # 0.0004 / 3 + 0.0001 / 3
     t = 0.04 / math.sqrt(se2)
-    df = se2 ** 2 / ((0.0004 / 3) ** 2 / 2 + (0.0001 / 3) ** 2 / 2)
+    df = se2**2 / ((0.0004 / 3) ** 2 / 2 + (0.0001 / 3) ** 2 / 2)
     assert result["welch"]["t"] == pytest.approx(t) and t == pytest.approx(3.0984, abs=1e-4)
     assert result["welch"]["df"] == pytest.approx(df) and df == pytest.approx(2.9412, abs=1e-4)
     assert result["welch"]["p_value"] == pytest.approx(2 * stats.t.sf(t, df))
@@ -173,7 +173,7 @@ def predictions(sources, true, predicted):
 
 def test_predictions_are_paired_by_source_not_by_row():
     before = predictions(["a", "b", "c"], ["x", "y", "x"], ["x", "x", "x"])  # right, wrong, right
-    after = predictions(["c", "a", "b"], ["x", "x", "y"], ["y", "x", "y"])   # c wrong, a right, b right
+    after = predictions(["c", "a", "b"], ["x", "x", "y"], ["y", "x", "y"])  # c wrong, a right, b right
     correct_before, correct_after = compare.paired_correct(before, after)
     assert correct_before.tolist() == [True, False, True] and correct_after.tolist() == [True, True, False]
 
@@ -181,8 +181,11 @@ def test_predictions_are_paired_by_source_not_by_row():
 def test_different_test_images_are_refused():
     before = predictions(["a", "b", "c"], ["x", "y", "x"], ["x", "x", "x"])
     after = predictions(["a", "b", "d"], ["x", "y", "x"], ["x", "y", "x"])
-    with pytest.raises(UserError, match=r"not evaluated on the same test images: 1 only in base\.csv \(e\.g\. c\); "
-                                        r"1 only in tuned\.csv \(e\.g\. d\)"):
+    with pytest.raises(
+        UserError,
+        match=r"not evaluated on the same test images: 1 only in base\.csv \(e\.g\. c\); "
+        r"1 only in tuned\.csv \(e\.g\. d\)",
+    ):
         compare.paired_correct(before, after, "base.csv", "tuned.csv")
     with pytest.raises(UserError, match="different true classes to 1 test images"):
         compare.paired_correct(before, predictions(["a", "b", "c"], ["x", "x", "x"], ["x", "x", "x"]))
@@ -207,8 +210,12 @@ def test_paper_verdicts():
 def test_verdicts_in_words():
     assert compare.verdict_text("below", 0.99, (0.90, 0.95), 0.02).startswith("below: our result is below the paper's")
     assert compare.verdict_text("above", 0.85, (0.90, 0.95), 0.02).startswith("above: our result is above the paper's")
-    assert "half-width 0.0450 is above the tolerance 0.02" in compare.verdict_text("inconclusive", 0.95, (0.90, 0.99), 0.02)
-    assert compare.verdict_text("not comparable", 0.9, None, 0.02, "another dataset") == "not comparable: another dataset"
+    assert "half-width 0.0450 is above the tolerance 0.02" in compare.verdict_text(
+        "inconclusive", 0.95, (0.90, 0.99), 0.02
+    )
+    assert (
+        compare.verdict_text("not comparable", 0.9, None, 0.02, "another dataset") == "not comparable: another dataset"
+    )
 
 
 def test_overall_verdict():
@@ -219,7 +226,8 @@ def test_overall_verdict():
     assert compare.overall_verdict(["not comparable", "not comparable"])[0] == "not comparable"
     assert compare.overall_verdict([])[0] == "not comparable"
     assert compare.overall_verdict(["reproduced", "below", "not comparable"])[1] == (
-        "2 of the 3 results the paper reports are comparable (1 reproduced, 1 below, 1 not comparable).")
+        "2 of the 3 results the paper reports are comparable (1 reproduced, 1 below, 1 not comparable)."
+    )
 
 
 def test_a_reported_dataset_names_a_card_ignoring_case_and_punctuation():

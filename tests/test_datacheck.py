@@ -8,12 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import hostile
 import numpy as np
 import pandas as pd
 import pytest
 
-import hostile
-from project.cli import main
+from project.commands.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 FOLDER_CARD = "adapter: folder\noptions: {path: data}\nsplit: {val: 0.2, test: 0.2, seed: 0}\n"
@@ -48,9 +48,9 @@ def test_hostile_folder_is_checked_then_trains_to_completion(tmp_path, huge, cap
     assert "class 'bird' has 2 image(s), fewer than the 3 a train/val/test split needs" in out
 
     # what the pipeline gets for the kept files: TensorFlow decodes them all to upright 8-bit RGB
-    from project import datacheck, pipeline
-    from project.adapters import load_sources
-    from project.cards import load_config
+    from project.config.cards import load_config
+    from project.data import datacheck, pipeline
+    from project.data.adapters import load_sources
 
     config = load_config(str(paper), str(dataset))
     sources = load_sources("folder", config.dataset.options, tmp_path, None)
@@ -61,9 +61,19 @@ def test_hostile_folder_is_checked_then_trains_to_completion(tmp_path, huge, cap
     assert len(item) == 10 + 10 + 2 + 5 + sum(1 for action, _ in expect.values() if action == "converted")
     decoded = {name: pipeline.decode(item[name]).numpy() for name in item}
     assert all(image.ndim == 3 and image.shape[2] == 3 for image in decoded.values())
-    assert decoded["cat/rgba.png"][5, 2].tolist() == [255, 255, 255] and decoded["cat/rgba.png"][5, 9].tolist() == [255, 0, 0]
-    assert decoded["cat/la.png"][5, 2].tolist() == [255, 255, 255] and decoded["cat/la.png"][5, 9].tolist() == [60, 60, 60]
-    assert decoded["cat/palette.png"][5, 2].tolist() == [255, 255, 255] and decoded["cat/palette.png"][5, 9].tolist() == [0, 255, 0]
+    assert decoded["cat/rgba.png"][5, 2].tolist() == [255, 255, 255] and decoded["cat/rgba.png"][5, 9].tolist() == [
+        255,
+        0,
+        0,
+    ]
+    assert decoded["cat/la.png"][5, 2].tolist() == [255, 255, 255] and decoded["cat/la.png"][5, 9].tolist() == [
+        60,
+        60,
+        60,
+    ]
+    assert decoded["cat/palette.png"][5, 2].tolist() == [255, 255, 255] and decoded["cat/palette.png"][
+        5, 9
+    ].tolist() == [0, 255, 0]
     assert np.abs(decoded["cat/cmyk.jpg"][6, 6].astype(int) - [255, 0, 0]).max() < 12
     assert decoded["dog/deep16.png"][6, 6].tolist() == [128, 128, 128]  # 0x8000 of 0xFFFF
     rotated = decoded["dog/rotated.jpg"]
@@ -91,7 +101,9 @@ def test_hostile_folder_is_checked_then_trains_to_completion(tmp_path, huge, cap
 
     # a new modification time: scanned again, and now excluded
     os.utime(victim)
-    rescanned = datacheck.check(config, load_sources("folder", config.dataset.options, tmp_path, None), runs / "tiny__hostile")
+    rescanned = datacheck.check(
+        config, load_sources("folder", config.dataset.options, tmp_path, None), runs / "tiny__hostile"
+    )
     assert "dog/dog_3.png" not in rescanned.sources.ids
     assert ("dog/dog_3.png", "corrupt") in {(i["source"], i["reason"]) for i in rescanned.issues}
 
@@ -101,12 +113,14 @@ def test_a_huge_jpeg_is_downscaled_on_decode_without_the_memory_of_a_full_decode
     decodes at 1/4 scale. Measured in a fresh process: peak memory growth during the scan."""
     code = (
         "import resource, sys\n"
-        "from project import datacheck\n"
+        "from project.data import datacheck\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "row = datacheck.inspect(sys.argv[1], sys.argv[2])\n"
         "print(row['status'], row['width'], (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code, str(huge), str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(huge), str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     status, width, growth_mb = result.stdout.split()
     assert (status, width) == ("converted", "12000")
     assert int(growth_mb) < 100, f"the scan grew by {growth_mb} MB"
@@ -118,7 +132,9 @@ def test_a_huge_jpeg_is_downscaled_on_decode_without_the_memory_of_a_full_decode
 
 def test_leakage_across_subsets_is_counted_and_drop_duplicates_keeps_one_copy(tmp_path, capsys):
     copies, pairs = hostile.build_presplit(tmp_path / "data")
-    paper, dataset = hostile.write_cards(tmp_path, "adapter: folder\noptions: {path: data}\nsplit: provided\n", name="presplit")
+    paper, dataset = hostile.write_cards(
+        tmp_path, "adapter: folder\noptions: {path: data}\nsplit: provided\n", name="presplit"
+    )
     runs = tmp_path / "runs"
     cards = ["--paper", str(paper), "--dataset", str(dataset), "--runs-dir", str(runs)]
 
@@ -137,8 +153,8 @@ def test_leakage_across_subsets_is_counted_and_drop_duplicates_keeps_one_copy(tm
     assert set(table["reason"]) == {"duplicate"} and set(table["action"]) == {"excluded"}
     assert set(table["source"]) == {"train/a/x.png", "train/b/y.png", "val/b/y.png", "val/a/w.png", "train/a/z2.png"}
 
-    from project.cards import load_config
-    from project.data import prepare
+    from project.config.cards import load_config
+    from project.data.prepare import prepare
 
     data = prepare(load_config(str(paper), str(dataset), ["data.drop_duplicates=true"]), tmp_path / "prepared")
     where = {}
@@ -146,7 +162,9 @@ def test_leakage_across_subsets_is_counted_and_drop_duplicates_keeps_one_copy(tm
         for path in data.items(subset):
             where.setdefault(hashlib.sha256(Path(path).read_bytes()).hexdigest(), []).append(subset)
     assert all(len(subsets) == 1 for subsets in where.values()), "one copy per image, in one subset"
-    assert {"test/a/x.png", "test/b/y.png", "test/b/w.png", "train/a/z1.png"} <= set(data.ids("test") + data.ids("train"))
+    assert {"test/a/x.png", "test/b/y.png", "test/b/w.png", "train/a/z1.png"} <= set(
+        data.ids("test") + data.ids("train")
+    )
 
 
 def test_manifest_rows_are_rejected_with_their_reasons(tmp_path):
@@ -160,16 +178,17 @@ def test_manifest_rows_are_rejected_with_their_reasons(tmp_path):
     assert "lies outside" in table.set_index("source").loc["../../etc/passwd", "detail"]
     assert "with label 'b' (kept: 'a')" in table.set_index("source").loc["./images/a1.png", "detail"]
 
-    from project import datacheck
-    from project.adapters import load_sources
-    from project.cards import load_config
+    from project.config.cards import load_config
+    from project.data import datacheck
+    from project.data.adapters import load_sources
 
     config = load_config(str(paper), str(dataset))
     sources = load_sources("csv", config.dataset.options, tmp_path, ["a", "b"])
     kept = datacheck.check(config, sources, tmp_path / "check").sources
     names = np.array(kept.class_names)[kept.labels]
     assert sorted(zip(kept.ids, names)) == sorted(
-        [(f"images/a{i}.png", "a") for i in range(6)] + [(f"images/b{i}.png", "b") for i in range(1, 6)]
+        [(f"images/a{i}.png", "a") for i in range(6)]
+        + [(f"images/b{i}.png", "b") for i in range(1, 6)]
         + [(str(tmp_path / "data" / "images" / "b0.png"), "b"), ("images/with space é.png", "b")]
     )
 
@@ -179,9 +198,9 @@ def test_classes_left_without_images_and_a_single_class(tmp_path, capsys, image_
     for file in (data / "c").iterdir():
         file.write_bytes(b"broken")
     (data / "d").mkdir()
-    from project import datacheck
-    from project.adapters import load_sources
-    from project.cards import load_config
+    from project.config.cards import load_config
+    from project.data import datacheck
+    from project.data.adapters import load_sources
 
     paper, _ = hostile.write_cards(tmp_path, FOLDER_CARD)
     for classes, names in ((None, ["a", "b"]), (["a", "b", "c", "d"], ["a", "b", "c", "d"])):
@@ -189,7 +208,9 @@ def test_classes_left_without_images_and_a_single_class(tmp_path, capsys, image_
         dataset = tmp_path / "classes.yaml"
         dataset.write_text(card)
         config = load_config(str(paper), str(dataset))
-        result = datacheck.check(config, load_sources("folder", config.dataset.options, tmp_path, classes), tmp_path / "r")
+        result = datacheck.check(
+            config, load_sources("folder", config.dataset.options, tmp_path, classes), tmp_path / "r"
+        )
         kept = result.sources
         assert kept.class_names == names
         assert np.array(names)[kept.labels].tolist() == ["a"] * 4 + ["b"] * 4  # renumbered when c is dropped
@@ -199,7 +220,10 @@ def test_classes_left_without_images_and_a_single_class(tmp_path, capsys, image_
     for file in (data / "b").iterdir():
         file.write_bytes(b"")
     dataset.write_text(FOLDER_CARD)
-    assert main(["check-data", "--paper", str(paper), "--dataset", str(dataset), "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert (
+        main(["check-data", "--paper", str(paper), "--dataset", str(dataset), "--runs-dir", str(tmp_path / "runs")])
+        == 2
+    )
     assert "only 1 class (a) has usable images after the data check" in capsys.readouterr().err
     table = issues_of(tmp_path / "runs", "tiny__classes")
     assert set(table[table.reason == "empty_file"]["source"]) == {f"b/b_{i}.png" for i in range(4)}
@@ -208,13 +232,16 @@ def test_classes_left_without_images_and_a_single_class(tmp_path, capsys, image_
 def test_a_class_too_small_for_the_split_warns_and_the_split_falls_back(tmp_path, capsys, image_folder):
     """bird has 2 images: the check says so, and split.py falls back to a plain random split
     (with a warning) that still assigns every image."""
-    from project.adapters import load_sources
-    from project.cards import load_config
-    from project.split import make_split
+    from project.config.cards import load_config
+    from project.data.adapters import load_sources
+    from project.data.split import make_split
 
     image_folder(tmp_path / "data", classes={"cat": 8, "dog": 8, "bird": 1})
     paper, dataset = hostile.write_cards(tmp_path, FOLDER_CARD)
-    assert main(["check-data", "--paper", str(paper), "--dataset", str(dataset), "--runs-dir", str(tmp_path / "runs")]) == 0
+    assert (
+        main(["check-data", "--paper", str(paper), "--dataset", str(dataset), "--runs-dir", str(tmp_path / "runs")])
+        == 0
+    )
     assert "class 'bird' has 1 image(s), fewer than the 3" in capsys.readouterr().out
     config = load_config(str(paper), str(dataset))
     sources = load_sources("folder", config.dataset.options, tmp_path, None)

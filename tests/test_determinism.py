@@ -5,12 +5,12 @@ import json
 
 import numpy as np
 import pytest
+from conftest import DIGITS_DATASET, write_card, write_tiny_paper_card
 
-from conftest import write_card, write_tiny_paper_card, DIGITS_DATASET
-from project.augment import build_augmentation
-from project import augment_pool
-from project.cli import main
-from project.training import TIMING_FIELDS
+from project.commands.cli import main
+from project.data import augment_pool
+from project.data.augment import build_augmentation
+from project.train.training import TIMING_FIELDS
 
 AFFINE = [{"name": "Affine", "translate_percent": [-0.1, 0.1], "rotate": [-15, 15], "p": 0.9}]
 
@@ -29,13 +29,16 @@ def without_timing(metrics):
 
 def train(folder, workers, monkeypatch, seed=None, **card):
     monkeypatch.setenv("PROJECT_AUGMENT_WORKERS", str(workers))
-    paper = write_tiny_paper_card(folder, augmentation=AFFINE, **{"training.stages.0.epochs": 2, "model.head.dropout": 0.3}, **card)
+    paper = write_tiny_paper_card(
+        folder, augmentation=AFFINE, **{"training.stages.0.epochs": 2, "model.head.dropout": 0.3}, **card
+    )
     digits = write_card(folder / "digits.yaml", DIGITS_DATASET)
     args = ["train", "--paper", str(paper), "--dataset", str(digits), "--runs-dir", str(folder / "runs"), "--quiet"]
     assert main(args + (["--set", f"seed={seed}"] if seed is not None else [])) == 0
     run = folder / "runs" / "tiny__digits" / "baseline"
     return {name: (run / name).read_bytes() for name in ("predictions.csv", "history.csv")} | {
-        "metrics": json.loads((run / "metrics.json").read_text())}
+        "metrics": json.loads((run / "metrics.json").read_text())
+    }
 
 
 @pytest.mark.parametrize("workers", [1, 2], ids=["threads", "processes"])

@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from project.pipeline import make_dataset
-from project.schema import Split
-from project.split import make_split
+from project.config.schema import Split
+from project.data.pipeline import make_dataset
+from project.data.split import make_split
 
 
 def test_grey_plus_alpha_arrays_become_grey_rgb():
@@ -20,7 +20,7 @@ def test_presplit_data_without_provided_is_split_again_with_a_note(capsys):
     labels = np.array([0, 1] * 20)
     presplit = np.array(["train"] * 30 + ["test"] * 10)
     subsets = make_split(labels, Split(val=0.2, test=0.2, seed=0), presplit)
-    assert "pre-split" in capsys.readouterr().out
+    assert "pre-split" in capsys.readouterr().err  # a warning
     assert sorted(set(subsets)) == ["test", "train", "val"]
     assert not np.array_equal(subsets == "test", presplit == "test"), "the given test subset is not kept"
 
@@ -30,7 +30,7 @@ def test_out_of_memory_names_the_batch_size_and_a_smaller_one():
     import tensorflow as tf
 
     from project.errors import UserError
-    from project.training import out_of_memory_advice
+    from project.train.training import out_of_memory_advice
 
     with pytest.raises(UserError) as error:
         with out_of_memory_advice(256):

@@ -9,32 +9,21 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
+from conftest import DIGITS_DATASET, write_dataset_card, write_tiny_paper_card
 from PIL import Image
 
-from project.cards import load_config
+from project.config.cards import load_config
 from project.errors import UserError
-from project.evaluate import compare, evaluate_cli, image_files, predict_cli
-
-PAPER = {
-    "citation": {"title": "A tiny test CNN", "authors": ["Test Author"], "venue": "pytest", "year": 2020},
-    "seed": 1,
-    "model": {"backbone": "scratch", "weights": "none", "input_size": 16,
-              "scratch": {"blocks": [8], "convs_per_block": 1}, "head": {"pooling": "avg"}},
-    "training": {"optimizer": "adam", "learning_rate": 0.01, "batch_size": 64, "stages": [{"name": "train", "epochs": 1}]},
-    "augmentation": [],
-}
-DATASET = {"adapter": "digits", "options": {}, "split": {"val": 0.15, "test": 0.2, "seed": 0}}
+from project.train.evaluate import compare, evaluate_cli, image_files, predict_cli
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from project.training import train_run
+    from project.train.training import train_run
 
     base = tmp_path_factory.mktemp("evaluate")
-    (base / "tiny.yaml").write_text(yaml.safe_dump(PAPER))
-    (base / "digits.yaml").write_text(yaml.safe_dump(DATASET))
-    config = load_config(str(base / "tiny.yaml"), str(base / "digits.yaml"))
+    paper = write_tiny_paper_card(base, **{"training.batch_size": 64})
+    config = load_config(str(paper), str(write_dataset_card(base, "digits", **DIGITS_DATASET)))
     root = base / "runs" / config.run_name
     with contextlib.redirect_stdout(io.StringIO()):
         train_run(config, root, "baseline", verbose=0)
@@ -42,10 +31,10 @@ def run(tmp_path_factory):
 
 
 def call(function, **values):
-    """A command's function with its arguments; returns (exit status, printed output)."""
+    """A command's function with its arguments; returns (exit status, printed output, warnings included)."""
     args = argparse.Namespace(**{"run": None, "images": None, "output": None, **values})
     out = io.StringIO()
-    with contextlib.redirect_stdout(out):
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
         status = function(args)
     return status, out.getvalue()
 
@@ -92,7 +81,9 @@ def test_incomplete_run_is_refused(run, tmp_path):
 
 
 def test_missing_run_is_a_clear_error(tmp_path):
-    with pytest.raises(UserError, match=r"no run at .*nothing__here/tuned: create it with `make tune PAPER=nothing DATASET=here`"):
+    with pytest.raises(
+        UserError, match=r"no run at .*nothing__here/tuned: create it with `make tune PAPER=nothing DATASET=here`"
+    ):
         call(evaluate_cli, run=str(tmp_path / "nothing__here" / "tuned"))
     with pytest.raises(UserError, match="--run is required"):
         call(predict_cli, images=str(tmp_path))
@@ -108,7 +99,9 @@ def test_predict_folder_matches_the_run_predictions(run, tmp_path):
     (folder / "more").mkdir(parents=True)
     for i, source in enumerate(recorded["source"]):
         index = int(source.split(":")[1])
-        Image.fromarray(pixels[index], "L").save(folder / ("more" if i % 2 else ".") / f"{source.replace(':', '_')}.png")
+        Image.fromarray(pixels[index], "L").save(
+            folder / ("more" if i % 2 else ".") / f"{source.replace(':', '_')}.png"
+        )
     (folder / ".DS_Store").write_bytes(b"\0\0")  # hidden files are not images
     (folder / "notes.txt").write_text("not an image")
     (folder / "broken.jpg").write_text("not a JPEG either")

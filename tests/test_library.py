@@ -10,17 +10,24 @@ from argparse import Namespace
 import numpy as np
 import pytest
 import yaml
+from conftest import OFFLINE, ROOT, make_image_folder, write_card, write_tiny_paper_card
 from PIL import Image
 
-from conftest import OFFLINE, ROOT, make_image_folder, write_card, write_tiny_paper_card
-from project import cards, library, weights
-from project.cli import main
+from project.commands import library, new_dataset, weights
+from project.commands.cli import main
+from project.config import cards
+from project.config.schema import Dataset, Paper
 from project.errors import UserError
-from project.schema import Dataset, Paper
 
 # The scratch card made tiny: one block of 8 filters at 16x16, one epoch.
-TINY = ["model.input_size=16", "model.scratch.blocks=[8]", "model.head.hidden=[16]", "training.batch_size=8",
-        "training.stages=[{name: scratch, epochs: 1}]", "training.early_stopping=null"]
+TINY = [
+    "model.input_size=16",
+    "model.scratch.blocks=[8]",
+    "model.head.hidden=[16]",
+    "training.batch_size=8",
+    "training.stages=[{name: scratch, epochs: 1}]",
+    "training.early_stopping=null",
+]
 
 
 def paper_args(name, from_card=None):
@@ -32,11 +39,13 @@ def dataset_args(name, path, adapter="folder", overrides=()):
 
 
 def folder_with_problems(root):
-    """3 classes x 12 images of 16x16, plus a broken file, an empty class folder and a text file."""
+    """3 classes x 12 images of 16x16, plus a broken file, an empty class folder, a text file in a
+    class folder (skipped) and a README beside the class folders (not data: not mentioned)."""
     make_image_folder(root, classes={"red": 12, "green": 12, "blue": 12}, size=(16, 16))
     (root / "green" / "broken.jpg").write_bytes(b"this is not a JPEG")
     (root / "empty").mkdir()
-    (root / "notes.txt").write_text("labels by hand")
+    (root / "green" / "notes.txt").write_text("labels by hand")
+    (root / "README.txt").write_text("where the images come from")
     return root
 
 
@@ -58,7 +67,7 @@ def test_list_shows_every_card(capsys):
 def test_list_marks_invalid_cards_and_missing_data(tmp_path, capsys):
     papers, datasets = tmp_path / "papers", tmp_path / "datasets"
     write_tiny_paper_card(papers, "good")
-    write_card(papers / "typo.yaml", {**yaml.safe_load((cards.PAPERS_DIR / "demo.yaml").read_text()), "modle": {}})
+    write_tiny_paper_card(papers, "typo", modle={})
     make_image_folder(datasets / "here", classes={"a": 2, "b": 2})
     write_card(datasets / "present.yaml", {"adapter": "folder", "options": {"path": "here"}, "num_classes": 2})
     write_card(datasets / "absent.yaml", {"adapter": "folder", "options": {"path": "not_downloaded"}})
@@ -84,7 +93,9 @@ def test_new_paper_writes_a_commented_card_with_everything_assumed(tmp_path, cap
     assert len([line for line in text.splitlines() if "#" in line]) >= 60, "every field commented"
     for key in ("backbone:", "input_size:", "stages:", "augmentation:", "assumed:", "search:"):
         line = next(i for i, line in enumerate(text.splitlines()) if line.strip().startswith(key))
-        assert "#" in text.splitlines()[line] or text.splitlines()[line - 1].strip().startswith("#"), f"{key} uncommented"
+        assert "#" in text.splitlines()[line] or text.splitlines()[line - 1].strip().startswith("#"), (
+            f"{key} uncommented"
+        )
     assert len(paper.training.stages) == 2 and paper.training.stages[0].unfreeze == 0
 
 
@@ -128,7 +139,11 @@ def test_cli_errors_exit_2_and_write_nothing(capsys):
     assert main(["new-paper", "--name", "kermany2018"]) == 2
     assert main(["new-dataset", "--name", "zz_never_written", "--path", str(ROOT / "no" / "such" / "folder")]) == 2
     err = capsys.readouterr().err
-    assert "error: new-paper needs a card name" in err and "kermany2018.yaml already exists" in err and "does not exist" in err
+    assert (
+        "error: new-paper needs a card name" in err
+        and "kermany2018.yaml already exists" in err
+        and "does not exist" in err
+    )
     assert (sorted(cards.PAPERS_DIR.glob("*.yaml")), sorted(cards.DATASETS_DIR.glob("*.yaml"))) == before
 
 
@@ -137,24 +152,28 @@ def test_cli_errors_exit_2_and_write_nothing(capsys):
 
 def test_new_dataset_scans_the_folder_and_writes_the_card(tmp_path, capsys):
     folder_with_problems(tmp_path / "mydata")
-    library.new_dataset_cli(dataset_args("mydata", tmp_path / "mydata"), tmp_path)
+    new_dataset.new_dataset_cli(dataset_args("mydata", tmp_path / "mydata"), tmp_path)
     out = capsys.readouterr().out
     card = cards.validate(Dataset, cards.read_yaml(tmp_path / "mydata.yaml"), "mydata")
     assert card.options == {"path": "mydata"}, "inside the card's folder the path is relative"
     assert (card.num_classes, card.num_images, card.classes) == (3, 36, ["blue", "green", "red"])
     assert card.resolution == "16x16" and "one folder per class" in card.layout
     assert "1 unreadable image" in out and "green/broken.jpg" in out
-    assert "without images" in out and "empty/" in out and ".txt 1" in out
+    assert "without images" in out and "empty/" in out and "1 non-image file(s) skipped: .txt 1" in out
     assert "blue" in out and "12" in out
     with pytest.raises(UserError, match="already exists"):
-        library.new_dataset_cli(dataset_args("mydata", tmp_path / "mydata"), tmp_path)
+        new_dataset.new_dataset_cli(dataset_args("mydata", tmp_path / "mydata"), tmp_path)
 
 
 def test_new_dataset_on_a_presplit_tree_with_a_tiny_val_carves_val_from_train(tmp_path, capsys):
-    make_image_folder(tmp_path / "xray", classes={"NORMAL": 0, "PNEUMONIA": 0}, presplit={"train": 15, "val": 1, "test": 4})
+    make_image_folder(
+        tmp_path / "xray", classes={"NORMAL": 0, "PNEUMONIA": 0}, presplit={"train": 15, "val": 1, "test": 4}
+    )
+    (tmp_path / "xray" / "__MACOSX" / "train").mkdir(parents=True)  # unzipped on a Mac: the adapter skips it
     outside = tmp_path / "elsewhere"
-    library.new_dataset_cli(dataset_args("xray", tmp_path / "xray"), outside)
+    new_dataset.new_dataset_cli(dataset_args("xray", tmp_path / "xray"), outside)
     card = cards.validate(Dataset, cards.read_yaml(outside / "xray.yaml"), "xray")
+    assert card.layout.endswith("train/ val/ test/ sub-folders, each with one folder per class")
     assert card.options["path"] == str((tmp_path / "xray").resolve()), "outside the card's folder the path is absolute"
     assert card.split.provided and card.split.val_from_train
     out = capsys.readouterr().out
@@ -166,7 +185,7 @@ def test_new_dataset_csv_with_options_from_set(tmp_path):
     rows = [f"img/{p.parent.name}/{p.name}   {1 if p.parent.name == 'x' else 2}" for p in sorted(images.rglob("*.png"))]
     (tmp_path / "list" / "labels.txt").write_text("\n".join(rows) + "\n")
     args = dataset_args("listed", tmp_path / "list" / "labels.txt", "csv", ["sep=whitespace", "options.header=false"])
-    library.new_dataset_cli(args, tmp_path)
+    new_dataset.new_dataset_cli(args, tmp_path)
     card = cards.validate(Dataset, cards.read_yaml(tmp_path / "listed.yaml"), "listed")
     assert card.options == {"manifest": "list/labels.txt", "sep": "whitespace", "header": False}
     assert card.classes == ["1", "2"] and card.num_images == 12
@@ -174,15 +193,15 @@ def test_new_dataset_csv_with_options_from_set(tmp_path):
 
 def test_new_dataset_rejects_what_it_cannot_scan(tmp_path):
     with pytest.raises(UserError, match="needs the data's location"):
-        library.new_dataset_cli(dataset_args("x", None), tmp_path)
+        new_dataset.new_dataset_cli(dataset_args("x", None), tmp_path)
     with pytest.raises(UserError, match="does not exist"):
-        library.new_dataset_cli(dataset_args("x", tmp_path / "missing"), tmp_path)
+        new_dataset.new_dataset_cli(dataset_args("x", tmp_path / "missing"), tmp_path)
     with pytest.raises(UserError, match="accepted: folder, csv"):
-        library.new_dataset_cli(dataset_args("x", tmp_path, "datasets/mine.py:load"), tmp_path)
+        new_dataset.new_dataset_cli(dataset_args("x", tmp_path, "datasets/mine.py:load"), tmp_path)
     (tmp_path / "one" / "only").mkdir(parents=True)
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "one" / "only" / "a.png")
     with pytest.raises(UserError, match="at least 2"):
-        library.new_dataset_cli(dataset_args("x", tmp_path / "one"), tmp_path)
+        new_dataset.new_dataset_cli(dataset_args("x", tmp_path / "one"), tmp_path)
     assert not list(tmp_path.glob("*.yaml"))
 
 
@@ -190,13 +209,16 @@ def test_new_dataset_rejects_what_it_cannot_scan(tmp_path):
 
 
 def test_new_paper_and_new_dataset_cards_train_one_epoch(tmp_path):
-    from project.training import train_run
+    from project.train.training import train_run
 
     library.new_paper_cli(paper_args("ours", "scratch_cnn"), tmp_path / "papers")
     folder_with_problems(tmp_path / "datasets" / "ourdata")
-    library.new_dataset_cli(dataset_args("ourdata", tmp_path / "datasets" / "ourdata"), tmp_path / "datasets")
-    config = cards.load_config(str(tmp_path / "papers" / "ours.yaml"), str(tmp_path / "datasets" / "ourdata.yaml"),
-                               TINY + ["model.preprocessing=mean_image"])
+    new_dataset.new_dataset_cli(dataset_args("ourdata", tmp_path / "datasets" / "ourdata"), tmp_path / "datasets")
+    config = cards.load_config(
+        str(tmp_path / "papers" / "ours.yaml"),
+        str(tmp_path / "datasets" / "ourdata.yaml"),
+        TINY + ["model.preprocessing=mean_image"],
+    )
     metrics = train_run(config, tmp_path / "runs" / config.run_name, verbose=0)
     assert metrics["num_classes"] == 3 and 0.0 <= metrics["test_accuracy"] <= 1.0
     assert metrics["stages"][0]["epochs"] == 1
@@ -206,20 +228,27 @@ def test_new_paper_and_new_dataset_cards_train_one_epoch(tmp_path):
 # ------------------------------------------------------------------ make targets
 
 
-@pytest.mark.parametrize("variables, expected", [
-    (["NAME=x", "DATA=/data/here"], '--path "/data/here"'),
-    (["NAME=x", "PATH=/data/there"], '--path "/data/there"'),
-    (["NAME=x"], '--path ""'),  # never the environment's PATH
-    (["NAME=x", "ADAPTER=csv", "DATA=l.csv"], '--adapter csv --path "l.csv"'),
-])
+@pytest.mark.parametrize(
+    "variables, expected",
+    [
+        (["NAME=x", "DATA=/data/here"], '--path "/data/here"'),
+        (["NAME=x", "PATH=/data/there"], '--path "/data/there"'),
+        (["NAME=x"], '--path ""'),  # never the environment's PATH
+        (["NAME=x", "ADAPTER=csv", "DATA=l.csv"], '--adapter csv --path "l.csv"'),
+    ],
+)
 def test_make_new_dataset_passes_data_or_path(variables, expected):
-    out = subprocess.run(["make", "-n", "new-dataset", *variables], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["make", "-n", "new-dataset", *variables], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
     line = next(line for line in out.splitlines() if "-m project new-dataset" in line)
     assert '--name "x"' in line and expected in line
 
 
 def test_make_new_paper_passes_name_and_from():
-    out = subprocess.run(["make", "-n", "new-paper", "NAME=y", "FROM=kermany2018"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["make", "-n", "new-paper", "NAME=y", "FROM=kermany2018"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
     assert '-m project new-paper --name "y" --from kermany2018' in out
 
 
@@ -237,10 +266,11 @@ def test_weights_has_nothing_to_fetch_for_scratch_or_random_init(capsys):
 
 @pytest.mark.slow
 def test_weights_offline_names_the_file_and_the_cache(tmp_path, project_env):
-    card = write_card(tmp_path / "tiny_imagenet.yaml", {
-        **yaml.safe_load((cards.PAPERS_DIR / "demo.yaml").read_text()),
-        "model": {"backbone": "MobileNetV2", "weights": "imagenet", "input_size": 96, "width": 0.35}, "assumed": [],
-    })
+    card = write_tiny_paper_card(
+        tmp_path,
+        "tiny_imagenet",
+        model={"backbone": "MobileNetV2", "weights": "imagenet", "input_size": 96, "width": 0.35},
+    )
     home = tmp_path / "keras_home"
     result = project_env.run("weights", "--paper", card, env={**OFFLINE, "KERAS_HOME": str(home)}, timeout=300)
     assert result.returncode == 2, result.stdout + result.stderr

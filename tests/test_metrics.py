@@ -1,9 +1,9 @@
-"""project.metrics on hand-made probabilities, against values worked out by hand."""
+"""project.train.metrics on hand-made probabilities, against values worked out by hand."""
 
 import numpy as np
 import pytest
 
-from project.metrics import classification_metrics, imbalance_ratio, roc_auc, top5_accuracy, trivial_baseline
+from project.train.metrics import classification_metrics, imbalance_ratio, roc_auc, top5_accuracy, trivial_baseline
 
 # two classes; the second (index 1) is the positive class. argmax predicts [0, 0, 1, 1, 0]
 BINARY_Y = np.array([0, 0, 0, 1, 1])
@@ -11,7 +11,9 @@ BINARY_P = np.array([[0.9, 0.1], [0.6, 0.4], [0.4, 0.6], [0.2, 0.8], [0.7, 0.3]]
 
 # three classes; argmax predicts [0, 1, 2, 1, 0, 1]
 THREE_Y = np.array([0, 1, 2, 0, 1, 2])
-THREE_P = np.array([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.1, 0.2, 0.7], [0.3, 0.4, 0.3], [0.5, 0.3, 0.2], [0.2, 0.5, 0.3]])
+THREE_P = np.array(
+    [[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.1, 0.2, 0.7], [0.3, 0.4, 0.3], [0.5, 0.3, 0.2], [0.2, 0.5, 0.3]]
+)
 
 
 def test_binary_balanced_accuracy_specificity_auc_and_trivial_baseline():

@@ -4,14 +4,15 @@ import io
 
 import numpy as np
 import pytest
+from conftest import write_card, write_tiny_paper_card
 from PIL import Image
 
-from conftest import write_card, write_tiny_paper_card
-from project import pipeline
-from project.augment import build_augmentation
-from project.cards import load_config
-from project.data import prepare
+from project.config.cards import load_config
+from project.data import pipeline
+from project.data.augment import build_augmentation
+from project.data.prepare import prepare
 from project.errors import UserError
+from project.train.training import feed_of
 
 COLOUR = (200, 40, 90)
 
@@ -56,8 +57,15 @@ def image_bytes(mode, fmt):
 
 # (Pillow mode, format, tolerance against Pillow's own decoding): grey, grey+alpha, RGBA and palette become RGB
 FORMATS = [
-    ("RGB", "PNG", 0), ("L", "PNG", 0), ("RGBA", "PNG", 0), ("LA", "PNG", 0), ("P", "GIF", 0),
-    ("RGB", "BMP", 0), ("RGB", "JPEG", 3), ("L", "JPEG", 3), ("RGB", "WEBP", 3),
+    ("RGB", "PNG", 0),
+    ("L", "PNG", 0),
+    ("RGBA", "PNG", 0),
+    ("LA", "PNG", 0),
+    ("P", "GIF", 0),
+    ("RGB", "BMP", 0),
+    ("RGB", "JPEG", 3),
+    ("L", "JPEG", 3),
+    ("RGB", "WEBP", 3),
 ]
 
 
@@ -78,7 +86,9 @@ def test_encoded_bytes_and_resize_keep_the_range(tmp_path):
     gradient = np.tile(np.linspace(0, 255, 40, dtype=np.uint8), (30, 1))
     buffer = io.BytesIO()
     Image.fromarray(gradient, "L").save(buffer, "PNG")
-    x, _ = batches(pipeline.make_dataset([buffer.getvalue()] * 2, [0, 1], "encoded", size=(16, 16), num_classes=2, batch_size=2))
+    x, _ = batches(
+        pipeline.make_dataset([buffer.getvalue()] * 2, [0, 1], "encoded", size=(16, 16), num_classes=2, batch_size=2)
+    )
     assert x.shape == (2, 16, 16, 3) and x.min() >= 0.0 and x.max() <= 255.0
     assert x[0, 0, 0, 0] < 10 and x[0, 0, -1, 0] > 245  # left dark, right bright: resized, not cropped
 
@@ -88,7 +98,9 @@ def test_unreadable_files_are_skipped(tmp_path):
     good.write_bytes(image_bytes("RGB", "PNG"))
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image")
-    x, y = batches(pipeline.make_dataset([str(bad), str(good)], [0, 1], "files", size=(4, 4), num_classes=2, batch_size=4))
+    x, y = batches(
+        pipeline.make_dataset([str(bad), str(good)], [0, 1], "files", size=(4, 4), num_classes=2, batch_size=4)
+    )
     assert len(x) == 1 and y.argmax(axis=1).tolist() == [1]
 
 
@@ -96,13 +108,25 @@ def test_augmentation_applies_to_training_batches_only():
     image = np.zeros((1, 6, 6, 3), np.uint8)
     image[:, :, :3] = 255  # left half white
     flip = build_augmentation([{"name": "HorizontalFlip", "p": 1.0}], seed=0)
-    train, _ = batches(pipeline.make_dataset(image, [0], "array", size=(6, 6), num_classes=2, batch_size=1, training=True, augmentation=flip))
-    plain, _ = batches(pipeline.make_dataset(image, [0], "array", size=(6, 6), num_classes=2, batch_size=1, training=False, augmentation=flip))
+    train, _ = batches(
+        pipeline.make_dataset(
+            image, [0], "array", size=(6, 6), num_classes=2, batch_size=1, training=True, augmentation=flip
+        )
+    )
+    plain, _ = batches(
+        pipeline.make_dataset(
+            image, [0], "array", size=(6, 6), num_classes=2, batch_size=1, training=False, augmentation=flip
+        )
+    )
     assert np.all(train[0, :, 3:] == 255) and np.all(train[0, :, :3] == 0)
     assert np.all(plain[0, :, :3] == 255) and np.all(plain[0, :, 3:] == 0)
     # strength 0 scales every p to 0: nothing changes
     never = build_augmentation([{"name": "HorizontalFlip", "p": 1.0}], strength=0.0, seed=0)
-    same, _ = batches(pipeline.make_dataset(image, [0], "array", size=(6, 6), num_classes=2, batch_size=1, training=True, augmentation=never))
+    same, _ = batches(
+        pipeline.make_dataset(
+            image, [0], "array", size=(6, 6), num_classes=2, batch_size=1, training=True, augmentation=never
+        )
+    )
     assert np.array_equal(same, plain)
 
 
@@ -118,17 +142,21 @@ def test_train_batches_change_across_epochs_are_derived_from_the_epoch_val_batch
     card = write_tiny_paper_card(tmp_path, augmentation=[{"name": "Affine", "rotate": [-30, 30], "p": 1.0}])
     config = load_config(str(card), str(digits_card))
     data = prepare(config, tmp_path / "run")
-    train = data.dataset("train", config.paper, epochs=(0, 2))
+    train = data.dataset("train", feed_of(config.paper), epochs=(0, 2))
     both = batches(train)
     count = len(data.indices("train"))
     first, second = (both[0][:count], both[1][:count]), (both[0][count:], both[1][count:])
     assert first[0].shape == second[0].shape == (count, 16, 16, 3)
-    again = batches(data.dataset("train", config.paper, epochs=(1, 2)))  # epoch 1 alone, as a resumed run starts it
+    again = batches(
+        data.dataset("train", feed_of(config.paper), epochs=(1, 2))
+    )  # epoch 1 alone, as a resumed run starts it
     assert np.array_equal(again[0], second[0]) and np.array_equal(again[1], second[1])
     # same images, reshuffled and re-augmented: even sorted, the pixels differ
-    assert not np.array_equal(np.sort(first[0].reshape(len(first[0]), -1).sum(1)), np.sort(second[0].reshape(len(second[0]), -1).sum(1)))
+    assert not np.array_equal(
+        np.sort(first[0].reshape(len(first[0]), -1).sum(1)), np.sort(second[0].reshape(len(second[0]), -1).sum(1))
+    )
     assert np.array_equal(np.sort(first[1].argmax(1)), np.sort(second[1].argmax(1)))
-    val = data.dataset("val", config.paper)
+    val = data.dataset("val", feed_of(config.paper))
     (x1, y1), (x2, y2) = batches(val), batches(val)
     assert np.array_equal(x1, x2) and np.array_equal(y1, y2)
     assert np.array_equal(y1.argmax(1), data.labels("val"))
@@ -149,18 +177,24 @@ def test_disk_cache(tmp_path):
     prefix = tmp_path / "cache" / "train"
     prefix.parent.mkdir()
     for _ in range(2):
-        x, _ = batches(pipeline.make_dataset(images, [0, 1, 0], "array", size=(4, 4), num_classes=2, batch_size=2, cache=str(prefix)))
+        x, _ = batches(
+            pipeline.make_dataset(
+                images, [0, 1, 0], "array", size=(4, 4), num_classes=2, batch_size=2, cache=str(prefix)
+            )
+        )
         assert np.all(x == 9.0)
     assert any(p.name.startswith("train") for p in prefix.parent.iterdir())
 
 
 def test_a_folder_of_grey_jpegs_end_to_end(tmp_path, image_folder):
     image_folder(tmp_path / "data", {"a": 10, "b": 10, "c": 10}, size=(20, 14), mode="L", fmt="jpg")
-    card = write_card(tmp_path / "grey.yaml", {"adapter": "folder", "options": {"path": "data"}, "split": {"val": 0.2, "test": 0.2}})
+    card = write_card(
+        tmp_path / "grey.yaml", {"adapter": "folder", "options": {"path": "data"}, "split": {"val": 0.2, "test": 0.2}}
+    )
     config = load_config(str(write_tiny_paper_card(tmp_path)), str(card))
     data = prepare(config, tmp_path / "run")
     assert data.class_names == ["a", "b", "c"] and data.counts()["test"] == {"a": 2, "b": 2, "c": 2}
     for subset in ("train", "val", "test"):
-        x, y = batches(data.dataset(subset, config.paper))
+        x, y = batches(data.dataset(subset, feed_of(config.paper)))
         assert x.shape == (len(data.indices(subset)), 16, 16, 3) and y.shape == (len(x), 3)
         assert np.array_equal(x[..., 0], x[..., 2]) and 0 <= x.min() and x.max() <= 255

@@ -4,52 +4,76 @@ coarse, one fine trial, then the retrained winner) of a scratch CNN on digits, m
 
 import argparse
 import contextlib
-import fcntl
 import io
 import json
-import os
 import re
-import select
 import shutil
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from helpers.browser import Chromium
 from markupsafe import escape
 from PIL import Image
 from scipy import stats
 
-from project import report as report_module
+from project import figures
 from project.artifacts import write_json
-from project.cards import load_config
+from project.config.cards import load_config
 from project.errors import UserError
-from project.metrics import wilson_interval
-
-ROOT = Path(__file__).resolve().parent.parent
+from project.records import Sanity, Trials
+from project.report import render as report_module
+from project.report.blocks import mean_std
+from project.report.sections_search import normalise_trials, stage_table, top_table
+from project.train.metrics import wilson_interval
 
 PAPER = {
-    "citation": {"title": "A tiny test CNN", "authors": ["Test Author"], "venue": "pytest", "year": 2020, "link": "https://example.org/paper"},
+    "citation": {
+        "title": "A tiny test CNN",
+        "authors": ["Test Author"],
+        "venue": "pytest",
+        "year": 2020,
+        "link": "https://example.org/paper",
+    },
     "reported": [{"dataset": "MNIST", "metric": "accuracy", "value": 0.99, "where": "Table 2", "test_size": 10000}],
     "caveats": ["A one-epoch toy model."],
     "intended_use": "Testing the report.",
     "seed": 1,
-    "model": {"backbone": "scratch", "weights": "none", "input_size": 16,
-              "scratch": {"blocks": [8], "convs_per_block": 1}, "head": {"pooling": "avg", "dropout": 0.1}},
-    "training": {"optimizer": "adam", "learning_rate": 0.01, "batch_size": 32, "stages": [{"name": "train", "epochs": 1}]},
+    "model": {
+        "backbone": "scratch",
+        "weights": "none",
+        "input_size": 16,
+        "scratch": {"blocks": [8], "convs_per_block": 1},
+        "head": {"pooling": "avg", "dropout": 0.1},
+    },
+    "training": {
+        "optimizer": "adam",
+        "learning_rate": 0.01,
+        "batch_size": 32,
+        "stages": [{"name": "train", "epochs": 1}],
+    },
     "augmentation": [],
     "search": {
-        "objective": "val_accuracy", "direction": "max", "seed": 3, "top_k": 1,
-        "coarse": {"trials": 1, "epochs": 1}, "fine": {"trials": 1, "epochs": 1},
-        "space": {"learning_rate": {"min": 0.001, "max": 0.05, "sampling": "log"}, "dropout": {"min": 0.0, "max": 0.4},
-                  "batch_size": {"choices": [32, 64]}},
+        "objective": "val_accuracy",
+        "direction": "max",
+        "seed": 3,
+        "top_k": 1,
+        "coarse": {"trials": 1, "epochs": 1},
+        "fine": {"trials": 1, "epochs": 1},
+        "space": {
+            "learning_rate": {"min": 0.001, "max": 0.05, "sampling": "log"},
+            "dropout": {"min": 0.0, "max": 0.4},
+            "batch_size": {"choices": [32, 64]},
+        },
     },
     "assumed": ["training.batch_size", "model.input_size"],
 }
-DATASET = {"description": "scikit-learn digits", "adapter": "digits", "options": {}, "split": {"val": 0.15, "test": 0.2, "seed": 0}}
+DATASET = {
+    "description": "scikit-learn digits",
+    "adapter": "digits",
+    "options": {},
+    "split": {"val": 0.15, "test": 0.2, "seed": 0},
+}
 HEADINGS = [f"## {i}. {title}" for i, title in enumerate(report_module.SECTIONS, 1)]
 
 
@@ -74,8 +98,8 @@ def make_report(config, runs, reports, target=None):
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
-    from project.training import train_run
-    from project.tuning import tune
+    from project.train.training import train_run
+    from project.tune.tuning import tune
 
     base = tmp_path_factory.mktemp("report")
     config = write_cards(base / "cards")
@@ -86,10 +110,18 @@ def made(tmp_path_factory):
         tune(config, root, trials=1, epochs=1, verbose=0)
     printed = make_report(config, runs, base / "reports")
     folder = base / "reports" / config.run_name
-    return {"config": config, "runs": runs, "root": root, "folder": folder, "printed": printed, "base": base,
-            "md": (folder / "report.md").read_text(), "html": (folder / "report.html").read_text(),
-            "before": json.loads((root / "baseline" / "metrics.json").read_text()),
-            "after": json.loads((root / "tuned" / "metrics.json").read_text())}
+    return {
+        "config": config,
+        "runs": runs,
+        "root": root,
+        "folder": folder,
+        "printed": printed,
+        "base": base,
+        "md": (folder / "report.md").read_text(),
+        "html": (folder / "report.html").read_text(),
+        "before": json.loads((root / "baseline" / "metrics.json").read_text()),
+        "after": json.loads((root / "tuned" / "metrics.json").read_text()),
+    }
 
 
 def copy_root(made, tmp_path, keep=("baseline", "tuned", "tuning")):
@@ -124,7 +156,11 @@ def test_every_section_present_in_order(made):
 def test_summary_numbers_equal_metrics_json(made):
     before, after = made["before"], made["after"]
     summary = section(made["md"], 1)
-    for key, label in (("test_accuracy", "test accuracy"), ("test_macro_f1", "test macro-F1"), ("test_loss", "test loss (cross-entropy)")):
+    for key, label in (
+        ("test_accuracy", "test accuracy"),
+        ("test_macro_f1", "test macro-F1"),
+        ("test_loss", "test loss (cross-entropy)"),
+    ):
         row = f"| {label} | {before[key]:.4f} | {after[key]:.4f} | {after[key] - before[key]:+.4f} |"
         assert row in summary
     for m in (before, after):
@@ -143,8 +179,10 @@ def test_per_class_numbers_equal_metrics_json(made):
     per_class = section(made["md"], 6)
     for name, b in made["before"]["per_class"].items():
         a = made["after"]["per_class"][name]
-        row = (f"| {name} | {b['support']} | {b['precision']:.4f} | {b['recall']:.4f} | {b['f1']:.4f} | "
-               f"{a['precision']:.4f} | {a['recall']:.4f} | {a['f1']:.4f} | {a['f1'] - b['f1']:+.4f} |")
+        row = (
+            f"| {name} | {b['support']} | {b['precision']:.4f} | {b['recall']:.4f} | {b['f1']:.4f} | "
+            f"{a['precision']:.4f} | {a['recall']:.4f} | {a['f1']:.4f} | {a['f1'] - b['f1']:+.4f} |"
+        )
         assert row in per_class
 
 
@@ -152,14 +190,24 @@ def test_cli_prints_report_path_and_summary_table(made):
     printed = made["printed"]
     assert str(made["folder"] / "report.md") in printed
     assert json.loads((made["folder"] / "comparison.json").read_text())["headline"] in printed
-    assert f"| test accuracy | {made['before']['test_accuracy']:.4f} | {made['after']['test_accuracy']:.4f} |" in printed
+    assert (
+        f"| test accuracy | {made['before']['test_accuracy']:.4f} | {made['after']['test_accuracy']:.4f} |" in printed
+    )
     assert "Target" in printed
 
 
 def test_figures_are_valid_pngs(made):
     names = re.findall(r"!\[[^\]]*\]\(figures/([^)]+)\)", made["md"])
-    expected = {"curves_before.png", "curves_after.png", "confusion_before.png", "confusion_after.png",
-                "misclassified.png", "trials_learning_rate.png", "trials_dropout.png", "trials_batch_size.png"}
+    expected = {
+        "curves_before.png",
+        "curves_after.png",
+        "confusion_before.png",
+        "confusion_after.png",
+        "misclassified.png",
+        "trials_learning_rate.png",
+        "trials_dropout.png",
+        "trials_batch_size.png",
+    }
     assert expected <= set(names)
     for name in names:
         with Image.open(made["folder"] / "figures" / name) as image:
@@ -197,29 +245,58 @@ def test_search_section(made):
     final = summary["final_round"]["finalists"]
     assert "### Final round" in search and len(final) == len(summary["finalists"]) >= 1
     for f in final:  # every finalist's full-length val figure, the chosen one marked
-        chosen = "yes" if f["trial_id"] == summary["best"]["trial_id"] and f["stage"] == summary["best"]["stage"] else ""
-        assert f"| {f['stage']} | {f['trial_id']} | {f['search_score']:.4f} | {f['val_accuracy']:.4f} | {chosen} |" in search
+        chosen = (
+            "yes" if f["trial_id"] == summary["best"]["trial_id"] and f["stage"] == summary["best"]["stage"] else ""
+        )
+        assert (
+            f"| {f['stage']} | {f['trial_id']} | {f['search_score']:.4f} | {f['val_accuracy']:.4f} | {chosen} |"
+            in search
+        )
     tuned = json.loads((made["root"] / "tuned" / "metrics.json").read_text())
     assert tuned["run"] == "tuned" and tuned["val_accuracy"] == max(f["val_accuracy"] for f in final)
 
 
 def test_failed_and_exploded_trials_are_counted_and_marked():
     """A hand-written trials.csv in the tuning step's columns: one completed, one failed, one exploded trial."""
-    trials = pd.DataFrame({
-        "trial_id": ["0", "1", "2"], "stage": ["coarse"] * 3, "learning_rate": [0.001, 0.01, 5.0],
-        "best_val_accuracy": [0.8, None, None], "last_val_accuracy": [0.8, None, None], "epochs_run": [2, 0, 1],
-        "status": ["completed", "failed", "exploded"], "failure_reason": ["", "ValueError: bad", "exploded: loss 1e9"],
-        "seed": [1, 1, 1], "wall_seconds": [3.0, 0.5, 1.0], "worker": ["local"] * 3,
-    })
+    trials = Trials.from_frame(
+        pd.DataFrame(
+            {
+                "trial_id": ["0", "1", "2"],
+                "stage": ["coarse"] * 3,
+                "learning_rate": [0.001, 0.01, 5.0],
+                "best_val_accuracy": [0.8, None, None],
+                "last_val_accuracy": [0.8, None, None],
+                "epochs_run": [2, 0, 1],
+                "status": ["completed", "failed", "exploded"],
+                "failure_reason": ["", "ValueError: bad", "exploded: loss 1e9"],
+                "seed": [1, 1, 1],
+                "wall_seconds": [3.0, 0.5, 1.0],
+                "fit_seconds": [2.5, 0.1, 0.8],
+                "fixed_seconds": [0.5, 0.4, 0.2],
+                "reused": [False, True, True],
+                "worker": ["local"] * 3,
+            }
+        )
+    )
     space = {"learning_rate": {"min": 1e-4, "max": 10.0, "sampling": "log"}}
-    search = {"objective": "val_accuracy", "direction": "max", "coarse": {"trials": 3, "epochs": 2}, "fine": {"trials": 1, "epochs": 2}}
-    view = report_module.normalise_trials(trials, space)
-    assert view["status"].tolist() == ["completed", "failed", "exploded"] and view["failed"].tolist() == [False, True, True]
-    assert report_module._stage_table(view, search)["rows"] == [["coarse", "3", "3", "1", "1", "1", "2", "0–2"]]
-    top = report_module._top_table(view, space, search)["rows"]
+    search = {
+        "objective": "val_accuracy",
+        "direction": "max",
+        "coarse": {"trials": 3, "epochs": 2},
+        "fine": {"trials": 1, "epochs": 2},
+    }
+    view = normalise_trials(trials, space)
+    assert view["status"].tolist() == ["completed", "failed", "exploded"] and view["failed"].tolist() == [
+        False,
+        True,
+        True,
+    ]
+    assert stage_table(view, search)["rows"] == [["coarse", "3", "3", "1", "1", "1", "2", "0–2"]]
+    top = top_table(view, space, search)["rows"]
     assert [row[1] for row in top] == ["0", "1", "2"] and top[0][4] == "0.8000" and top[2][-1] == "exploded"
-    png = report_module.figures.trial_scatter(view[["learning_rate", "objective", "stage", "failed"]], "learning_rate",
-                                              "val_accuracy", True, (1e-4, 10.0))
+    png = figures.trial_scatter(
+        view[["learning_rate", "objective", "stage", "failed"]], "learning_rate", "val_accuracy", True, (1e-4, 10.0)
+    )
     with Image.open(io.BytesIO(png)) as image:
         image.verify()
 
@@ -260,33 +337,68 @@ def test_sanity_data_issues_and_diagnosis_when_present(made, tmp_path):
     root = copy_root(made, tmp_path)
     Image.new("RGB", (120, 80), "white").save(root / "sanity_lr_sweep.png")
     checks = [
-        {"name": "initial_loss", "title": "1 initial loss vs ln(C)", "status": "PASS", "advice": "as expected",
-         "numbers": {"loss": 2.3051, "ln_C": 2.302585, "tolerance": 0.25}},
-        {"name": "lr_sweep", "title": "4 learning-rate sweep", "status": "WARN", "advice": "search 1e-4 to 1e-2",
-         "numbers": {"lr_explodes": 0.5, "suggested_range": [0.0001, 0.01]}, "plot": "sanity_lr_sweep.png"},
-        {"name": "preprocessing", "title": "6 preprocessed inputs vs what the backbone expects", "status": "PASS",
-         "advice": "inputs reach the backbone as it expects", "augmentation": "the fill shifts the means: reflect the borders",
-         "numbers": {"mode": "tf"}},
+        {
+            "name": "initial_loss",
+            "title": "1 initial loss vs ln(C)",
+            "status": "PASS",
+            "advice": "as expected",
+            "numbers": {"loss": 2.3051, "ln_C": 2.302585, "tolerance": 0.25},
+        },
+        {
+            "name": "lr_sweep",
+            "title": "4 learning-rate sweep",
+            "status": "WARN",
+            "advice": "search 1e-4 to 1e-2",
+            "numbers": {"lr_explodes": 0.5, "suggested_range": [0.0001, 0.01]},
+            "plot": "sanity_lr_sweep.png",
+        },
+        {
+            "name": "preprocessing",
+            "title": "6 preprocessed inputs vs what the backbone expects",
+            "status": "PASS",
+            "advice": "inputs reach the backbone as it expects",
+            "augmentation": "the fill shifts the means: reflect the borders",
+            "numbers": {"mode": "tf"},
+        },
     ]
-    (root / "sanity.json").write_text(json.dumps({"status": "WARN", "weights_used": "random", "checks": checks}))
-    pd.DataFrame({"source": ["a.jpg", "b.png", "c.png"], "reason": ["corrupt", "corrupt", "converted"],
-                  "action": ["excluded", "excluded", "converted"], "detail": ["", "", ""]}).to_csv(root / "data_issues.csv", index=False)
+    sanity = {"paper": "tiny", "dataset": "digits", "status": "WARN", "weights_used": "random", "seconds": 9.0}
+    checks = [{**check, "seconds": 0.5} for check in checks]
+    record = Sanity.model_validate({**sanity, "created": "2026-01-01T00:00:00+0000", "checks": checks})
+    (root / "sanity.json").write_text(json.dumps(record.dump()))  # unsorted: the numbers in the order given
+    pd.DataFrame(
+        {
+            "source": ["a.jpg", "b.png", "c.png"],
+            "reason": ["corrupt", "corrupt", "converted"],
+            "action": ["excluded", "excluded", "converted"],
+            "detail": ["", "", ""],
+        }
+    ).to_csv(root / "data_issues.csv", index=False)
     path = root / "tuned" / "metrics.json"
     metrics = json.loads(path.read_text())
-    metrics["diagnosis"] = {"status": "problems", "summary": "overfitting",
-                            "findings": [{"problem": "overfitting", "evidence": "gap 0.200", "advice": "more dropout"}]}
+    metrics["diagnosis"] = {
+        "status": "problems",
+        "summary": "overfitting",
+        "findings": [{"problem": "overfitting", "evidence": "gap 0.200", "advice": "more dropout"}],
+    }
     path.write_text(json.dumps(metrics))
     make_report(made["config"], root.parent, tmp_path / "reports")
     folder = tmp_path / "reports" / made["config"].run_name
     md = (folder / "report.md").read_text()
     sanity = section(md, 10)
     assert "| 1 initial loss vs ln(C) | PASS | loss 2.305, ln_C 2.303, tolerance 0.25 | as expected |" in sanity
-    assert "| 4 learning-rate sweep | WARN | lr_explodes 0.5, suggested_range [0.0001, 0.01] | search 1e-4 to 1e-2 |" in sanity
+    assert (
+        "| 4 learning-rate sweep | WARN | lr_explodes 0.5, suggested_range [0.0001, 0.01] | search 1e-4 to 1e-2 |"
+        in sanity
+    )
     assert "![sanity check: 4 learning-rate sweep](figures/sanity_lr_sweep.png)" in sanity
     assert "expects. Augmentation: the fill shifts the means: reflect the borders |" in sanity  # its own sentence
     assert (folder / "figures" / "sanity_lr_sweep.png").read_bytes() == (root / "sanity_lr_sweep.png").read_bytes()
     data = section(md, 8)
-    assert "**Images excluded:** 2" in data and "| excluded | corrupt | 2 |" in data and "| converted | converted | 1 |" in data
+    assert (
+        "**Images excluded:** 2" in data
+        and "| excluded | corrupt | 2 |" in data
+        and "| converted | converted | 1 |" in data
+    )
     assert "**Diagnosis of the after training:** overfitting" in section(md, 5)
     assert "**overfitting**: gap 0.200 → more dropout" in section(md, 5)
 
@@ -304,8 +416,22 @@ def correct_by_image(root, run):
     return table["true"] == table["predicted"]
 
 
-COMPARISON_KEYS = {"before", "after", "headline", "decision", "paired", "bootstrap", "seeds", "trivial_baseline",
-                   "train_imbalance_ratio", "imbalanced", "lead_metrics", "selection", "paper"}
+COMPARISON_KEYS = {
+    "format",
+    "before",
+    "after",
+    "headline",
+    "decision",
+    "paired",
+    "bootstrap",
+    "seeds",
+    "trivial_baseline",
+    "train_imbalance_ratio",
+    "imbalanced",
+    "lead_metrics",
+    "selection",
+    "paper",
+}
 
 
 def test_summary_starts_with_the_headline_of_the_paired_comparison(made):
@@ -330,8 +456,17 @@ def test_summary_starts_with_the_headline_of_the_paired_comparison(made):
     assert comparison["decision"]["by"] == "paired" and comparison["seeds"] is None
     improved = boot["ci95"][0] > 0 and paired["p_value"] < 0.05
     worse = boot["ci95"][1] < 0 and paired["p_value"] < 0.05
-    start = "Optimisation improved" if improved else "Optimisation made test accuracy worse" if worse else "The difference ("
-    assert comparison["headline"].startswith(start) and f"paired on the same {len(before)} test images" in comparison["headline"]
+    start = (
+        "Optimisation improved"
+        if improved
+        else "Optimisation made test accuracy worse"
+        if worse
+        else "The difference ("
+    )
+    assert (
+        comparison["headline"].startswith(start)
+        and f"paired on the same {len(before)} test images" in comparison["headline"]
+    )
     assert f"| b: right before, wrong after | {b} |" in summary and f"| c: wrong before, right after | {c} |" in summary
     lo, hi = boot["ci95"]
     assert f"| paired bootstrap 95% CI of the difference (images resampled) | [{lo:.4f}, {hi:.4f}] |" in summary
@@ -348,12 +483,17 @@ def test_every_accuracy_stands_next_to_the_trivial_baseline(made):
     assert made["after"]["test"]["majority_share"] == pytest.approx(share)
     before, after = made["before"], made["after"]
     summary = section(made["md"], 1)
-    row = f"| test accuracy | {before['test_accuracy']:.4f} | {after['test_accuracy']:.4f} | " \
-          f"{after['test_accuracy'] - before['test_accuracy']:+.4f} | {share:.4f} |"
+    row = (
+        f"| test accuracy | {before['test_accuracy']:.4f} | {after['test_accuracy']:.4f} | "
+        f"{after['test_accuracy'] - before['test_accuracy']:+.4f} | {share:.4f} |"
+    )
     assert row in summary
     balanced = [m["test"]["balanced_accuracy"] for m in (before, after)]
     assert f"| test balanced accuracy | {balanced[0]:.4f} | {balanced[1]:.4f} |" in summary
-    assert f"{share:.4f} |" in section(made["md"], 2).split("| digits (scikit-learn digits) | test accuracy |")[1].splitlines()[0]
+    assert (
+        f"{share:.4f} |"
+        in section(made["md"], 2).split("| digits (scikit-learn digits) | test accuracy |")[1].splitlines()[0]
+    )
     assert f"(trivial baseline, the majority class's share: {share:.4f})" in section(made["md"], 13)
     assert comparison["imbalanced"] is False and comparison["lead_metrics"] == ["accuracy"]
     assert "**Lead metric:** accuracy" in summary and "imbalanced" not in summary
@@ -361,8 +501,12 @@ def test_every_accuracy_stands_next_to_the_trivial_baseline(made):
 
 def test_selection_metrics_come_from_the_resolved_config(made, tmp_path):
     comparison = json.loads((made["folder"] / "comparison.json").read_text())
-    assert comparison["selection"] == {"checkpoint": "val_accuracy", "early_stopping": False, "search": "val_accuracy",
-                                       "search_direction": "max"}
+    assert comparison["selection"] == {
+        "checkpoint": "val_accuracy",
+        "early_stopping": False,
+        "search": "val_accuracy",
+        "search_direction": "max",
+    }
     root = copy_root(made, tmp_path)
     path = root / "tuned" / "config.resolved.yaml"
     config = yaml.safe_load(path.read_text())
@@ -390,12 +534,18 @@ def test_imbalanced_training_classes_lead_with_macro_f1_and_balanced_accuracy(ma
     summary = section((folder / "report.md").read_text(), 1)
     test, trivial = made["after"]["test"], comparison["trivial_baseline"]
     lead = next(b for b in blocks(summary) if b.startswith("**The training classes are imbalanced**"))
-    assert f"macro-F1 is {test['macro_f1']:.4f}, {test['macro_f1'] - trivial['macro_f1']:+.4f} against the trivial " \
-           f"baseline's {trivial['macro_f1']:.4f}" in lead
+    assert (
+        f"macro-F1 is {test['macro_f1']:.4f}, {test['macro_f1'] - trivial['macro_f1']:+.4f} against the trivial "
+        f"baseline's {trivial['macro_f1']:.4f}" in lead
+    )
     balanced, trivial_balanced = test["balanced_accuracy"], trivial["balanced_accuracy"]
     assert f"accuracy {balanced:.4f}, {balanced - trivial_balanced:+.4f} against {trivial_balanced:.4f}" in lead
     assert summary.index(lead) < summary.index("| metric |")
-    assert summary.index("| test macro-F1 |") < summary.index("| test balanced accuracy |") < summary.index("| test accuracy |")
+    assert (
+        summary.index("| test macro-F1 |")
+        < summary.index("| test balanced accuracy |")
+        < summary.index("| test accuracy |")
+    )
 
 
 def test_predictions_on_different_test_images_are_refused(made, tmp_path):
@@ -404,8 +554,11 @@ def test_predictions_on_different_test_images_are_refused(made, tmp_path):
     table = pd.read_csv(path, dtype=str)
     dropped = table["source"].iloc[0]
     table.iloc[1:].to_csv(path, index=False)
-    with pytest.raises(UserError, match=rf"not evaluated on the same test images: 1 only in {re.escape(str(root))}/baseline/"
-                                        rf"predictions\.csv \(e\.g\. {re.escape(dropped)}\)"):
+    with pytest.raises(
+        UserError,
+        match=rf"not evaluated on the same test images: 1 only in {re.escape(str(root))}/baseline/"
+        rf"predictions\.csv \(e\.g\. {re.escape(dropped)}\)",
+    ):
         report_module.build(made["config"], root)
 
 
@@ -417,15 +570,15 @@ def test_paper_rows_get_a_verdict_against_our_interval(made, tmp_path):
     name = "3"
     support = after["per_class"][name]["support"]
     entries = [
-        {"metric": "accuracy", "value": accuracy},                                # inside, half-width > 0.02
-        {"metric": "accuracy", "value": accuracy, "tolerance": 0.05},             # inside, half-width <= 0.05
-        {"metric": "accuracy", "value": (hi + 1) / 2, "dataset": "Digits"},       # above our interval
-        {"metric": "accuracy", "value": lo / 2},                                  # below it
+        {"metric": "accuracy", "value": accuracy},  # inside, half-width > 0.02
+        {"metric": "accuracy", "value": accuracy, "tolerance": 0.05},  # inside, half-width <= 0.05
+        {"metric": "accuracy", "value": (hi + 1) / 2, "dataset": "Digits"},  # above our interval
+        {"metric": "accuracy", "value": lo / 2},  # below it
         {"metric": "accuracy", "value": 0.99, "dataset": "MNIST"},
         {"metric": "macro_f1", "value": 0.999},
         {"metric": "sensitivity", "class_name": name, "value": 0.5},
         {"metric": "specificity", "class_name": name, "value": 0.5},
-        {"metric": "sensitivity", "value": 0.5},                                  # which class? digits has 10
+        {"metric": "sensitivity", "value": 0.5},  # which class? digits has 10
         {"metric": "top5_accuracy", "value": 0.5},
     ]
     paper = {**PAPER, "reported": [{"dataset": "digits", "where": "Table 1", **e} for e in entries]}
@@ -442,7 +595,10 @@ def test_paper_rows_get_a_verdict_against_our_interval(made, tmp_path):
     assert rows[3]["explanation"].startswith("above: our result is above the paper's")
     f1 = rows[5]
     assert f1["ours"] == pytest.approx(after["test_macro_f1"]) and f1["ci95"][0] <= f1["ours"] <= f1["ci95"][1]
-    assert f1["interval"] == f"bootstrap over the {count} test images (2000 resamples, seed 0)" and f1["verdict"] == "below"
+    assert (
+        f1["interval"] == f"bootstrap over the {count} test images (2000 resamples, seed 0)"
+        and f1["verdict"] == "below"
+    )
     recall = after["per_class"][name]["sensitivity"]
     assert rows[6]["ci95"] == pytest.approx(wilson_interval(round(recall * support), support))
     specificity = after["per_class"][name]["specificity"]
@@ -452,8 +608,10 @@ def test_paper_rows_get_a_verdict_against_our_interval(made, tmp_path):
     assert rows[9]["ci95"] == pytest.approx(wilson_interval(round(top5 * count), count))
     assert report["comparison"]["paper"]["overall"] == "not reproduced"
     paper_md = report_module.render(report)[0]
-    assert "**Overall verdict against the paper: not reproduced.** 8 of the 10 results the paper reports are comparable" \
+    assert (
+        "**Overall verdict against the paper: not reproduced.** 8 of the 10 results the paper reports are comparable"
         in paper_md
+    )
     assert "The datasets differ" not in paper_md
 
 
@@ -493,7 +651,9 @@ def test_several_seeds_on_both_sides_decide_the_headline(made, tmp_path):
     comparison = json.loads((folder / "comparison.json").read_text())
     welch = stats.ttest_ind(accuracies["tuned"], accuracies["baseline"], equal_var=False)
     seeds = comparison["seeds"]
-    assert seeds["welch"]["p_value"] == pytest.approx(welch.pvalue) and seeds["welch"]["t"] == pytest.approx(welch.statistic)
+    assert seeds["welch"]["p_value"] == pytest.approx(welch.pvalue) and seeds["welch"]["t"] == pytest.approx(
+        welch.statistic
+    )
     assert (seeds["before"]["n"], seeds["after"]["n"]) == (3, 3) and seeds["difference"] == pytest.approx(0.1)
     assert comparison["decision"]["by"] == "seeds"
     summary = section((folder / "report.md").read_text(), 1)
@@ -506,8 +666,8 @@ def test_several_seeds_on_both_sides_decide_the_headline(made, tmp_path):
 
 
 def test_mean_std_values():
-    assert report_module.mean_std([0.9, 0.92, 0.94]) == pytest.approx((0.92, 0.02))
-    assert report_module.mean_std([0.5]) == (0.5, 0.0)
+    assert mean_std([0.9, 0.92, 0.94]) == pytest.approx((0.92, 0.02))
+    assert mean_std([0.5]) == (0.5, 0.0)
 
 
 def test_wilson_interval_known_values():
@@ -521,10 +681,21 @@ def test_wilson_interval_known_values():
 
 
 def test_no_runs_is_a_clear_error(made, tmp_path, capsys):
-    from project.cli import main
+    from project.commands.cli import main
 
-    status = main(["report", "--paper", made["config"].paper_file, "--dataset", made["config"].dataset_file,
-                   "--runs-dir", str(tmp_path / "empty"), "--reports-dir", str(tmp_path / "reports")])
+    status = main(
+        [
+            "report",
+            "--paper",
+            made["config"].paper_file,
+            "--dataset",
+            made["config"].dataset_file,
+            "--runs-dir",
+            str(tmp_path / "empty"),
+            "--reports-dir",
+            str(tmp_path / "reports"),
+        ]
+    )
     err = capsys.readouterr().err
     assert status == 2
     assert err.startswith("error: no baseline run at ")
@@ -537,14 +708,19 @@ def test_no_runs_is_a_clear_error(made, tmp_path, capsys):
 def test_incomplete_run_is_refused(made, tmp_path, run, command):
     root = copy_root(made, tmp_path)
     (root / run / "COMPLETE").unlink()
-    with pytest.raises(UserError, match=rf"{run} is an interrupted or unfinished run .*`{command} PAPER=tiny DATASET=digits`"):
+    with pytest.raises(
+        UserError, match=rf"{run} is an interrupted or unfinished run .*`{command} PAPER=tiny DATASET=digits`"
+    ):
         report_module.build(made["config"], root)
 
 
 # ------------------------------------------------------------------ self-contained HTML
 
 
-RESOURCE = re.compile(r"""(?:\b(?:src|srcset|poster|data)\s*=\s*["']?\s*|<link\b[^>]*\bhref\s*=\s*["']?\s*|url\(\s*["']?|@import\s+["']?)([a-z][a-z0-9+.-]*:)?//""", re.I)
+RESOURCE = re.compile(
+    r"""(?:\b(?:src|srcset|poster|data)\s*=\s*["']?\s*|<link\b[^>]*\bhref\s*=\s*["']?\s*|url\(\s*["']?|@import\s+["']?)([a-z][a-z0-9+.-]*:)?//""",
+    re.I,
+)
 
 
 def external_resources(html):
@@ -572,94 +748,6 @@ def test_external_resource_check_finds_them():
 # ------------------------------------------------------------------ in a real browser
 
 
-class Chromium:
-    """Headless Chromium driven over the DevTools protocol on a pipe (--remote-debugging-pipe:
-    JSON messages separated by NUL on file descriptors 3 and 4), no extra packages."""
-
-    def __init__(self, profile):
-        exe = shutil.which("chromium") or shutil.which("chromium-browser")
-        assert exe, "Chromium is not installed: apt-get update && apt-get install -y chromium"
-        to_child, self.out = os.pipe()
-        self.inp, from_child = os.pipe()
-        # the child's ends above 3 and 4, so that moving them to 3 and 4 cannot clobber one another
-        to_child, from_child = [self._high(fd) for fd in (to_child, from_child)]
-        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-                 "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}", "--remote-debugging-pipe"]
-        launcher = f"import os, sys; os.dup2({to_child}, 3); os.dup2({from_child}, 4); os.execv(sys.argv[1], sys.argv[1:])"
-        self.process = subprocess.Popen([sys.executable, "-c", launcher, exe, *flags, "about:blank"], pass_fds=(to_child, from_child),
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        os.close(to_child)
-        os.close(from_child)
-        self.buffer, self.next_id, self.events = b"", 0, []
-
-    @staticmethod
-    def _high(fd):
-        high = fcntl.fcntl(fd, fcntl.F_DUPFD, 20)
-        os.close(fd)
-        return high
-
-    def send(self, method, params=None, session=None, timeout=60):
-        self.next_id += 1
-        message = {"id": self.next_id, "method": method, "params": params or {}}
-        if session:
-            message["sessionId"] = session
-        os.write(self.out, json.dumps(message).encode() + b"\0")
-        reply = self.wait(lambda m: m.get("id") == self.next_id, timeout)
-        assert "error" not in reply, reply
-        return reply.get("result", {})
-
-    def wait(self, match, timeout=60):
-        deadline = time.monotonic() + timeout
-        while True:
-            for i, message in enumerate(self.events):
-                if match(message):
-                    return self.events.pop(i)
-            remaining = deadline - time.monotonic()
-            assert remaining > 0, "Chromium did not answer in time"
-            if select.select([self.inp], [], [], remaining)[0]:
-                chunk = os.read(self.inp, 1 << 20)
-                assert chunk, "Chromium closed the DevTools pipe"
-                self.buffer += chunk
-                *messages, self.buffer = self.buffer.split(b"\0")
-                self.events += [json.loads(m) for m in messages if m]
-
-    def open(self, path):
-        """Load a page; return (naturalWidth of each <img>, console errors, requests to other hosts)."""
-        target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-        session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        for domain in ("Page", "Runtime", "Log", "Network"):
-            self.send(f"{domain}.enable", session=session)
-        self.send("Page.navigate", {"url": Path(path).resolve().as_uri()}, session=session)
-        self.wait(lambda m: m.get("method") == "Page.loadEventFired" and m.get("sessionId") == session)
-        widths = self.send("Runtime.evaluate", {
-            "expression": "Array.from(document.images).map(i => i.complete ? i.naturalWidth : -1)", "returnByValue": True,
-        }, session=session)["result"]["value"]
-        errors, requests = [], []
-        for m in [m for m in self.events if m.get("sessionId") == session]:
-            method, params = m.get("method"), m.get("params", {})
-            if method == "Runtime.consoleAPICalled" and params["type"] in ("error", "assert"):
-                errors.append(params["args"])
-            elif method == "Runtime.exceptionThrown" or (method == "Log.entryAdded" and params["entry"]["level"] == "error"):
-                errors.append(params)
-            elif method == "Network.requestWillBeSent" and not params["request"]["url"].startswith(("data:", "file:")):
-                requests.append(params["request"]["url"])
-        self.send("Target.closeTarget", {"targetId": target})
-        return widths, errors, requests
-
-    def close(self):
-        try:
-            self.send("Browser.close", timeout=10)
-        except (AssertionError, OSError):  # already gone: the test's own failure says why
-            pass
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        os.close(self.out)
-        os.close(self.inp)
-
-
 @pytest.mark.browser
 def test_report_opens_in_headless_chromium(made, tmp_path):
     broken = tmp_path / "broken.html"
@@ -684,8 +772,10 @@ def test_compute_section_says_whether_the_runs_were_deterministic(made, tmp_path
     metrics["deterministic"] = False
     (root / "tuned" / "metrics.json").write_text(json.dumps(metrics))
     make_report(made["config"], tmp_path / "runs", tmp_path / "reports")
-    compute = section((tmp_path / "reports" / made["config"].run_name / "report.md").read_text(),
-                      report_module.SECTIONS.index("Compute and environment") + 1)
+    compute = section(
+        (tmp_path / "reports" / made["config"].run_name / "report.md").read_text(),
+        report_module.SECTIONS.index("Compute and environment") + 1,
+    )
     assert "**Deterministic:** no, for tuned" in compute
 
 
@@ -693,13 +783,24 @@ def test_search_section_shows_the_rank_agreement_make_bench_measured_on_this_car
     config = made["config"]
     assert "Rank agreement" not in section(made["md"], 4)  # no bench.json: nothing claimed
     reports = tmp_path / "reports"
-    ranks = {"paper": config.paper_name, "dataset": config.dataset_name, "epochs": {"coarse": 6, "full": 15},
-             "configurations": 5, "rho": 0.9, "coarse": [0.6, 0.8, 0.7, 0.9, 0.4], "full": [0.9, 0.93, 0.95, 0.97, 0.79]}
+    ranks = {
+        "paper": config.paper_name,
+        "dataset": config.dataset_name,
+        "epochs": {"coarse": 6, "full": 15},
+        "configurations": 5,
+        "rho": 0.9,
+        "coarse": [0.6, 0.8, 0.7, 0.9, 0.4],
+        "full": [0.9, 0.93, 0.95, 0.97, 0.79],
+    }
     for paper, expected in ((config.paper_name, True), ("another_paper", False)):
-        write_json(reports / "bench" / "bench.json", {"created": "2026-12-01T12:00:00+0000",
-                                                      "details": {"rank agreement": {**ranks, "paper": paper}}})
+        write_json(
+            reports / "bench" / "bench.json",
+            {"created": "2026-12-01T12:00:00+0000", "details": {"rank agreement": {**ranks, "paper": paper}}},
+        )
         make_report(config, made["runs"], reports)
         search = section((reports / config.run_name / "report.md").read_text(), 4)
-        line = ("**Rank agreement** (`make bench`, 2026-12-01): Spearman rho = 0.90 between the 6-epoch and 15-epoch "
-                "scores of 5 configurations")
+        line = (
+            "**Rank agreement** (`make bench`, 2026-12-01): Spearman rho = 0.90 between the 6-epoch and 15-epoch "
+            "scores of 5 configurations"
+        )
         assert (line in search) is expected, search

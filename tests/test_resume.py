@@ -63,8 +63,19 @@ def wait_for(condition, process, timeout):
 def test_train_killed_mid_epoch_resumes_with_continuous_epochs(tmp_path):
     card = tmp_path / "resume.yaml"
     card.write_text(CARD)
-    command = [sys.executable, "-m", "project", "train", "--paper", str(card), "--dataset", "digits",
-               "--runs-dir", str(tmp_path / "runs"), "--quiet"]
+    command = [
+        sys.executable,
+        "-m",
+        "project",
+        "train",
+        "--paper",
+        str(card),
+        "--dataset",
+        "digits",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--quiet",
+    ]
     run = tmp_path / "runs" / "resume__digits" / "baseline"
     warm, main = run / "logs" / "history_warm.csv", run / "logs" / "history_main.csv"
 
@@ -115,8 +126,9 @@ def test_atomic_write_never_leaves_a_partial_file_when_killed(tmp_path):
     target = tmp_path / "metrics.json"
     size = 4_000_000  # a few ms per write: kills land inside writes
     for delay in (0.05, 0.13, 0.21, 0.34):
-        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(target), str(size)], cwd=REPO,
-                                  stdout=subprocess.PIPE, text=True)
+        writer = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(target), str(size)], cwd=REPO, stdout=subprocess.PIPE, text=True
+        )
         assert writer.stdout.readline().strip() == "ready"
         time.sleep(delay)
         writer.send_signal(signal.SIGKILL)
@@ -146,7 +158,9 @@ except UserError as error:
 
 def test_atomic_write_on_a_full_disk_is_a_clear_error_and_keeps_the_previous_file(tmp_path):
     target = tmp_path / "best.weights.json"
-    result = subprocess.run([sys.executable, "-c", FULL_DISK, str(target)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, str(target)], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert f"cannot write {target}: File too large (is the folder writable, is the disk full?)" in result.stdout
     assert target.read_text() == "previous\n"
@@ -160,24 +174,30 @@ def test_a_resumed_stage_keeps_its_best_checkpoint_and_early_stopping_patience(t
     import keras
     import numpy as np
 
-    from project.cards import load_config
-    from project.data import prepare
-    from project.model import build_model
-    from project.training import evaluate, fit_stages
+    from project.config.cards import load_config
+    from project.data.prepare import prepare
+    from project.model.classifier import build_model
+    from project.train.training import evaluate, fit_stages
 
     card = tmp_path / "patience.yaml"
-    card.write_text(CARD.replace("batch_size: 4", "batch_size: 8").replace("patience: 20", "patience: 2")
-                    .replace("    - {name: warm, epochs: 2}\n", "").replace("epochs: 4", "epochs: 8")
-                    .replace("learning_rate: 0.003", "learning_rate: 0.01"))
+    card.write_text(
+        CARD.replace("batch_size: 4", "batch_size: 8")
+        .replace("patience: 20", "patience: 2")
+        .replace("    - {name: warm, epochs: 2}\n", "")
+        .replace("epochs: 4", "epochs: 8")
+        .replace("learning_rate: 0.003", "learning_rate: 0.01")
+    )
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     np.savez(tmp_path / "digits400.npz", x=(digits.images[:400] * 255 / 16).astype(np.uint8), y=digits.target[:400])
-    (tmp_path / "digits400.yaml").write_text("adapter: npz\noptions: {path: digits400.npz}\nsplit: {val: 0.25, test: 0.2}\n")
+    (tmp_path / "digits400.yaml").write_text(
+        "adapter: npz\noptions: {path: digits400.npz}\nsplit: {val: 0.25, test: 0.2}\n"
+    )
     config = load_config(str(card), str(tmp_path / "digits400.yaml"))
     paper, folder = config.paper, tmp_path / "run"
     data = prepare(config, tmp_path)
-    stats = data.stats(paper)
+    stats = data.stats(paper.model.input_size)
 
     class Kill(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -190,12 +210,21 @@ def test_a_resumed_stage_keeps_its_best_checkpoint_and_early_stopping_patience(t
 
     keras.utils.set_random_seed(paper.seed)
     with pytest.raises(KeyboardInterrupt):
-        fit_stages(build_model(paper, data.num_classes, stats)[0], paper, data, folder, extra_callbacks=[Kill()], verbose=0)
+        fit_stages(
+            build_model(paper.model, data.num_classes, stats, l2=paper.training.l2)[0],
+            paper,
+            data,
+            folder,
+            extra_callbacks=[Kill()],
+            verbose=0,
+        )
     before = pd.read_csv(folder / "logs" / "history_main.csv")
     assert before["epoch"].tolist() == [0, 1]
-    assert before["val_accuracy"].max() > 0.3, "the first two epochs must learn something for this test to mean anything"
+    assert before["val_accuracy"].max() > 0.3, (
+        "the first two epochs must learn something for this test to mean anything"
+    )
 
-    model = build_model(paper, data.num_classes, stats)[0]  # what a new process builds
+    model = build_model(paper.model, data.num_classes, stats, l2=paper.training.l2)[0]  # what a new process builds
     fit_stages(model, paper, data, folder, extra_callbacks=[Wipe()], verbose=0)
     after = pd.read_csv(folder / "logs" / "history_main.csv")
     assert after["epoch"].tolist() == [0, 1, 2, 3]

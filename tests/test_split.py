@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from project.adapters import Sources
+from project.config.schema import Split
+from project.data.adapters import Sources
+from project.data.split import load_or_make_split, make_split
 from project.errors import UserError
-from project.schema import Split
-from project.split import load_or_make_split, make_split
 
 
 def sources(counts=(60, 30, 15), names=("a", "b", "c")):

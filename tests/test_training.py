@@ -8,15 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import write_card, write_tiny_paper_card
-from project.cards import load_config
-from project.cli import main
-from project.data import prepare
-from project.metrics import class_weights
-from project.model import backbone_of, build_model
-from project.schema import Config
-from project.training import fit_stages, make_optimizer
+
+from project.commands.cli import main
+from project.config.cards import load_config
+from project.config.schema import Config
+from project.data.prepare import prepare
+from project.model.backbones import WeightsSource
+from project.model.classifier import backbone_of, build_model
+from project.train.metrics import class_weights
+from project.train.training import feed_of, fit_stages, make_optimizer
 
 ARTIFACTS = ["model.keras", "history.csv", "config.resolved.yaml", "predictions.csv", "metrics.json", "COMPLETE"]
 
@@ -72,7 +73,11 @@ def test_smoke_metrics_agree_with_the_predictions(smoke):
     assert {"precision", "recall", "f1", "support"} <= set(metrics["per_class"]["3"])
     assert sum(c["support"] for c in metrics["per_class"].values()) == len(test)
     matrix = np.array(metrics["confusion_matrix"])
-    assert matrix.shape == (10, 10) and matrix.sum() == len(test) and np.trace(matrix) == (true == probabilities.argmax(1)).sum()
+    assert (
+        matrix.shape == (10, 10)
+        and matrix.sum() == len(test)
+        and np.trace(matrix) == (true == probabilities.argmax(1)).sum()
+    )
     (stage,) = metrics["stages"]
     model = keras.saving.load_model(run / "model.keras", safe_mode=True)
     assert stage["stage"] == "train" and stage["epochs"] == 1
@@ -91,7 +96,7 @@ def test_saved_model_loads_safely_and_takes_raw_images(smoke):
     model = keras.saving.load_model(run / "model.keras", safe_mode=True)
     assert model.input_shape == (None, 16, 16, 3)
     data = prepare(smoke["config"], root)
-    images = np.concatenate([x.numpy() for x, _ in data.dataset("test", smoke["config"].paper)])
+    images = np.concatenate([x.numpy() for x, _ in data.dataset("test", feed_of(smoke["config"].paper))])
     assert images.max() > 200  # raw 0-255 pixels go in; the model normalises them itself
     predictions = pd.read_csv(run / "predictions.csv")
     expected = predictions[[c for c in predictions.columns if c.startswith("p_")]].to_numpy()
@@ -101,7 +106,7 @@ def test_saved_model_loads_safely_and_takes_raw_images(smoke):
 def test_rerun_with_the_same_config_reuses_the_run(smoke, capsys):
     run = smoke["run"]
     stamp, before = (run / "model.keras").stat().st_mtime_ns, (run / "metrics.json").read_text()
-    assert main(smoke["args"]) == 0
+    assert main([a for a in smoke["args"] if a != "--quiet"]) == 0  # the message is INFO: --quiet hides it
     assert "is complete for this configuration" in capsys.readouterr().out
     assert (run / "model.keras").stat().st_mtime_ns == stamp and (run / "metrics.json").read_text() == before
     assert not (smoke["root"] / "archive").exists()
@@ -129,42 +134,62 @@ def small_data(tmp_path):
     labels = np.arange(90) % 3
     images = np.clip(rng.normal(60 + 70 * labels[:, None, None, None], 20, (90, 8, 8, 3)), 0, 255).astype(np.uint8)
     np.savez(tmp_path / "small.npz", x=images, y=labels)
-    return write_card(tmp_path / "small.yaml", {"adapter": "npz", "options": {"path": "small.npz"}, "split": {"val": 0.2, "test": 0.2}})
+    return write_card(
+        tmp_path / "small.yaml",
+        {"adapter": "npz", "options": {"path": "small.npz"}, "split": {"val": 0.2, "test": 0.2}},
+    )
 
 
 def weights_of(model, name):
     return [w.copy() for w in backbone_of(model).get_layer(name).get_weights()]
 
 
-def test_two_stages_freeze_exactly_what_they_should(tmp_path, small_data):
-    card = write_tiny_paper_card(tmp_path, model={"input_size": 8, "scratch": {"blocks": [4, 4]}}, training={
-        "batch_size": 16, "stages": [{"name": "head", "epochs": 1, "unfreeze": 0},
-                                     {"name": "top", "epochs": 1, "unfreeze": "block2_conv1", "learning_rate": 0.05}]})
+@pytest.mark.parametrize(
+    "weights",
+    [WeightsSource("imagenet"), WeightsSource("random_fallback", "imagenet weights unavailable")],
+    ids=lambda weights: weights.kind,
+)
+def test_two_stages_freeze_exactly_what_they_should(tmp_path, small_data, weights):
+    card = write_tiny_paper_card(
+        tmp_path,
+        model={"input_size": 8, "scratch": {"blocks": [4, 4]}},
+        training={
+            "batch_size": 16,
+            "stages": [
+                {"name": "head", "epochs": 1, "unfreeze": 0},
+                {"name": "top", "epochs": 1, "unfreeze": "block2_conv1", "learning_rate": 0.05},
+            ],
+        },
+    )
     config = load_config(str(card), str(small_data))
     data = prepare(config, tmp_path / "run")
-    model, _ = build_model(config.paper, data.num_classes, data.stats(config.paper))
+    model, _ = build_model(config.paper.model, data.num_classes, data.stats(config.paper.model.input_size))
     layers = ["block1_conv1", "block1_norm1", "block2_conv1", "block2_norm1"]
     start = {name: weights_of(model, name) for name in layers}
     head = model.get_layer("predictions").get_weights()[0].copy()
 
-    # as with pretrained weights: BatchNormalization stays frozen (and in inference mode) when unfrozen
-    stages = fit_stages(model, config.paper, data, tmp_path / "run" / "baseline", weights_used="imagenet", verbose=0)
+    # pretrained weights: BatchNormalization stays frozen (and in inference mode) when unfrozen;
+    # random ones, a fallback included, train it with its layer
+    stages = fit_stages(model, config.paper, data, tmp_path / "run" / "baseline", weights=weights, verbose=0)
     assert [s["stage"] for s in stages] == ["head", "top"] and [s["epochs"] for s in stages] == [1, 1]
     head_params = model.get_layer("predictions").count_params()
     assert stages[0]["params_trainable"] == head_params and stages[0]["unfrozen_layers"] == 0
-    assert stages[1]["params_trainable"] == head_params + 3 * 3 * 4 * 4  # block2_conv1's kernel (no bias with BN)
+    batchnorm = 0 if weights.pretrained else 2 * 4  # block2_norm1's gamma and beta
+    assert stages[1]["params_trainable"] == head_params + 3 * 3 * 4 * 4 + batchnorm  # block2_conv1: no bias with BN
     assert stages[1]["unfrozen_layers"] == 4 and stages[1]["learning_rate"] == 0.05
     for stage in stages:
         assert stage["params_trainable"] + stage["params_frozen"] == model.count_params()
 
     end = {name: weights_of(model, name) for name in layers}
-    for name in ("block1_conv1", "block1_norm1", "block2_norm1"):  # frozen throughout (BN statistics too)
+    for name in ("block1_conv1", "block1_norm1"):  # frozen throughout (BN statistics too)
         assert all(np.array_equal(a, b) for a, b in zip(start[name], end[name])), name
+    unchanged = [np.array_equal(a, b) for a, b in zip(start["block2_norm1"], end["block2_norm1"])]
+    assert unchanged == [weights.pretrained] * 4  # gamma, beta, moving mean and variance
     assert not np.array_equal(start["block2_conv1"][0], end["block2_conv1"][0])
     assert not np.array_equal(head, model.get_layer("predictions").get_weights()[0])
 
     # a finished stage is not trained again
-    again = fit_stages(model, config.paper, data, tmp_path / "run" / "baseline", weights_used="imagenet", verbose=0)
+    again = fit_stages(model, config.paper, data, tmp_path / "run" / "baseline", weights=weights, verbose=0)
     assert again == stages
 
 
@@ -176,11 +201,13 @@ class FinalWeights(keras.callbacks.Callback):
 @pytest.mark.parametrize("reload_last", [True, False])
 def test_the_best_epoch_is_reloaded_unless_a_trial_drops_the_model(tmp_path, digits_card, reload_last):
     # a high learning rate: val accuracy wanders, so the best epoch is not the last
-    card = write_tiny_paper_card(tmp_path, **{"training.learning_rate": 1.0, "training.stages.0.epochs": 4, "runtime.backup_seconds": 0})
+    card = write_tiny_paper_card(
+        tmp_path, **{"training.learning_rate": 1.0, "training.stages.0.epochs": 4, "runtime.backup_seconds": 0}
+    )
     config = load_config(str(card), str(digits_card))
     data = prepare(config, tmp_path / "run")
     keras.utils.set_random_seed(config.paper.seed)  # both cases train the same model
-    model, _ = build_model(config.paper, data.num_classes, data.stats(config.paper))
+    model, _ = build_model(config.paper.model, data.num_classes, data.stats(config.paper.model.input_size))
     final = FinalWeights()
     folder = tmp_path / "run" / "baseline"
     fit_stages(model, config.paper, data, folder, extra_callbacks=[final], verbose=0, trial=not reload_last)
@@ -193,16 +220,19 @@ def test_the_best_epoch_is_reloaded_unless_a_trial_drops_the_model(tmp_path, dig
     if reload_last:
         best = keras.models.clone_model(model)
         best.load_weights(checkpoint)
-        assert not all(np.array_equal(a, b) for a, b in zip(best.get_weights(), final.weights))  # the best epoch, not the last
+        assert not all(
+            np.array_equal(a, b) for a, b in zip(best.get_weights(), final.weights)
+        )  # the best epoch, not the last
     expected = best.get_weights() if reload_last else final.weights
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), expected))
 
 
 def test_the_optimizer_is_built_before_the_first_traced_step(tmp_path, tiny_config):
     # its variables made inside the traced step would leave functions in TF's library for good
-    from project.training import compile_model
+    from project.train.training import compile_model
 
-    model, _ = build_model(tiny_config.paper, 10, prepare(tiny_config, tmp_path / "run").stats(tiny_config.paper))
+    stats = prepare(tiny_config, tmp_path / "run").stats(tiny_config.paper.model.input_size)
+    model, _ = build_model(tiny_config.paper.model, 10, stats)
     compile_model(model, tiny_config.paper, 0.01, steps_per_epoch=10, epochs=1)
     assert model.optimizer.built and len(model.optimizer.variables) > len(model.trainable_variables)
 
@@ -210,8 +240,17 @@ def test_the_optimizer_is_built_before_the_first_traced_step(tmp_path, tiny_conf
 # ------------------------------------------------------------------ optimizers and class weights
 
 
-@pytest.mark.parametrize("optimizer, cls", [("sgd", "SGD"), ("momentum", "SGD"), ("nesterov", "SGD"), ("adam", "Adam"),
-                                            ("adamw", "AdamW"), ("rmsprop", "RMSprop")])
+@pytest.mark.parametrize(
+    "optimizer, cls",
+    [
+        ("sgd", "SGD"),
+        ("momentum", "SGD"),
+        ("nesterov", "SGD"),
+        ("adam", "Adam"),
+        ("adamw", "AdamW"),
+        ("rmsprop", "RMSprop"),
+    ],
+)
 def test_optimizers(tiny_config, optimizer, cls):
     t = tiny_config.paper.training.model_copy(update={"optimizer": optimizer, "weight_decay": 0.001})
     built = make_optimizer(t, 0.1, steps_per_epoch=10, epochs=5)
@@ -220,7 +259,9 @@ def test_optimizers(tiny_config, optimizer, cls):
         assert built.momentum == 0.9 and built.nesterov == (optimizer == "nesterov")
 
 
-@pytest.mark.parametrize("schedule, at_step_20", [("constant", 0.1), ("step", 0.01), ("cosine", 0.05), ("exponential", 0.001)])
+@pytest.mark.parametrize(
+    "schedule, at_step_20", [("constant", 0.1), ("step", 0.01), ("cosine", 0.05), ("exponential", 0.001)]
+)
 def test_schedules(tiny_config, schedule, at_step_20):
     t = tiny_config.paper.training.model_copy(update={"schedule": schedule, "step_every": 2, "decay": 0.1})
     rate = make_optimizer(t, 0.1, steps_per_epoch=10, epochs=4).get_config()["learning_rate"]
@@ -243,8 +284,22 @@ def test_kermany2018_trains_one_epoch_on_digits(tmp_path, digits_card):
     config = load_config("kermany2018", str(digits_card))
     assert config.paper.model.backbone == "InceptionV3" and config.paper.model.weights == "imagenet"
     runs = tmp_path / "runs"
-    args = ["train", "--paper", "kermany2018", "--dataset", str(digits_card), "--runs-dir", str(runs), "--quiet",
-            "--set", "model.weights=none", "--set", "model.input_size=75", "--set", "training.stages.0.epochs=1"]
+    args = [
+        "train",
+        "--paper",
+        "kermany2018",
+        "--dataset",
+        str(digits_card),
+        "--runs-dir",
+        str(runs),
+        "--quiet",
+        "--set",
+        "model.weights=none",
+        "--set",
+        "model.input_size=75",
+        "--set",
+        "training.stages.0.epochs=1",
+    ]
     assert main(args) == 0
     run = runs / "kermany2018__digits" / "baseline"
     metrics = json.loads((run / "metrics.json").read_text())

@@ -9,32 +9,38 @@ import sys
 import time
 from pathlib import Path
 
+import keras_tuner
 import pandas as pd
 import pytest
 
-import keras_tuner
-
 from project.artifacts import read_json
-from project.cards import load_config
-from project.cli import main
-from project.data import prepare
+from project.commands.cli import main
+from project.config.cards import load_config
+from project.data.prepare import prepare
 from project.errors import UserError
-from project.search_space import card_space, edge_warnings
-from project.training import train_run
-from project.tuning import CardHyperModel, StageOracle, StageTuner, check_search, tune
+from project.train.training import train_run
+from project.tune.hypermodel import CardHyperModel
+from project.tune.search_space import card_space, edge_warnings
+from project.tune.tuning import StageOracle, StageTuner, check_search, tune
 
 # No normalization: plain SGD at learning rate 10 then explodes within a few batches.
 TINY = {"model.scratch.normalization": "none", "training.optimizer": "sgd", "training.batch_size": 64}
 # seed 15 draws learning rates 10, 10, 10, 0.05: three exploding trials in a row (Keras Tuner's
 # default max_consecutive_failed_trials of 3 would end the search there), then a working one.
 EXPLODING = {
-    "objective": "val_accuracy", "seed": 15, "top_k": 2,
-    "coarse": {"trials": 4, "epochs": 2}, "fine": {"trials": 1, "epochs": 1},
+    "objective": "val_accuracy",
+    "seed": 15,
+    "top_k": 2,
+    "coarse": {"trials": 4, "epochs": 2},
+    "fine": {"trials": 1, "epochs": 1},
     "space": {"learning_rate": {"choices": [0.05, 10.0]}, "dropout": {"min": 0.0, "max": 0.5}},
 }
 CALM = {
-    "objective": "val_accuracy", "seed": 3, "top_k": 2,
-    "coarse": {"trials": 3, "epochs": 1}, "fine": {"trials": 1, "epochs": 1},
+    "objective": "val_accuracy",
+    "seed": 3,
+    "top_k": 2,
+    "coarse": {"trials": 3, "epochs": 1},
+    "fine": {"trials": 1, "epochs": 1},
     "space": {"learning_rate": {"min": 0.01, "max": 0.1, "sampling": "log"}, "dropout": {"min": 0.0, "max": 0.5}},
 }
 ARTIFACTS = ["model.keras", "history.csv", "predictions.csv", "metrics.json", "config.resolved.yaml", "COMPLETE"]
@@ -45,22 +51,22 @@ def config_with(tmp_path, tiny_paper_card, digits_card, search, **overrides):
     return load_config(str(paper), str(digits_card))
 
 
-def test_the_card_space_becomes_keras_tuner_hyperparameters_without_building_a_model(tmp_path, tiny_paper_card, digits_card):
-    search = {**CALM, "space": {**CALM["space"], "batch_size": {"choices": [16, 64]}, "head_units": {"min": 8, "max": 64, "step": 8}}}
+def test_the_card_space_becomes_keras_tuner_hyperparameters_of_the_stages_hypermodel(
+    tmp_path, tiny_paper_card, digits_card
+):
+    search = {
+        **CALM,
+        "space": {**CALM["space"], "batch_size": {"choices": [16, 64]}, "head_units": {"min": 8, "max": 64, "step": 8}},
+    }
     config = config_with(tmp_path, tiny_paper_card, digits_card, search)
-    built = []
-
-    class Counting(CardHyperModel):
-        def build(self, hp):
-            model = super().build(hp)
-            built.append(model)
-            return model
-
-    model = Counting(config, prepare(config, tmp_path / "run"), keras_tuner.Objective("val_accuracy", "max"))
-    model.space = card_space(config.paper.search)
-    oracle = StageOracle(tmp_path / "tuning", objective=keras_tuner.Objective("val_accuracy", "max"), max_trials=2, seed=1)
-    StageTuner(oracle=oracle, hypermodel=model, directory=str(tmp_path / "tuning"), project_name="coarse", stage="coarse")
-    assert built and all(m is None for m in built)  # Keras Tuner's setup builds: only the space is declared
+    objective = keras_tuner.Objective("val_accuracy", "max")
+    model = CardHyperModel(
+        config, prepare(config, tmp_path / "run"), objective, space=card_space(config.paper.search), epochs=1
+    )
+    oracle = StageOracle(tmp_path / "tuning", objective=objective, max_trials=2, seed=1)
+    StageTuner(
+        oracle=oracle, hypermodel=model, directory=str(tmp_path / "tuning"), project_name="coarse", stage="coarse"
+    )
     space = {hp.name: hp for hp in oracle.get_space().space}
     assert type(space["learning_rate"]).__name__ == "Float" and space["learning_rate"].sampling == "log"
     assert (space["learning_rate"].min_value, space["learning_rate"].max_value) == (0.01, 0.1)
@@ -69,7 +75,9 @@ def test_the_card_space_becomes_keras_tuner_hyperparameters_without_building_a_m
     assert type(space["head_units"]).__name__ == "Int" and space["head_units"].step == 8
 
 
-def test_search_marks_exploded_trials_goes_on_narrows_and_retrains_on_the_baseline_split(tmp_path, tiny_paper_card, digits_card, capsys):
+def test_search_marks_exploded_trials_goes_on_narrows_and_retrains_on_the_baseline_split(
+    tmp_path, tiny_paper_card, digits_card, capsys
+):
     config = config_with(tmp_path, tiny_paper_card, digits_card, EXPLODING)
     root = tmp_path / "runs" / config.run_name
     train_run(config, root, "baseline", verbose=0)
@@ -87,7 +95,9 @@ def test_search_marks_exploded_trials_goes_on_narrows_and_retrains_on_the_baseli
     assert (coarse[exploding].epochs_run == 1).all()  # stopped in its first epoch of 2
     assert (coarse[~exploding].status == "completed").all() and (coarse[~exploding].epochs_run == 2).all()
     assert fine.status.tolist() == ["completed"] and fine.epochs_run.tolist() == [1]
-    assert set(trials.worker) == {"local"} and set(trials.seed) == {config.paper.seed} and (trials.wall_seconds > 0).all()
+    assert (
+        set(trials.worker) == {"local"} and set(trials.seed) == {config.paper.seed} and (trials.wall_seconds > 0).all()
+    )
     # time inside model.fit, exploded fits included; the rest of the wall time is the search's own
     assert ((trials.fit_seconds > 0) & (trials.fit_seconds < trials.wall_seconds)).all()
     assert trials.best_val_accuracy[trials.status == "completed"].notna().all()
@@ -106,7 +116,10 @@ def test_search_marks_exploded_trials_goes_on_narrows_and_retrains_on_the_baseli
 
     tuned = root / "tuned"
     assert all((tuned / name).exists() for name in ARTIFACTS)
-    assert all((root / f"tuned-seed{config.paper.seed + 1}" / name).exists() for name in [*ARTIFACTS, "best_hyperparameters.json"])
+    assert all(
+        (root / f"tuned-seed{config.paper.seed + 1}" / name).exists()
+        for name in [*ARTIFACTS, "best_hyperparameters.json"]
+    )
     assert read_json(tuned / "best_hyperparameters.json") == best
     assert (root / "split.csv").read_text() == split
     baseline_ids = pd.read_csv(root / "baseline" / "predictions.csv").source.tolist()
@@ -137,19 +150,36 @@ def test_a_tune_run_on_a_different_split_refuses(tmp_path, tiny_paper_card, digi
     config = config_with(tmp_path, tiny_paper_card, digits_card, CALM)
     runs = tmp_path / "runs"
     prepare(config, runs / config.run_name)  # the baseline's split.csv
-    args = ["tune", "--paper", str(tmp_path / "cards" / "tiny.yaml"), "--dataset", str(digits_card), "--runs-dir", str(runs)]
+    args = [
+        "tune",
+        "--paper",
+        str(tmp_path / "cards" / "tiny.yaml"),
+        "--dataset",
+        str(digits_card),
+        "--runs-dir",
+        str(runs),
+    ]
     assert main([*args, "--set", "dataset.split.seed=5"]) == 2
     error = capsys.readouterr().err
     assert error.startswith("error: ") and "split.csv was made with split" in error and "'seed': 0" in error
     assert not (runs / config.run_name / "tuning").exists()
 
 
-@pytest.mark.parametrize("search, words", [
-    (None, "has no search section"),
-    ({**CALM, "objective": "val_auc"}, "search.objective 'val_auc' is not recorded"),
-    ({**CALM, "space": {"weight_decay": {"min": 0.001, "max": 2.0}}}, "search.space.weight_decay: 2.0 is not a valid training.weight_decay"),
-    ({**CALM, "space": {"optimizer": {"choices": ["adam", "adagrad"]}}}, "search.space.optimizer: 'adagrad' is not a valid training.optimizer"),
-])
+@pytest.mark.parametrize(
+    "search, words",
+    [
+        (None, "has no search section"),
+        ({**CALM, "objective": "val_auc"}, "search.objective 'val_auc' is not recorded"),
+        (
+            {**CALM, "space": {"weight_decay": {"min": 0.001, "max": 2.0}}},
+            "search.space.weight_decay: 2.0 is not a valid training.weight_decay",
+        ),
+        (
+            {**CALM, "space": {"optimizer": {"choices": ["adam", "adagrad"]}}},
+            "search.space.optimizer: 'adagrad' is not a valid training.optimizer",
+        ),
+    ],
+)
 def test_a_search_the_card_cannot_run_is_refused_naming_the_key(tmp_path, tiny_paper_card, digits_card, search, words):
     overrides = {} if search is None else {"search": search}
     config = load_config(str(tiny_paper_card(tmp_path / "cards", **TINY, **overrides)), str(digits_card))
@@ -159,9 +189,23 @@ def test_a_search_the_card_cannot_run_is_refused_naming_the_key(tmp_path, tiny_p
 
 def tune_process(env, paper, digits_card, *args, extra_env=None):
     return subprocess.Popen(
-        [sys.executable, "-m", "project", "tune", "--paper", str(paper), "--dataset", str(digits_card), "--quiet", *args],
-        cwd=Path(__file__).resolve().parent.parent, env={**env.env, **(extra_env or {})},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "project",
+            "tune",
+            "--paper",
+            str(paper),
+            "--dataset",
+            str(digits_card),
+            "--quiet",
+            *args,
+        ],
+        cwd=Path(__file__).resolve().parent.parent,
+        env={**env.env, **(extra_env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -197,7 +241,9 @@ def free_port():
 
 
 @pytest.mark.slow
-def test_a_chief_and_two_workers_search_both_stages_and_the_chief_retrains(tmp_path, tiny_paper_card, digits_card, project_env):
+def test_a_chief_and_two_workers_search_both_stages_and_the_chief_retrains(
+    tmp_path, tiny_paper_card, digits_card, project_env
+):
     search = {**CALM, "coarse": {"trials": 4, "epochs": 1}, "fine": {"trials": 2, "epochs": 1}}
     paper = tiny_paper_card(tmp_path / "cards", **{**TINY, "search": search})
     distributed = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(free_port())}
@@ -217,6 +263,8 @@ def test_a_chief_and_two_workers_search_both_stages_and_the_chief_retrains(tmp_p
 
 
 def test_macro_f1_on_val_is_an_objective_every_trial_records(tmp_path, tiny_paper_card, digits_card):
-    config = load_config(str(tiny_paper_card(tmp_path / "cards", **TINY, search={**CALM, "objective": "val_macro_f1"})), str(digits_card))
+    config = load_config(
+        str(tiny_paper_card(tmp_path / "cards", **TINY, search={**CALM, "objective": "val_macro_f1"})), str(digits_card)
+    )
     search, _ = check_search(config)
     assert search.objective == "val_macro_f1"

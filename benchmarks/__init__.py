@@ -1,0 +1,1 @@
+"""make bench / make bench-data: measured speed and memory figures, outside the library code."""

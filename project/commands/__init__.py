@@ -1,0 +1,1 @@
+"""The command line: one parser, lazy dispatch to each command's function."""

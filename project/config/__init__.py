@@ -1,0 +1,1 @@
+"""Cards -> validated config: the pydantic schema, card loading, the backbone table. No TensorFlow."""

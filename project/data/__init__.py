@@ -1,0 +1,1 @@
+"""Data: loader adapters -> data check -> saved split -> tf.data pipeline with albumentations."""

@@ -1,0 +1,529 @@
+"""The data check: scan a file-based dataset before training and keep only what the input
+pipeline can decode (`make check-data`; also the first step of every `prepare`, so of train and tune).
+
+Each file is read once with Pillow; the result is cached in runs/<paper>__<dataset>/data_scan.csv
+by path, size and modification time, so a second scan only stats the files. Each file is
+  kept       a JPEG or PNG in grey or RGB: the pipeline decodes it as it is;
+  converted  anything else Pillow reads (CMYK, 16-bit, transparency, palette, EXIF rotation,
+             BMP/GIF/WebP, very large images): an 8-bit RGB PNG copy is written once to
+             runs/<paper>__<dataset>/converted/<content hash>.png and the pipeline reads the copy;
+  excluded   empty, damaged, not an image, an unsupported format (TIFF, HEIC), a missing file,
+             a broken link or a link that leads out of the dataset folder.
+Copies rather than conversion in the pipeline: TensorFlow's decoders ignore EXIF orientation,
+drop alpha without compositing, and cannot downscale while decoding (a 12000x12000 photo is
+decoded in full, then resized as float32: ~1.7 GB). Pillow does it once, JPEGs at reduced
+scale (`draft`), and the tf.data pipeline stays pure TensorFlow. Originals are never modified.
+
+Every exclusion and warning is listed in runs/<paper>__<dataset>/data_issues.csv
+(source, reason, action, detail) and counted on the console. Hidden and system files
+(.DS_Store, ._*, __MACOSX/, Thumbs.db, .ipynb_checkpoints/) are ignored silently.
+"""
+
+import hashlib
+import io
+import os
+import warnings
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from project import logs
+from project.artifacts import atomic_write, run_root
+from project.config.cards import DATASETS_DIR
+from project.data.adapters import IMAGE_EXTENSIONS, load_sources
+from project.errors import UserError
+
+log = logs.get(__name__)
+
+AS_IS = {("JPEG", "L"), ("JPEG", "RGB"), ("PNG", "L"), ("PNG", "RGB")}  # decoded faithfully by TensorFlow
+READABLE = {"JPEG", "MPO", "PNG", "BMP", "GIF", "WEBP"}  # converted when not AS_IS; other formats excluded
+LARGE_PIXELS = 40_000_000  # above this, converted copies are downscaled on decode
+MAX_SIDE = 2048  # longest side of a downscaled copy
+TINY_SIDE = 8  # smaller images are kept (resized) with a warning
+MIN_PER_CLASS = 3  # one image each in train, val and test
+SYSTEM_FILES = {"thumbs.db", "ehthumbs.db", "desktop.ini"}
+HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif"}
+ISSUE_COLUMNS = ["source", "reason", "action", "detail"]
+SCAN_COLUMNS = ["path", "size", "mtime_ns", "hash", "format", "mode", "width", "height", "status", "reason", "detail"]
+KEEP_ORDER = {"test": 0, "val": 1, "train": 2}  # drop_duplicates keeps the copy in the first of these
+
+
+def ignored(name):
+    """Hidden and system files and folders, skipped silently (the folder adapter's rule)."""
+    return name.startswith(".") or name.startswith("__") or name.lower() in SYSTEM_FILES
+
+
+def issue(source, reason, action, detail):
+    return {"source": str(source), "reason": reason, "action": action, "detail": detail}
+
+
+# ------------------------------------------------------------------ one file
+
+
+def sniff(data):
+    """(reason, detail) for bytes Pillow cannot identify."""
+    if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS:
+        return "unsupported_format", f"{data[8:12].decode().upper()} (HEIF) image: convert it to JPEG or PNG"
+    head = data[:1024]
+    if b"<html" in head.lower() or head.lstrip().lower().startswith((b"<!doctype", b"<?xml", b"<svg")):
+        return "not_an_image", "an HTML/XML page saved with an image extension (a failed download?)"
+    try:
+        head.decode("utf-8")
+        text = b"\x00" not in head
+    except UnicodeDecodeError as error:
+        text = error.start >= len(head) - 3 and b"\x00" not in head  # a character cut at the end
+    if text:
+        return "not_an_image", "a text file saved with an image extension"
+    return "corrupt", "not a readable image (damaged, or a format Pillow does not know)"
+
+
+def conversions(image):
+    """Why the pipeline cannot decode this image as it is (empty: it can)."""
+    changes = []
+    alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+    if (image.format, image.mode) not in AS_IS or alpha:
+        changes.append(f"{image.format} {image.mode} -> 8-bit RGB" + (" (transparent areas on white)" if alpha else ""))
+    try:
+        orientation = image.getexif().get(0x0112, 1)
+    except Exception:  # damaged EXIF: the pixels may still be fine
+        orientation = 1
+    if orientation not in (None, 1):
+        changes.append(f"EXIF orientation {orientation} applied")
+    if image.width * image.height > LARGE_PIXELS:
+        changes.append(f"{image.width}x{image.height} downscaled on decode to at most {MAX_SIDE} px")
+    return changes
+
+
+def to_rgb(image):
+    """8-bit RGB, upright, at most MAX_SIDE when the original is very large."""
+    from PIL import Image, ImageOps
+
+    large = image.width * image.height > LARGE_PIXELS
+    if large:
+        image.draft(None, (MAX_SIDE, MAX_SIDE))  # JPEG: decode at 1/2, 1/4 or 1/8 scale
+    image.load()
+    image = ImageOps.exif_transpose(image)
+    if large:
+        image.thumbnail((MAX_SIDE, MAX_SIDE))
+    if image.mode.startswith("I") or image.mode == "F":  # 16- or 32-bit grey
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode.startswith("I;16") or values.max() > 255:
+            values = values / 257.0
+        image = Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8))
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def png_bytes(image):
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def inspect(path, converted_dir):
+    """Read one file: its status (kept / converted / excluded), reason, detail, format and hash.
+    A converted copy is written to `converted_dir` on the way."""
+    from PIL import Image, UnidentifiedImageError
+
+    data = Path(path).read_bytes()
+    row = {
+        "hash": hashlib.blake2b(data, digest_size=16).hexdigest(),
+        "format": "",
+        "mode": "",
+        "width": 0,
+        "height": 0,
+        "status": "kept",
+        "reason": "",
+        "detail": "",
+    }
+    if not data:
+        return {**row, "status": "excluded", "reason": "empty_file", "detail": "zero bytes"}
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            row.update(format=image.format, mode=image.mode, width=image.width, height=image.height)
+            if image.format not in READABLE:
+                return {
+                    **row,
+                    "status": "excluded",
+                    "reason": "unsupported_format",
+                    "detail": f"{image.format} image: convert it to PNG or JPEG",
+                }
+            changes = conversions(image)
+            if changes:
+                target = Path(converted_dir) / f"{row['hash']}.png"
+                if not target.exists():
+                    atomic_write(target, png_bytes(to_rgb(image)))
+                return {**row, "status": "converted", "reason": "converted", "detail": "; ".join(changes)}
+            if image.format == "JPEG":  # the whole stream is still read at 1/8 scale: truncation shows
+                image.draft(None, (max(1, image.width // 8), max(1, image.height // 8)))
+            image.load()
+    except UserError:
+        raise
+    except Image.DecompressionBombError as error:
+        return {**row, "status": "excluded", "reason": "too_large", "detail": str(error)}
+    except UnidentifiedImageError:
+        reason, detail = sniff(data)
+        return {**row, "status": "excluded", "reason": reason, "detail": detail}
+    except Exception as error:  # truncated or damaged data: Pillow raises OSError, SyntaxError, ValueError...
+        return {**row, "status": "excluded", "reason": "corrupt", "detail": f"{type(error).__name__}: {error}"[:200]}
+    return row
+
+
+# ------------------------------------------------------------------ many files
+
+
+def scan(paths, root):
+    """Inspect every file, reusing root/data_scan.csv rows whose size and mtime still match."""
+    from PIL import Image
+
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    root = Path(root)
+    cache_file, converted_dir = root / "data_scan.csv", root / "converted"
+    cached = {}
+    if cache_file.exists():
+        table = pd.read_csv(cache_file, dtype=str, keep_default_na=False)
+        if list(table.columns) == SCAN_COLUMNS:
+            cached = {row["path"]: row for row in table.to_dict("records")}
+
+    def one(path):
+        key = os.path.abspath(path)
+        try:
+            stat = os.stat(path)
+        except OSError as error:
+            missing = isinstance(error, FileNotFoundError)
+            reason = ("broken_link" if os.path.islink(path) else "missing_file") if missing else "unreadable"
+            return {"path": key, "status": "excluded", "reason": reason, "detail": error.strerror or str(error)}
+        hit = cached.get(key)
+        if (
+            hit
+            and hit["size"] == str(stat.st_size)
+            and hit["mtime_ns"] == str(stat.st_mtime_ns)
+            and (hit["status"] != "converted" or (converted_dir / f"{hit['hash']}.png").exists())
+        ):
+            return hit
+        try:
+            row = inspect(path, converted_dir)
+        except (PermissionError, IsADirectoryError) as error:
+            row = {"status": "excluded", "reason": "unreadable", "detail": error.strerror}
+        return {k: str(v) for k, v in {"path": key, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, **row}.items()}
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        rows = list(pool.map(one, paths))
+    fresh = [r for r in rows if r.get("size")]
+    if any(cached.get(r["path"]) is not r for r in fresh) or len(fresh) != len(cached):
+        atomic_write(cache_file, pd.DataFrame(fresh, columns=SCAN_COLUMNS).to_csv(index=False))
+    return rows
+
+
+def inside(path, folder):
+    return Path(os.path.realpath(path)).is_relative_to(folder)
+
+
+def walk(root, sources):
+    """What the folder adapter skipped without a word: files it does not read, broken or
+    outside links, images outside class folders, class folders without images."""
+    root = Path(root)
+    real_root = Path(os.path.realpath(root))
+    listed = {os.path.abspath(p) for p in sources.items}
+    class_depth = 2 if sources.subsets is not None else 1
+    issues = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not ignored(d))
+        rel = Path(folder).relative_to(root)
+        for name in list(dirs):
+            path = Path(folder) / name
+            if os.path.islink(path) and not any(p.startswith(f"{os.path.abspath(path)}{os.sep}") for p in listed):
+                outside = not inside(path, real_root)
+                issues.append(
+                    issue(
+                        (rel / name).as_posix() + "/",
+                        "outside_dataset" if outside else "linked_folder",
+                        "excluded",
+                        f"a link to {os.path.realpath(path)}"
+                        + (", outside the dataset folder" if outside else ": links to folders are not followed"),
+                    )
+                )
+            elif len(rel.parts) == class_depth - 1 and name not in sources.class_names:
+                issues.append(
+                    issue(
+                        (rel / name).as_posix() + "/",
+                        "empty_class",
+                        "warning",
+                        f"class folder {name!r} holds no images: not a class",
+                    )
+                )
+        for name in sorted(files):
+            path = Path(folder) / name
+            if ignored(name) or os.path.abspath(path) in listed:
+                continue
+            source = (rel / name).as_posix()
+            suffix = path.suffix.lower()
+            if os.path.islink(path) and not path.exists():
+                issues.append(
+                    issue(source, "broken_link", "excluded", f"a link to {os.readlink(path)}, which does not exist")
+                )
+            elif len(rel.parts) < class_depth:
+                if suffix in IMAGE_EXTENSIONS:
+                    issues.append(
+                        issue(
+                            source,
+                            "not_in_class_folder",
+                            "excluded",
+                            f"images must be inside a class folder under {root}",
+                        )
+                    )
+            elif suffix not in IMAGE_EXTENSIONS:
+                with open(path, "rb") as handle:
+                    head = handle.read(64)
+                kind = "a TIFF image" if head[:4] in (b"II*\x00", b"MM\x00*") else sniff(head)[1].split(":")[0]
+                issues.append(
+                    issue(
+                        source,
+                        "unsupported_format",
+                        "excluded",
+                        f"{suffix or 'no extension'} ({kind}): read extensions are {', '.join(sorted(IMAGE_EXTENSIONS))}",
+                    )
+                )
+    return issues
+
+
+# ------------------------------------------------------------------ the check
+
+
+@dataclass
+class Check:
+    """The outcome of the scan: the sources left (converted copies in place of their originals),
+    the issues so far, and a content hash per source for the duplicate and leakage report."""
+
+    sources: object
+    issues: list
+    hashes: list
+    folder: Path
+    files: int
+
+    def duplicate_groups(self):
+        groups = defaultdict(list)
+        for i, digest in enumerate(self.hashes):
+            groups[digest].append(i)
+        return [g for g in groups.values() if len(g) > 1]
+
+    def leakage(self, subsets):
+        """Warnings for identical images left in the data: across subsets (leakage) or within one.
+        Also the number of groups spanning subsets, per pair of subsets."""
+        rows, pairs, spanning = [], Counter(), 0
+        names = self.sources.class_names
+        for group in self.duplicate_groups():
+            where = sorted({subsets[i] for i in group}, key=["train", "val", "test"].index)
+            spanning += len(where) > 1
+            for a in range(len(where)):
+                for b in range(a + 1, len(where)):
+                    pairs[f"{where[a]}&{where[b]}"] += 1
+            for i in group:
+                others = ", ".join(
+                    f"{self.sources.ids[j]} ({subsets[j]}, {names[self.sources.labels[j]]})" for j in group if j != i
+                )
+                rows.append(
+                    issue(
+                        self.sources.ids[i],
+                        "leakage" if len(where) > 1 else "duplicate",
+                        "warning",
+                        f"in {subsets[i]}; identical to {others}",
+                    )
+                )
+        return rows, dict(sorted(pairs.items())), spanning
+
+    def report(self, subsets):
+        """Write data_issues.csv and print the counts per reason; returns (table, leakage pairs)."""
+        rows, pairs, spanning = self.leakage(np.asarray(subsets))
+        table = pd.DataFrame(self.issues + rows, columns=ISSUE_COLUMNS)
+        path = self.folder / "data_issues.csv"
+        atomic_write(path, table.to_csv(index=False))
+        counts = table["action"].value_counts()
+        log.info(
+            f"data check: {self.files} files, {len(self.sources)} kept ({counts.get('converted', 0)} as converted copies), "
+            f"{counts.get('excluded', 0)} excluded; every issue is listed in {path}"
+        )
+        for (action, reason), count in table.groupby(["action", "reason"], sort=False).size().items():
+            note = ""
+            if reason == "leakage":
+                note = (
+                    f": {spanning} groups of identical images span subsets ({', '.join(f'{k} {v}' for k, v in pairs.items())}); "
+                    f"--set data.drop_duplicates=true keeps one copy of each"
+                )
+            log.info(f"  {count:5d}  {action:9s} {reason}{note}")
+        for row in self.issues:
+            if row["reason"] in ("small_class", "empty_class"):
+                log.info(f"  {row['action']}: {row['detail']}")
+        return table, pairs
+
+
+def check(config, sources, root):
+    """Scan `sources` (kind 'files'): exclude what cannot be used, point converted images at
+    their copies, drop identical copies when the card asks (data.drop_duplicates)."""
+    root = Path(root)
+    d, wanted = config.dataset, config.paper.data
+    issues = [issue(s, r, "excluded", t) for s, r, t in sources.issues]
+    top = sources.root or os.path.commonpath([os.path.abspath(p) for p in sources.items])
+    real_top = Path(os.path.realpath(top))
+    if d.adapter == "folder":
+        issues += walk(top, sources)
+    files = len(sources) + len(issues)
+    candidates = []
+    for i, path in enumerate(sources.items):
+        if inside(path, real_top) or not os.path.lexists(path) or not os.path.exists(path):
+            candidates.append(i)
+        else:
+            issues.append(
+                issue(
+                    sources.ids[i],
+                    "outside_dataset",
+                    "excluded",
+                    f"a link to {os.path.realpath(path)}, outside {real_top}",
+                )
+            )
+    rows = scan([sources.items[i] for i in candidates], root)
+    keep, items, hashes = [], list(sources.items), {}
+    for i, row in zip(candidates, rows):
+        source = sources.ids[i]
+        if row["status"] == "excluded":
+            issues.append(issue(source, row["reason"], "excluded", row["detail"]))
+            continue
+        if row["status"] == "converted":
+            items[i] = str(root / "converted" / f"{row['hash']}.png")
+            issues.append(issue(source, "converted", "converted", row["detail"]))
+        if min(int(row["width"]), int(row["height"])) < TINY_SIDE:
+            issues.append(
+                issue(
+                    source,
+                    "tiny_image",
+                    "warning",
+                    f"{row['width']}x{row['height']} pixels: kept, resized to the model's input",
+                )
+            )
+        keep.append(i)
+        hashes[i] = row["hash"]
+    if wanted.drop_duplicates:
+        keep = drop_duplicates(keep, hashes, sources, issues)
+    kept = subset_sources(sources, keep, items)
+    kept, class_issues = drop_empty_classes(kept, d.classes)
+    issues += class_issues
+    if sources.subsets is None or "val" not in set(kept.subsets.tolist()) or d.split.val_from_train:
+        issues += small_classes(kept)
+    result = Check(kept, issues, [hashes[i] for i in keep], root, files)
+    present = sorted(set(kept.labels.tolist()))
+    if len(present) < 2:
+        result.report(np.full(len(kept), "train"))
+        names = [kept.class_names[i] for i in present]
+        raise UserError(
+            f"dataset {config.dataset_file}: only {len(present)} class ({', '.join(names) or 'none'}) has usable images "
+            f"after the data check (see {root / 'data_issues.csv'}); a classifier needs at least 2"
+        )
+    return result
+
+
+def drop_duplicates(keep, hashes, sources, issues):
+    """One copy per content hash: the one in test, else val, else train, else the first listed."""
+    groups = defaultdict(list)
+    for i in keep:
+        groups[hashes[i]].append(i)
+    dropped = set()
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        rank = (lambda i: (KEEP_ORDER.get(sources.subsets[i], 3), i)) if sources.subsets is not None else (lambda i: i)
+        keeper = min(group, key=rank)
+        labels = {sources.class_names[sources.labels[i]] for i in group}
+        conflict = f"; the copies are labelled {', '.join(sorted(labels))}" if len(labels) > 1 else ""
+        for i in group:
+            if i != keeper:
+                dropped.add(i)
+                issues.append(
+                    issue(
+                        sources.ids[i], "duplicate", "excluded", f"identical to {sources.ids[keeper]} (kept){conflict}"
+                    )
+                )
+    return [i for i in keep if i not in dropped]
+
+
+def subset_sources(sources, keep, items):
+    index = np.asarray(keep, dtype=np.int64)
+    return replace(
+        sources,
+        items=[items[i] for i in keep],
+        labels=sources.labels[index],
+        ids=[sources.ids[i] for i in keep],
+        subsets=None if sources.subsets is None else np.asarray(sources.subsets)[index],
+        issues=[],
+    )
+
+
+def drop_empty_classes(sources, listed):
+    """A class left without images is dropped (labels renumbered) unless the card lists it."""
+    counts = np.bincount(sources.labels, minlength=len(sources.class_names))
+    issues, names = [], []
+    for i, name in enumerate(sources.class_names):
+        if counts[i]:
+            names.append(name)
+        elif listed and name in listed:
+            names.append(name)
+            issues.append(
+                issue(
+                    name,
+                    "empty_class",
+                    "warning",
+                    f"class {name!r} has no usable images but is listed in the card's classes: kept",
+                )
+            )
+        else:
+            issues.append(issue(name, "empty_class", "warning", f"class {name!r} has no usable images: dropped"))
+    if len(names) == len(sources.class_names):
+        return sources, issues
+    renumber = np.array([names.index(n) if n in names else -1 for n in sources.class_names])
+    return replace(sources, labels=renumber[sources.labels], class_names=names), issues
+
+
+def small_classes(sources):
+    counts = np.bincount(sources.labels, minlength=len(sources.class_names))
+    return [
+        issue(
+            name,
+            "small_class",
+            "warning",
+            f"class {name!r} has {counts[i]} image(s), fewer than the {MIN_PER_CLASS} a train/val/test split needs (one each): "
+            f"the split falls back to a plain random split (not stratified) and {name!r} may be missing from val or test; "
+            f"add images, or leave the class out",
+        )
+        for i, name in enumerate(sources.class_names)
+        if 0 < counts[i] < MIN_PER_CLASS
+    ]
+
+
+def cli(config, args):
+    """`check-data`: scan, then report with the split train would use (computed, not written)."""
+    from project.data.split import load_or_make_split, make_split
+
+    d = config.dataset
+    base = (
+        Path(config.dataset_file).parent if config.dataset_file else DATASETS_DIR
+    )  # as data.dataset_base, without TensorFlow
+    sources = load_sources(d.adapter, d.options, base, d.classes)
+    if sources.kind != "files":
+        log.info(f"data check: the {d.adapter} adapter gives {len(sources)} images held in memory; no files to scan")
+        return 0
+    root = run_root(config, args.runs_dir)
+    result = check(config, sources, root)
+    split_file = root / "split.csv"
+    if split_file.exists():
+        subsets = load_or_make_split(split_file, result.sources, d.split)
+    else:
+        subsets = make_split(result.sources.labels, d.split, result.sources.subsets)
+    result.report(subsets)
+    return 0

@@ -1,0 +1,226 @@
+"""Input pipeline: tf.data from sources to batches of raw 0-255 RGB images and one-hot labels.
+
+[train: shuffle the sources] -> decode (files or encoded bytes; grey and RGBA become RGB)
+-> resize to the model's input size -> cache as uint8 -> [train: shuffle] -> batch
+-> [train: albumentations on the batch] -> float32 + one-hot -> prefetch.
+
+Deterministic by construction: a training dataset spans a range of epochs, and each epoch's
+shuffle and each image's augmentation are seeded from (seed, epoch, batch index, position), never
+from the order in which tf.data's threads or the worker processes finish. No function in it is
+stateful, so TensorFlow's op determinism (runtime.deterministic) keeps every map parallel.
+
+Why it is built this way (`make bench-data` measures it, see reports/bench/bench_data.json):
+- Decoding and resizing are TensorFlow ops (parallel, no GIL); the resize is bilinear, area
+  averaging from 2x shrinking on (TensorFlow's antialiased bilinear costs 4x more CPU).
+- Augmentation calls the card's albumentations Compose on a whole batch per numpy_function call
+  (one call per batch, not per image).
+- albumentations' Python code holds the GIL, so tf.data's threads give augmentation one core at
+  most: from 3 usable CPUs on it runs in worker processes (project.data.augment_pool).
+- tf.data's autotuner is off (see make_dataset).
+- Images are cached after resizing and before augmentation, so epoch 2 on skips decoding. Without
+  a memory cache, training shuffles the sources (file names) before decoding, so memory holds the
+  index, not a buffer of decoded images.
+"""
+
+import os
+
+import numpy as np
+
+from project import logs
+from project.data.augment_pool import batch_function
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tensorflow as tf  # noqa: E402
+
+log = logs.get(__name__)
+
+AUTOTUNE = tf.data.AUTOTUNE
+SHUFFLE_BYTES = 256 * 2**20  # shuffle buffer of decoded images behind a disk cache
+EPOCH_STRIDE = 1_000_003  # the shuffle seed of an epoch: seed * EPOCH_STRIDE + epoch
+
+
+def _to_rgb(image):
+    channels = tf.shape(image)[-1]
+    # grey (1) and grey + alpha (2) become grey RGB; RGBA loses its alpha
+    image = tf.cond(channels < 3, lambda: tf.image.grayscale_to_rgb(image[..., :1]), lambda: image[..., :3])
+    return tf.ensure_shape(image, [None, None, 3])
+
+
+def decode(item, from_file=True):
+    """An image file (or its encoded bytes) to uint8 RGB: jpg, png, bmp, gif (first frame), webp."""
+    data = tf.io.read_file(item) if from_file else item
+    image = tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
+    return tf.ensure_shape(image, [None, None, 3])
+
+
+def resize(image, size):
+    """An RGB image tensor to uint8 at `size`: bilinear, or pixel-area averaging (antialiased)
+    when shrinking by 2x or more, where bilinear sampling would alias; untouched at the size."""
+    height, width = size
+    if image.dtype != tf.uint8:
+        image = tf.saturate_cast(tf.round(tf.cast(image, tf.float32)), tf.uint8)
+    shape = tf.shape(image)
+
+    def scaled():
+        shrink = tf.minimum(shape[0] / height, shape[1] / width)
+        out = tf.cond(
+            shrink >= 2,
+            lambda: tf.image.resize(image, size, method="area"),
+            lambda: tf.image.resize(image, size, method="bilinear"),
+        )
+        return tf.saturate_cast(tf.round(out), tf.uint8)
+
+    same = tf.reduce_all(shape[:2] == [height, width])
+    out = tf.cond(same, lambda: image, scaled)
+    return tf.ensure_shape(out, [height, width, 3])
+
+
+def decoded_dataset(items, labels, kind, size, shuffle_seed=None):
+    """(resized uint8 RGB image, label) per source, in order (or shuffled by `shuffle_seed`, a number
+    or a tensor); unreadable files are skipped (ignore_errors, counted) rather than ending the run."""
+    labels = np.asarray(labels, dtype=np.int32)
+    if kind == "array":
+        data = _shuffled(tf.data.Dataset.from_tensor_slices((np.asarray(items), labels)), len(labels), shuffle_seed)
+        return data.map(lambda image, y: (resize(_to_rgb(image), size), y), num_parallel_calls=AUTOTUNE)
+    data = tf.data.Dataset.from_tensor_slices((tf.constant(list(items), dtype=tf.string), labels))
+    data = _shuffled(data, len(labels), shuffle_seed)
+    data = data.map(lambda item, y: (resize(decode(item, kind == "files"), size), y), num_parallel_calls=AUTOTUNE)
+    return count_skipped(data.ignore_errors(), len(labels), size)
+
+
+def _warn_skipped(missing, expected):
+    log.warning(
+        f"warning: {missing} of {expected} images could not be decoded and were skipped (damaged or changed "
+        "after the data check?); run `make check-data` to list them"
+    )
+    return np.int64(missing)
+
+
+def count_skipped(data, expected, size):
+    """ignore_errors drops an undecodable image without a word: append an end marker (label -1)
+    and, when it arrives, say how many images never came through; then drop the marker.
+    The warning is a Python call TensorFlow sees as stateless: a stateful op (tf.print) anywhere
+    in the pipeline makes op determinism run every parallel map of it serially."""
+    end = tf.data.Dataset.from_tensors((tf.zeros([*size, 3], tf.uint8), tf.constant(-1, tf.int32)))
+
+    zero = tf.constant(0, tf.int64)
+
+    def step(count, element):
+        missing = tf.where(element[1] < 0, expected - count, zero)
+        warned = tf.cond(
+            missing > 0,
+            lambda: tf.numpy_function(_warn_skipped, [missing, expected], tf.int64, stateful=False),
+            lambda: zero,
+        )
+        return count + 1 + warned - missing, element  # uses the call's result (== missing), or TensorFlow prunes it
+
+    return data.concatenate(end).scan(tf.constant(0, tf.int64), step).filter(lambda image, y: y >= 0)
+
+
+def _shuffled(data, count, seed, buffer=None):
+    if seed is None:
+        return data
+    return data.shuffle(max(1, min(count, buffer or count)), seed=seed, reshuffle_each_iteration=False)
+
+
+def augment_batch_fn(compose, size):
+    """A tf.data map function applying an albumentations Compose to each image of a uint8 batch,
+    seeded by the batch's key [seed, epoch, batch index] (in worker processes from 3 usable CPUs
+    on: see project.data.augment_pool). A pure function of its inputs: op determinism keeps it parallel."""
+    height, width = size
+    apply = batch_function(compose)
+
+    def map_fn(images, key):
+        out = tf.numpy_function(apply, [images, key], tf.uint8, stateful=False)
+        return tf.ensure_shape(out, [None, height, width, 3])
+
+    return map_fn
+
+
+def make_dataset(
+    items,
+    labels,
+    kind,
+    *,
+    size,
+    num_classes,
+    batch_size,
+    training=False,
+    augmentation=None,
+    cache="memory",
+    seed=0,
+    epochs=(0, 1),
+):
+    """A batched tf.data.Dataset of (float32 images 0-255, one-hot labels).
+
+    cache: "memory", "none", or a file path prefix for an on-disk cache (data larger than memory).
+    Training: the epochs `range(*epochs)` one after the other (give model.fit steps_per_epoch); every
+    random draw is a function of (seed, epoch, batch index), so a run's batches do not depend on the
+    order in which threads or processes finish, and a resumed run can start at any epoch.
+    """
+    size = tuple(int(s) for s in size)
+    count = len(labels)
+    cached = cache not in ("none", None)
+    if training and cached and cache != "memory":
+        # a disk cache is read back in the order it was written, and only a bounded buffer of
+        # decoded images can be reshuffled: write it in a seeded random order
+        order = np.random.default_rng(seed).permutation(count)
+        items = items[order] if isinstance(items, np.ndarray) else [items[i] for i in order]
+        labels = np.asarray(labels)[order]
+    source = _cache(decoded_dataset(items, labels, kind, size), cache) if cached or not training else None
+    if training:
+        # behind a memory cache the buffer holds references to the cached images: a full shuffle
+        buffer = None if cache in ("memory", "none", None) else SHUFFLE_BYTES // (size[0] * size[1] * 3)
+
+        def one_epoch(epoch):
+            shuffle_seed = seed * EPOCH_STRIDE + epoch
+            data = (
+                decoded_dataset(items, labels, kind, size, shuffle_seed)
+                if source is None
+                else _shuffled(source, count, shuffle_seed, buffer)
+            )
+            return (
+                data.batch(batch_size)
+                .enumerate()
+                .map(lambda i, batch: (*batch, tf.stack([tf.constant(seed, tf.int64), epoch, i])))
+            )
+
+        data = tf.data.Dataset.range(*epochs).flat_map(one_epoch)
+    else:
+        data = source.batch(batch_size)
+    augment = augment_batch_fn(augmentation, size) if training and augmentation is not None else None
+
+    def finish(images, y, key=None):
+        if augment is not None:
+            images = augment(images, key)
+        return tf.cast(images, tf.float32), tf.one_hot(y, num_classes)
+
+    data = data.map(finish, num_parallel_calls=AUTOTUNE, deterministic=True)
+    # tf.data's autotuner at times drops the maps to one call at a time and the pipeline runs
+    # serially (measured: ~385 instead of ~650 images/s on 2 cores, epoch to epoch at random);
+    # without it, AUTOTUNE means one call per core, steadily
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return data.prefetch(AUTOTUNE).with_options(options)
+
+
+def _cache(data, cache):
+    if cache == "memory":
+        return data.cache()
+    return data if cache in ("none", None) else data.cache(str(cache))
+
+
+def channel_stats(items, kind, size, limit=5000):
+    """Per-channel mean/variance and the mean image of (up to `limit`) training images, 0-255."""
+    total, total_sq, count, mean_image = 0.0, 0.0, 0, None
+    items = items[:limit]
+    for batch, _ in decoded_dataset(items, np.zeros(len(items)), kind, size).batch(256):
+        x = tf.cast(batch, tf.float64).numpy()
+        total = total + x.sum(axis=(0, 1, 2))
+        total_sq = total_sq + (x * x).sum(axis=(0, 1, 2))
+        mean_image = x.sum(axis=0) if mean_image is None else mean_image + x.sum(axis=0)
+        count += x.shape[0]
+    pixels = count * size[0] * size[1]
+    mean = total / pixels
+    variance = np.maximum(total_sq / pixels - mean * mean, 1e-6)
+    return {"mean": mean.tolist(), "variance": variance.tolist(), "mean_image": (mean_image / count).tolist()}

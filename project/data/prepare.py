@@ -1,0 +1,122 @@
+"""Data for a run: adapter -> split (saved once) -> tf.data pipelines per subset."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from project.config.cards import DATASETS_DIR
+from project.data import datacheck, pipeline
+from project.data.adapters import load_sources
+from project.data.augment import build_augmentation
+from project.data.split import load_or_make_split
+from project.errors import UserError
+
+
+@dataclass(frozen=True)
+class Feed:
+    """What a run's tf.data pipelines take from its card: the model's input size, the batch size,
+    the seed, the augmentation (albumentations specs and their strength, applied to training
+    batches only) and where decoded images are cached (runtime.cache: memory, disk or none)."""
+
+    size: tuple
+    batch_size: int
+    seed: int = 0
+    augmentation: tuple = ()
+    strength: float = 1.0
+    cache: str = "memory"
+
+
+@dataclass
+class Data:
+    sources: object
+    subsets: np.ndarray
+    root: Path = Path(".")
+
+    @property
+    def class_names(self):
+        return self.sources.class_names
+
+    @property
+    def num_classes(self):
+        return len(self.sources.class_names)
+
+    def indices(self, subset):
+        return np.flatnonzero(self.subsets == subset)
+
+    def items(self, subset):
+        index = self.indices(subset)
+        items = self.sources.items
+        return items[index] if isinstance(items, np.ndarray) else [items[i] for i in index]
+
+    def labels(self, subset):
+        return self.sources.labels[self.indices(subset)]
+
+    def ids(self, subset):
+        return [self.sources.ids[i] for i in self.indices(subset)]
+
+    def counts(self):
+        """Images per class per subset, for metrics and the report."""
+        return {
+            subset: {name: int(np.sum(self.labels(subset) == i)) for i, name in enumerate(self.class_names)}
+            for subset in ("train", "val", "test")
+        }
+
+    def dataset(self, subset, feed, training=None, batch_size=None, epochs=(0, 1)):
+        """The tf.data pipeline of one subset fed as `feed` says (batch_size: another batch size);
+        augmentation only on train, which spans the epochs range(*epochs) (model.fit then needs
+        steps_per_epoch=self.steps(subset, batch_size))."""
+        training = subset == "train" if training is None else training
+        augmentation = build_augmentation(list(feed.augmentation), feed.strength, feed.seed) if training else None
+        return pipeline.make_dataset(
+            self.items(subset),
+            self.labels(subset),
+            self.sources.kind,
+            size=feed.size,
+            num_classes=self.num_classes,
+            batch_size=batch_size or feed.batch_size,
+            training=training,
+            augmentation=augmentation,
+            cache=self.cache_for(subset, feed.cache, feed.size),
+            seed=feed.seed,
+            epochs=epochs,
+        )
+
+    def steps(self, subset, batch_size):
+        """Batches in one epoch of a subset."""
+        return -(-len(self.indices(subset)) // batch_size)
+
+    def cache_for(self, subset, cache, size):
+        """runtime.cache: memory, none, or an on-disk cache per subset and input size."""
+        if cache != "disk":
+            return cache
+        folder = self.root / "cache"
+        folder.mkdir(parents=True, exist_ok=True)
+        height, width = size
+        return str(folder / f"{subset}_{height}x{width}")
+
+    def stats(self, size):
+        """Training-subset statistics at the input `size`, for mean subtraction (scratch CNNs)."""
+        return pipeline.channel_stats(self.items("train"), self.sources.kind, size)
+
+
+def dataset_base(config):
+    """Relative paths in a dataset card are relative to the card's folder."""
+    return Path(config.dataset_file).parent if config.dataset_file else DATASETS_DIR
+
+
+def prepare(config, root):
+    """Load the sources through the card's adapter, check the files (excluded ones are dropped,
+    converted ones replaced by their copies), then the split saved in `root`."""
+    d = config.dataset
+    sources = load_sources(d.adapter, d.options, dataset_base(config), d.classes)
+    scanned = datacheck.check(config, sources, root) if sources.kind == "files" and config.paper.data.check else None
+    if scanned:
+        sources = scanned.sources
+    subsets = load_or_make_split(Path(root) / "split.csv", sources, d.split)
+    if scanned:
+        scanned.report(subsets)
+    for subset in ("train", "val", "test"):
+        if not np.any(subsets == subset):
+            raise UserError(f"the split has no {subset} images; check the dataset card's split section")
+    return Data(sources=sources, subsets=np.asarray(subsets), root=Path(root))

@@ -1,0 +1,118 @@
+"""comparison.json: the report's before/after numbers (written to reports/<paper>__<dataset>/)."""
+
+from typing import ClassVar, Literal
+
+from project.records.base import Record, Strict
+from project.records.runs import TrivialBaseline
+
+
+class TrivialShare(TrivialBaseline):
+    subset: str
+    majority_share: float
+
+
+class Paired(Strict):
+    test: str
+    b: int
+    c: int
+    n_discordant: int
+    p_value: float
+
+
+class Bootstrap(Strict):
+    difference: float
+    ci95: list[float]
+    images: int
+    resamples: int
+    seed: int
+
+
+class SeedSide(Strict):
+    accuracies: list[float]
+    n: int
+    mean: float
+    std: float | None
+
+
+class Welch(Strict):
+    t: float | None
+    df: float | None
+    p_value: float | None
+    reason: str
+
+
+class Seeds(Strict):
+    before: SeedSide
+    after: SeedSide
+    difference: float
+    ci95: list[float]
+    resamples: int
+    seed: int
+    welch: Welch
+    note: str
+
+
+class Decision(Strict):
+    by: Literal["seeds", "paired"]
+    test: str
+    difference: float
+    ci95: list[float]
+    p_value: float | None
+    basis: str
+    result: Literal["improved", "worse", "within noise"]
+
+
+class Selection(Strict):
+    checkpoint: str
+    early_stopping: bool
+    search: str | None
+    search_direction: str | None
+
+
+class SeedSpread(Strict):
+    n: int
+    mean: float
+    std: float
+
+
+class PaperRow(Strict):
+    dataset: str
+    metric: str
+    class_name: str | None
+    value: float
+    where: str
+    test_size: int | None
+    tolerance: float
+    note: str
+    run: str
+    ours: float | None
+    ci95: list[float] | None
+    interval: str
+    seeds: SeedSpread | None
+    verdict: str
+    explanation: str
+
+
+class PaperVerdict(Strict):
+    overall: str
+    overall_detail: str
+    rows: list[PaperRow]
+
+
+class Comparison(Record):
+    FILE: ClassVar[str] = "comparison.json"
+    COMMAND: ClassVar[str] = "make report"
+
+    before: str
+    after: str | None
+    headline: str
+    decision: Decision | None
+    paired: Paired | None
+    bootstrap: Bootstrap | None
+    seeds: Seeds | None
+    trivial_baseline: TrivialShare
+    train_imbalance_ratio: float
+    imbalanced: bool
+    lead_metrics: list[str]
+    selection: Selection
+    paper: PaperVerdict

@@ -1,0 +1,195 @@
+"""The records of a trained run: metrics.json, history.csv, and the run root's sanity.json."""
+
+from typing import Any, ClassVar, Literal
+
+from project.records.base import Record, Row, Strict, Table
+
+# ------------------------------------------------------------------ metrics.json
+
+
+class ClassMetrics(Strict):
+    precision: float
+    recall: float
+    f1: float
+    support: int
+    sensitivity: float
+    specificity: float
+
+
+class TrivialBaseline(Strict):
+    """Always predicting the subset's majority class."""
+
+    predicts: str
+    accuracy: float
+    balanced_accuracy: float
+    macro_f1: float
+
+
+class Scores(Strict):
+    accuracy: float
+    loss: float
+    macro_f1: float
+    balanced_accuracy: float
+    roc_auc: float | None
+    top5_accuracy: float | None
+    majority_share: float
+    trivial_baseline: TrivialBaseline
+    count: int
+
+
+class ScoresPerClass(Scores):
+    per_class: dict[str, ClassMetrics]
+    confusion_matrix: list[list[int]]
+
+
+class Counts(Strict):
+    """Images per class in each subset."""
+
+    train: dict[str, int]
+    val: dict[str, int]
+    test: dict[str, int]
+
+
+class StageInfo(Strict):
+    stage: str
+    epochs: int
+    unfrozen_layers: int
+    frozen_layers: int
+    seconds: float
+    images_per_second: float
+    learning_rate: float
+    params_trainable: int
+    params_frozen: int
+
+
+class Device(Strict):
+    type: str
+    name: str
+    count: int
+
+
+class RuntimeSettings(Strict):
+    precision: str
+    jit_compile: bool
+    distribution: str
+    device: str
+    replicas: int
+    deterministic: bool
+
+
+class RatioSummary(Strict):
+    """The update/weight ratio over the epochs; without a recorded ratio only status, median, epochs, advice."""
+
+    status: str
+    median: float | None
+    epochs: int
+    advice: str
+    min: float | None = None
+    max: float | None = None
+    band: list[float] | None = None
+    ideal: float | None = None
+
+
+class Finding(Strict):
+    problem: str
+    evidence: str
+    advice: str
+
+
+class Diagnosis(Strict):
+    status: str
+    summary: str
+    findings: list[Finding]
+
+
+class Metrics(Record):
+    FILE: ClassVar[str] = "metrics.json"
+    COMMAND: ClassVar[str] = "make train"
+
+    run: str
+    paper: str
+    dataset: str
+    test_accuracy: float
+    test_loss: float
+    test_macro_f1: float
+    val_accuracy: float
+    val_loss: float
+    val_macro_f1: float
+    test: ScoresPerClass
+    val: Scores
+    per_class: dict[str, ClassMetrics]
+    confusion_matrix: list[list[int]]
+    num_classes: int
+    class_names: list[str]
+    counts: Counts
+    stages: list[StageInfo]
+    weights_used: str
+    seed: int
+    split_seed: int
+    wall_seconds: float
+    train_images_per_second: float
+    device: Device
+    versions: dict[str, str]
+    runtime: RuntimeSettings
+    deterministic: bool
+    git_commit: str | None
+    timing_fields: list[str]
+    update_ratio: RatioSummary
+    diagnosis: Diagnosis
+
+
+# ------------------------------------------------------------------ history.csv
+
+
+class Epoch(Row):
+    """One epoch of history.csv; the other columns are further metrics (update_ratio, learning_rate, ...)."""
+
+    __pydantic_extra__: dict[str, float]
+
+    stage: str
+    global_epoch: int
+    epoch: int
+    accuracy: float
+    loss: float
+    macro_f1: float
+    val_accuracy: float
+    val_loss: float
+    val_macro_f1: float
+
+
+class History(Table):
+    FILE: ClassVar[str] = "history.csv"
+    COMMAND: ClassVar[str] = "make train"
+
+    rows: list[Epoch]
+
+
+# ------------------------------------------------------------------ sanity.json
+
+
+class SanityCheck(Strict):
+    name: str
+    title: str
+    status: Literal["PASS", "WARN", "FAIL"]
+    numbers: dict[str, Any]
+    advice: str
+    seconds: float
+    plot: str | None = None
+    augmentation: str | None = None
+    history: list[dict[str, Any]] | None = None  # overfit: per epoch
+    curve: dict[str, list[Any]] | None = None  # lr_sweep: the range test
+    layers: list[dict[str, Any]] | None = None  # activations: per layer
+    collapsed_std: float | None = None
+
+
+class Sanity(Record):
+    FILE: ClassVar[str] = "sanity.json"
+    COMMAND: ClassVar[str] = "make sanity"
+
+    paper: str
+    dataset: str
+    status: Literal["PASS", "WARN", "FAIL"]
+    weights_used: str
+    seconds: float
+    created: str
+    checks: list[SanityCheck]

@@ -1,0 +1,1 @@
+"""The before/after report: load the runs' records, compare, render Markdown, HTML and JSON."""

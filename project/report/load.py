@@ -1,0 +1,122 @@
+"""Reading runs/ for the report. Every record goes through its model (project.records), so a missing,
+renamed or old-format key is one UserError naming the file and the command that writes it again;
+each error names that command with this report's cards.
+
+The runs a report reads: baseline (required), tuned (optional) and the extra seeds of each, each
+{name, folder, metrics (records.Metrics), history (history.csv as a DataFrame), predictions,
+config (config.resolved.yaml as a dict), completed (the COMPLETE marker's time)}.
+"""
+
+from pathlib import Path
+from typing import NamedTuple
+
+import pandas as pd
+
+from project.artifacts import COMPLETE, read_json, require_complete
+from project.config.cards import read_yaml, validate
+from project.config.schema import Config
+from project.errors import UserError
+from project.records import Candidate, FineSpace, History, Metrics, Sanity, Trials, TuningSummary, refused
+
+
+def commands(config):
+    cards = f"PAPER={config.paper_name} DATASET={config.dataset_name}"
+    return {
+        "train": f"make train {cards}",
+        "tune": f"make tune {cards}",
+        "all": f"make all {cards}",
+        "sanity": f"make sanity {cards}",
+        "cards": cards,
+    }
+
+
+def load_run(folder, command):
+    folder = Path(folder)
+    metrics = Metrics.read(folder / Metrics.FILE, command)
+    predictions = folder / "predictions.csv"
+    if not predictions.is_file():
+        raise refused(predictions, "missing", command)
+    return {
+        "name": folder.name,
+        "folder": folder,
+        "metrics": metrics,
+        "history": History.read(folder / History.FILE, command).frame(),
+        "predictions": pd.read_csv(predictions, dtype={"source": str, "true": str, "predicted": str}),
+        "config": read_yaml(folder / "config.resolved.yaml"),
+        "completed": (folder / COMPLETE).read_text(encoding="utf-8").strip(),
+    }
+
+
+def _seed_folders(root, name):
+    def seed_of(folder):
+        tail = folder.name.rsplit("seed", 1)[-1]
+        return (int(tail) if tail.isdigit() else 0, folder.name)
+
+    return sorted((f for f in root.glob(f"{name}-seed*") if f.is_dir()), key=seed_of)
+
+
+def load_runs(config, root):
+    """baseline (required), tuned (optional) and the extra seeds of each; incomplete runs are refused."""
+    root = Path(root)
+    cmd = commands(config)
+    if not (root / "baseline").exists():
+        raise UserError(f"no baseline run at {root / 'baseline'}: create it with `{cmd['train']}` (or `{cmd['all']}`)")
+    runs = {}
+    for name, command in (("baseline", cmd["train"]), ("tuned", cmd["tune"])):
+        first = [root / name] if (root / name).exists() else []
+        runs[name] = [load_run(require_complete(f, command), command) for f in first + _seed_folders(root, name)]
+    return runs
+
+
+def run_config(run):
+    return validate(Config, run["config"], run["folder"] / "config.resolved.yaml")
+
+
+class Tuning(NamedTuple):
+    """The tuning step's records; each is None until the step writes it."""
+
+    trials: Trials | None
+    summary: TuningSummary | None
+    fine: FineSpace | None
+
+
+def load_tuning(root, cmd):
+    folder = Path(root) / "tuning"
+
+    def read(model):
+        path = folder / model.FILE
+        return model.read(path, cmd["tune"]) if path.exists() else None
+
+    return Tuning(read(Trials), read(TuningSummary), read(FineSpace))
+
+
+def best_hyperparameters(runs, cmd):
+    """The tuned run's trial (tuned/best_hyperparameters.json), None without a tuned run."""
+    if not runs["tuned"]:
+        return None
+    return Candidate.read(runs["tuned"][0]["folder"] / Candidate.FILE, cmd["tune"])
+
+
+def load_sanity(root, cmd):
+    path = Path(root) / Sanity.FILE
+    return Sanity.read(path, cmd["sanity"]) if path.exists() else None
+
+
+def load_data_issues(path):
+    """data_issues.csv of the data check (source, reason, action, detail), None if the check has not run."""
+    return pd.read_csv(path, dtype=str, keep_default_na=False) if Path(path).exists() else None
+
+
+def rank_agreement(reports_dir, config):
+    """What `make bench` measured of this paper x dataset's short-trial ranking, if it did
+    (<reports>/bench/bench.json: the details of its rank-agreement section), else None."""
+    path = Path(reports_dir) / "bench" / "bench.json"
+    if not path.exists():
+        return None
+    bench = read_json(path)
+    ranks = bench["details"].get("rank agreement", {})
+    if (ranks.get("paper"), ranks.get("dataset")) != (config.paper_name, config.dataset_name) or ranks.get(
+        "rho"
+    ) is None:
+        return None
+    return {**ranks, "created": bench["created"]}

@@ -1,0 +1,82 @@
+"""Run-time hyperparameters: values a compiled model reads from variables, not constants of its
+traced graph, so that a tuner trial can reuse a compiled model with its own values (project.tune.reuse).
+
+`Knobs` holds the learning rate, the schedule's length, weight decay and label smoothing;
+`ScheduledRate` and `smoothed_crossentropy` read them at every step.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+
+class Knobs:
+    """The run-time hyperparameters a compiled trial model reads (never part of the model)."""
+
+    def __init__(self):
+        def knob(name):
+            return keras.Variable(0.0, trainable=False, dtype="float32", name=f"knob_{name}")
+
+        self.learning_rate, self.weight_decay, self.label_smoothing = (
+            knob("learning_rate"),
+            knob("weight_decay"),
+            knob("label_smoothing"),
+        )
+        self.steps_per_epoch, self.total_steps = knob("steps_per_epoch"), knob("total_steps")
+
+    def set(self, training, learning_rate, steps_per_epoch, epochs):
+        self.learning_rate.assign(learning_rate)
+        self.weight_decay.assign(decoupled_weight_decay(training))
+        self.label_smoothing.assign(training.label_smoothing)
+        self.steps_per_epoch.assign(max(1, steps_per_epoch))
+        self.total_steps.assign(max(1, epochs * steps_per_epoch))
+
+
+def set_knobs(model, knobs, training, learning_rate, steps_per_epoch, epochs):
+    """A trial's values into its compiled model: the Knobs, and a constant or plateau rate into the
+    optimizer's own variable (ReduceLROnPlateau lowers that one)."""
+    knobs.set(training, learning_rate, steps_per_epoch, epochs)
+    if training.schedule in ("constant", "plateau"):
+        model.optimizer.learning_rate = float(learning_rate)
+
+
+def decoupled_weight_decay(training):
+    """The decay the optimizer applies: AdamW without one decays by Keras' default 0.004."""
+    if training.optimizer == "adamw":
+        return training.weight_decay or 0.004
+    return training.weight_decay
+
+
+class ScheduledRate(keras.optimizers.schedules.LearningRateSchedule):
+    """The card's schedule computed from Knobs at every step: step (x decay every `step_every`
+    epochs), exponential (x decay per epoch), cosine (to 0 over the run), constant."""
+
+    def __init__(self, kind, knobs, step_every=10, decay=0.1):
+        self.kind, self.knobs, self.step_every, self.decay = kind, knobs, step_every, decay
+
+    def __call__(self, step):
+        k = self.knobs
+        step = ops.cast(step, "float32")
+        if self.kind == "step":
+            return k.learning_rate * ops.power(self.decay, ops.floor(step / (self.step_every * k.steps_per_epoch)))
+        if self.kind == "exponential":
+            return k.learning_rate * ops.power(self.decay, step / k.steps_per_epoch)
+        if self.kind == "cosine":
+            done = ops.minimum(step, k.total_steps) / k.total_steps
+            return k.learning_rate * 0.5 * (1.0 + ops.cos(math.pi * done))
+        return k.learning_rate * 1.0
+
+    def get_config(self):
+        return {"kind": self.kind, "step_every": self.step_every, "decay": self.decay}
+
+
+def smoothed_crossentropy(knobs):
+    """Categorical cross-entropy with label smoothing read from a variable (Keras' own takes a float)."""
+
+    def loss(y_true, y_pred):
+        classes = ops.cast(ops.shape(y_true)[-1], y_pred.dtype)
+        smoothing = ops.cast(knobs.label_smoothing, y_pred.dtype)
+        return keras.losses.categorical_crossentropy(y_true * (1.0 - smoothing) + smoothing / classes, y_pred)
+
+    return loss

@@ -1,0 +1,544 @@
+"""Training: the card's stages with Keras callbacks, evaluation on val and test, and the
+artifacts of a run (model.keras, history.csv, predictions.csv, metrics.json, config.resolved.yaml).
+
+A killed run resumes: each stage keeps a Keras BackupAndRestore state and a CSV log, and a
+finished stage leaves its best weights and a marker, so a rerun skips it.
+"""
+
+import contextlib
+import json
+import math
+import platform
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import yaml
+
+from project import logs
+from project.artifacts import archive, atomic_write, is_complete, mark_complete, read_json, write_json
+from project.config.cards import recipe, resolved_yaml
+from project.data.prepare import Feed, prepare
+from project.errors import UserError
+from project.model.backbones import WeightsSource
+from project.model.classifier import apply_stage, backbone_layers, build_model, count_params
+from project.paths import REPO_ROOT
+from project.records import History, Metrics
+from project.train import runtime
+from project.train.knobs import ScheduledRate, decoupled_weight_decay, set_knobs, smoothed_crossentropy
+from project.train.metrics import class_weights, classification_metrics
+from project.train.monitors import diagnose, monitor_callbacks, ratio_summary
+
+log = logs.get(__name__)
+
+# metrics.json keys that measure time, the only ones two deterministic runs may differ in (stages.*: each stage's)
+TIMING_FIELDS = ["wall_seconds", "train_images_per_second", "stages.*.seconds", "stages.*.images_per_second"]
+RANDOM_WEIGHTS = WeightsSource("random")  # fit_stages' default: BatchNormalization trains with the layers
+
+
+def make_optimizer(t, learning_rate, steps_per_epoch, epochs, knobs=None):
+    """The card's optimizer with its learning-rate schedule (plateau is a callback instead).
+    With `knobs` (a tuner trial, project.train.knobs) the schedule and the weight decay read variables,
+    so a later trial sets its own values without retracing."""
+    lr = learning_rate
+    steps = max(1, steps_per_epoch)
+    wd = t.weight_decay or None
+    if knobs is not None:
+        lr = (
+            float(learning_rate)
+            if t.schedule in ("constant", "plateau")
+            else ScheduledRate(t.schedule, knobs, t.step_every, t.decay)
+        )
+        wd = knobs.weight_decay
+    elif t.schedule == "step":
+        lr = keras.optimizers.schedules.ExponentialDecay(learning_rate, t.step_every * steps, t.decay, staircase=True)
+    elif t.schedule == "exponential":
+        lr = keras.optimizers.schedules.ExponentialDecay(learning_rate, steps, t.decay)
+    elif t.schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(learning_rate, max(1, epochs * steps))
+    if t.optimizer == "sgd":
+        return keras.optimizers.SGD(lr, weight_decay=wd)
+    if t.optimizer in ("momentum", "nesterov"):
+        return keras.optimizers.SGD(lr, momentum=t.momentum, nesterov=t.optimizer == "nesterov", weight_decay=wd)
+    if t.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(lr, rho=0.9, momentum=t.momentum, weight_decay=wd)
+    if t.optimizer == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=wd if knobs is not None else decoupled_weight_decay(t))
+    return keras.optimizers.Adam(lr, weight_decay=wd)
+
+
+def compile_model(model, paper, learning_rate, steps_per_epoch, epochs, jit_compile=False, knobs=None):
+    t = paper.training
+    loss = (
+        keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing)
+        if knobs is None
+        else smoothed_crossentropy(knobs)
+    )
+    model.compile(
+        optimizer=make_optimizer(t, learning_rate, steps_per_epoch, epochs, knobs),
+        loss=loss,
+        # macro-F1 over the epoch (argmax predictions): what an imbalanced dataset is better judged by
+        metrics=["accuracy", keras.metrics.F1Score(average="macro", name="macro_f1")],
+        jit_compile=jit_compile,
+    )
+    # Built now, not inside the first traced train step (Keras' default without a strategy): variables
+    # created while tracing leave two cond functions each in TensorFlow's global function library,
+    # never freed (~640 per MobileNetV2 model), and make that trace slower.
+    with model.distribute_strategy.scope():
+        model.optimizer.build(model.trainable_variables)
+    if knobs is not None:
+        set_knobs(model, knobs, t, learning_rate, steps_per_epoch, epochs)
+
+
+def feed_of(paper):
+    """What the card says about feeding images (project.data.prepare.Feed)."""
+    return Feed(
+        size=tuple(paper.model.input_size),
+        batch_size=paper.training.batch_size,
+        seed=paper.seed,
+        augmentation=tuple(t.model_dump() for t in paper.augmentation),
+        strength=paper.augmentation_strength,
+        cache=paper.runtime.cache,
+    )
+
+
+def training_stats(data, paper):
+    """Training-set statistics when the card's preprocessing subtracts a mean, else None."""
+    return (
+        data.stats(paper.model.input_size) if paper.model.preprocessing in ("per_channel_mean", "mean_image") else None
+    )
+
+
+def monitor_of(paper):
+    monitor = paper.training.early_stopping.monitor if paper.training.early_stopping else "val_accuracy"
+    return monitor, "min" if "loss" in monitor else "max"
+
+
+def stage_callbacks(paper, folder, stage, checkpoint=True, backup=True):
+    """Early stopping, NaN guard, CSV history, TensorBoard, the best-on-val `checkpoint` and the
+    resume state (`backup`: a tuner trial has none, Keras Tuner reruns an interrupted trial; nor a
+    checkpoint of its last stage, whose final weights are dropped).
+
+    After a kill, the epochs logged so far (trimmed to the last backup) restore what the callbacks
+    knew: the checkpoint's best value and early stopping's patience, as if never interrupted.
+    The CSV log is written before the backup, so an epoch is never missing from the log."""
+    t = paper.training
+    monitor, mode = monitor_of(paper)
+    logged = resume_log(folder, stage)
+    seen = logged[monitor].dropna().tolist() if monitor in logged else []
+    callbacks = [
+        keras.callbacks.CSVLogger(str(folder / "logs" / f"history_{stage}.csv"), append=True),
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.TensorBoard(str(folder / "logs" / "tensorboard" / stage), write_graph=False),
+    ]
+    best = None
+    if checkpoint:
+        best = BestCheckpoint(
+            folder / "checkpoints" / f"{stage}.weights.h5",
+            monitor,
+            mode,
+            (max(seen) if mode == "max" else min(seen)) if seen else None,
+        )
+        callbacks.insert(1, best)
+    if backup:
+        callbacks.insert(2, ThrottledBackup(str(folder / "backup" / stage), paper.runtime.backup_seconds, best))
+    if t.early_stopping:
+        e = t.early_stopping
+        early = ResumedEarlyStopping(monitor=e.monitor, mode=mode, patience=e.patience, min_delta=e.min_delta)
+        early.logged = logged[e.monitor].tolist() if e.monitor in logged else []
+        callbacks.append(early)
+    if t.schedule == "plateau":
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=t.decay, patience=t.plateau_patience)
+        )
+    return callbacks
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """The best-on-val weights: copied in memory at every improvement (~0.05 s for MobileNetV2) and
+    written to `path` only with the resume state and when training ends (~0.7 s a write), so the
+    file always matches the epochs a resumed run keeps. `threshold`: the best value before a restart."""
+
+    def __init__(self, path, monitor, mode, threshold=None):
+        super().__init__()
+        self.path, self.monitor, self.mode, self.best = Path(path), monitor, mode, threshold
+        self.weights = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not math.isfinite(value):
+            return
+        if self.best is None or (value > self.best if self.mode == "max" else value < self.best):
+            self.best, self.weights = value, self.model.get_weights()
+
+    def flush(self):
+        if self.weights is None:
+            return
+        now = self.model.get_weights()
+        self.model.set_weights(self.weights)
+        self.model.save_weights(self.path)
+        self.model.set_weights(now)
+        self.weights = None
+
+    def on_train_end(self, logs=None):
+        self.flush()
+
+
+class ThrottledBackup(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore that writes the resume state at an epoch end only when `seconds` have passed
+    since its last write (0: every epoch), after flushing the best checkpoint. Writing MobileNetV2's
+    state takes ~0.7 s, a third of a demo epoch; a kill then costs at most `seconds` of training,
+    rerun to the same numbers (every random draw comes from the seed and the epoch)."""
+
+    def __init__(self, backup_dir, seconds, best=None):
+        super().__init__(backup_dir, double_checkpoint=True)
+        self.seconds, self.written, self.best = seconds, time.monotonic(), best
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._current_epoch = epoch + 1
+        if time.monotonic() - self.written >= self.seconds:
+            if self.best is not None:
+                self.best.flush()
+            self._save_model()
+            self.written = time.monotonic()
+
+
+def resume_log(folder, stage):
+    """The stage's CSV log cut back to the epochs its BackupAndRestore state holds (a killed run
+    may have logged an epoch it did not back up: that epoch runs again, so its row goes)."""
+    log = Path(folder) / "logs" / f"history_{stage}.csv"
+    backed_up = backed_up_epochs(folder, stage)
+    if not log.exists() or not log.stat().st_size:
+        return pd.DataFrame()
+    frame = pd.read_csv(log)
+    kept = frame[frame["epoch"] < backed_up]
+    if len(kept) < len(frame):
+        atomic_write(log, kept.to_csv(index=False))
+    return kept
+
+
+def backed_up_epochs(folder, stage):
+    """Epochs of a stage its BackupAndRestore state holds: where Keras resumes it."""
+    meta = Path(folder) / "backup" / stage / "training_metadata.json"
+    return json.loads(meta.read_text())["epoch"] if meta.exists() else 0
+
+
+class ResumedEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping that replays the epochs logged before a restart, so patience carries over."""
+
+    logged = ()
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        for epoch, value in enumerate(self.logged):
+            self.on_epoch_end(epoch, {self.monitor: value})
+        self.model.stop_training = False
+
+
+@contextlib.contextmanager
+def out_of_memory_advice(batch_size):
+    """An accelerator out of memory becomes one line naming the batch size and a smaller one."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except tf.errors.ResourceExhaustedError:
+        raise UserError(
+            f"out of memory while training with batch size {batch_size}: try "
+            f"--set training.batch_size={max(1, batch_size // 2)} (or a smaller input size / backbone); "
+            f"the run resumes from its last completed epoch"
+        ) from None
+
+
+def fit_stages(
+    model,
+    paper,
+    data,
+    folder,
+    *,
+    weights=RANDOM_WEIGHTS,
+    epochs=None,
+    batch_size=None,
+    extra_callbacks=(),
+    verbose=1,
+    jit_compile=False,
+    trial=False,
+    compile_stage=compile_model,
+):
+    """Train every stage of the card in turn; after each, keep its best-on-val weights. `weights`
+    (the backbone's WeightsSource) decides whether BatchNormalization stays frozen (apply_stage).
+    trial=True (a tuner trial): no resume state, and the last stage's final weights stay in the
+    model, unchecked (only the trial's logs are kept). compile_stage(model, paper,
+    learning_rate, steps_per_epoch, epochs, jit_compile) prepares each stage (a tuner trial
+    reuses a compiled model: project.tune.reuse).
+
+    Returns one info dict per stage (epochs run, seconds, images/s, parameter counts).
+    """
+    folder = Path(folder)
+    for sub in ("checkpoints", "logs"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    t = paper.training
+    batch_size = batch_size or t.batch_size
+    feed = feed_of(paper)
+    val = data.dataset("val", feed, batch_size=batch_size)
+    steps = data.steps("train", batch_size)
+    per_class = class_weights(data.labels("train"), data.num_classes) if t.class_weight == "auto" else None
+    infos = []
+    stages = [s for s in t.stages if (s.epochs if epochs is None else epochs)]
+    offset = 0  # epochs are numbered across stages: each stage draws its own shuffles and augmentations
+    for stage in stages:
+        stage_epochs = stage.epochs if epochs is None else epochs
+        first_epoch, offset = offset, offset + stage_epochs
+        last = stage is stages[-1]
+        unfrozen = apply_stage(model, stage.unfreeze, weights)
+        params = count_params(model)
+        best = folder / "checkpoints" / f"{stage.name}.weights.h5"
+        done = folder / "checkpoints" / f"{stage.name}.done.json"
+        if done.exists():  # finished before an interruption: reuse it
+            model.load_weights(best)
+            infos.append(read_json(done))  # json, not pandas: exact floats and plain ints
+            continue
+        compile_stage(model, paper, stage.learning_rate or t.learning_rate, steps, stage_epochs, jit_compile)
+        resumed = backed_up_epochs(folder, stage.name)
+        train = data.dataset(
+            "train", feed, batch_size=batch_size, epochs=(first_epoch + resumed, first_epoch + stage_epochs)
+        )
+        start = time.perf_counter()
+        with out_of_memory_advice(batch_size):
+            history = model.fit(
+                train,
+                validation_data=val,
+                epochs=stage_epochs,
+                steps_per_epoch=steps,
+                class_weight=per_class,
+                shuffle=False,
+                # monitors first: they add update_ratio to the epoch logs before CSVLogger writes them
+                callbacks=monitor_callbacks(stage.learning_rate or t.learning_rate)
+                + stage_callbacks(paper, folder, stage.name, not (trial and last), not trial)
+                + list(extra_callbacks),
+                verbose=verbose,
+            )
+        seconds = time.perf_counter() - start
+        ran = len(history.epoch)
+        if best.exists() and not (trial and last):
+            model.load_weights(best)
+        info = {
+            "stage": stage.name,
+            "epochs": ran,
+            "unfrozen_layers": unfrozen,
+            "frozen_layers": len(backbone_layers(model)) - unfrozen,
+            "seconds": round(seconds, 3),
+            "images_per_second": round(len(data.indices("train")) * ran / seconds, 1) if ran else 0.0,
+            "learning_rate": stage.learning_rate or t.learning_rate,
+            **{f"params_{k}": v for k, v in params.items()},
+        }
+        write_json(done, info)
+        infos.append(info)
+        log.info(
+            f"[{stage.name}] {ran} epochs, {seconds:.1f}s, {info['images_per_second']:.0f} images/s, "
+            f"val {history.history.get('val_accuracy', [float('nan')])[-1]:.4f} (trainable {params['trainable']:,})"
+        )
+    return infos
+
+
+def combined_history(folder, stages):
+    """history.csv: every stage's epochs, numbered continuously."""
+    frames = []
+    for stage in stages:
+        log = Path(folder) / "logs" / f"history_{stage}.csv"
+        if log.exists() and log.stat().st_size:
+            frame = pd.read_csv(log)
+            frame.insert(0, "stage", stage)
+            frames.append(frame)
+    if not frames:
+        return pd.DataFrame(columns=["stage", "epoch"])
+    table = pd.concat(frames, ignore_index=True)
+    table.insert(1, "global_epoch", np.arange(1, len(table) + 1))
+    return table
+
+
+def predict(model, data, paper, subset):
+    """Probabilities and true labels of one subset (no augmentation). model.predict, not a loop of
+    predict_on_batch, so that it also works under a distribution strategy."""
+    dataset = data.dataset(subset, feed_of(paper), training=False)
+    probabilities = model.predict(dataset.map(lambda x, y: x), verbose=0)
+    labels = np.concatenate([np.argmax(y, axis=1) for y in dataset.map(lambda x, y: y).as_numpy_iterator()])
+    return np.asarray(probabilities), labels
+
+
+def evaluate(model, data, paper, subset):
+    probabilities, labels = predict(model, data, paper, subset)
+    return classification_metrics(labels, probabilities, data.class_names), probabilities, labels
+
+
+def predictions_table(data, subset, probabilities, labels):
+    """One row per image; probabilities at float32 precision, not rounded: rounding can tie two classes
+    and show a prediction its own row's probabilities contradict."""
+    names = np.array(data.class_names)
+    probabilities = np.asarray(probabilities, dtype=np.float32)
+    table = pd.DataFrame(
+        {
+            "source": data.ids(subset)[: len(labels)],
+            "true": names[labels],
+            "predicted": names[probabilities.argmax(axis=1)],
+            "confidence": probabilities.max(axis=1),
+        }
+    )
+    for i, name in enumerate(data.class_names):
+        table[f"p_{name}"] = probabilities[:, i]
+    return table
+
+
+def versions():
+    import albumentations
+    import keras_tuner
+    import sklearn
+    import tensorflow as tf
+
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "keras_tuner": keras_tuner.__version__,
+        "albumentations": albumentations.__version__,
+        "scikit_learn": sklearn.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+    }
+
+
+def git_commit():
+    """The code's commit (with '+dirty' for uncommitted changes), or None outside a git checkout."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "project"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def device():
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        return {"type": "GPU", "name": details.get("device_name", gpus[0].name), "count": len(gpus)}
+    return {"type": "CPU", "name": platform.processor() or platform.machine(), "count": 1}
+
+
+def prepare_run_folder(folder, config_text, fresh=False):
+    """Resume the same recipe; move a different (or --fresh) previous run aside. Descriptive card
+    fields (citation, caveats, search, ...) and card paths may change without a retrain."""
+    folder = Path(folder)
+    saved = folder / "config.resolved.yaml"
+    same = saved.exists() and recipe(yaml.safe_load(saved.read_text())) == recipe(yaml.safe_load(config_text))
+    if folder.exists() and (fresh or not same):
+        moved = archive(folder)
+        log.info(f"previous run moved to {moved}")
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(saved, config_text)
+
+
+def train_run(config, root, name="baseline", seed=None, fresh=False, verbose=1, extra_callbacks=()):
+    """Train, evaluate once on test, write every artifact to root/name, then the COMPLETE marker."""
+    paper = config.paper
+    seed = paper.seed if seed is None else seed
+    folder = Path(root) / name
+    prepare_run_folder(folder, resolved_yaml(config), fresh)
+    if is_complete(folder):
+        log.info(f"{folder} is complete for this configuration (rerun with --fresh to train again)")
+        return read_json(folder / "metrics.json")
+    keras.utils.set_random_seed(seed)
+    start = time.perf_counter()
+    data = prepare(config, root)
+    stats = training_stats(data, paper)
+    r = paper.runtime
+    settings, scope = runtime.apply(r.mixed_precision, r.jit_compile, r.distribution, r.deterministic)
+    with scope:
+        model, weights = build_model(paper.model, data.num_classes, stats, l2=paper.training.l2)
+        weights_used = weights.text  # what metrics.json shows; what training does depends on weights.kind
+        stages = fit_stages(
+            model,
+            paper,
+            data,
+            folder,
+            weights=weights,
+            verbose=verbose,
+            extra_callbacks=extra_callbacks,
+            batch_size=paper.training.batch_size * settings["replicas"],
+            jit_compile=settings["jit_compile"],
+        )
+    val, _, _ = evaluate(model, data, paper, "val")
+    test, probabilities, labels = evaluate(model, data, paper, "test")
+    wall = time.perf_counter() - start
+    model.save(folder / "model.keras")
+    history = combined_history(folder, [s["stage"] for s in stages])
+    History.from_frame(history).write(folder / "history.csv")
+    atomic_write(folder / "predictions.csv", predictions_table(data, "test", probabilities, labels).to_csv(index=False))
+    train_seconds = sum(s["seconds"] for s in stages)
+    metrics = {
+        "run": name,
+        "paper": config.paper_name,
+        "dataset": config.dataset_name,
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
+        "test_macro_f1": test["macro_f1"],
+        "val_accuracy": val["accuracy"],
+        "val_loss": val["loss"],
+        "val_macro_f1": val["macro_f1"],
+        "test": test,
+        "val": {k: v for k, v in val.items() if k not in ("per_class", "confusion_matrix")},
+        "per_class": test["per_class"],
+        "confusion_matrix": test["confusion_matrix"],
+        "num_classes": data.num_classes,
+        "class_names": data.class_names,
+        "counts": data.counts(),
+        "stages": stages,
+        "weights_used": weights_used,
+        "seed": seed,
+        "split_seed": config.dataset.split.seed,
+        "wall_seconds": round(wall, 2),
+        "train_images_per_second": round(sum(s["images_per_second"] * s["seconds"] for s in stages) / train_seconds, 1)
+        if train_seconds
+        else 0.0,
+        "device": device(),
+        "versions": versions(),
+        "runtime": settings,
+        "deterministic": settings["deterministic"],
+        "git_commit": git_commit(),
+        "timing_fields": TIMING_FIELDS,
+    }
+    metrics["update_ratio"] = ratio_summary(history.get("update_ratio_at_peak_lr", []))
+    metrics["diagnosis"] = diagnose(history, target=paper.target_accuracy, frozen_layers=stages[-1]["frozen_layers"])
+    Metrics.model_validate(metrics).write(folder / "metrics.json")
+    mark_complete(folder)
+    log.info(f"[{name}] test accuracy {test['accuracy']:.4f} (val {val['accuracy']:.4f}), {wall:.0f}s -> {folder}")
+    for finding in metrics["diagnosis"]["findings"]:
+        log.info(f"[{name}] diagnosis: {finding['problem']} ({finding['evidence']}): {finding['advice']}")
+    return metrics
+
+
+def seed_runs(name, seed, count):
+    """(folder name, seed) for `count` seeds: the first keeps the plain name."""
+    return [(name if k == 0 else f"{name}-seed{seed + k}", seed + k) for k in range(count)]
+
+
+def cli(config, args):
+    from project.artifacts import run_root
+
+    root = run_root(config, args.runs_dir)
+    for name, seed in seed_runs("baseline", config.paper.seed, args.seeds):
+        train_run(config, root, name, seed=seed, fresh=args.fresh, verbose=2 if args.quiet else 1)

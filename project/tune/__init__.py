@@ -1,0 +1,1 @@
+"""Keras Tuner random search, coarse to fine, with compiled-model reuse and a time budget."""

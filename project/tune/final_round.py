@@ -1,0 +1,141 @@
+"""The final round of a search: its top `search.finalists` trials trained like the baseline (the card's
+full epochs and seed) into finalists/, the best on val copied to tuned/, then more seeds of it.
+Short trials rank roughly; the full length decides.
+"""
+
+import shutil
+from pathlib import Path
+
+from project import logs
+from project.artifacts import archive, is_complete, read_json
+from project.config.cards import with_values
+from project.errors import UserError
+from project.records import Candidate, Metrics, TuningSummary
+from project.train.training import seed_runs, train_run
+from project.tune.search_plan import BUDGET
+from project.tune.search_space import card_values, decode, edge_warnings
+from project.tune.trials import ranked
+
+log = logs.get(__name__)
+
+
+def candidate(folder, config, space, stage, trial):
+    """A ranked trial as the summary records it: its values decoded and as card keys."""
+    values = trial["hyperparameters"]["values"]
+    fine = Path(folder) / "fine_space.json"
+    stage_space = read_json(fine)["space"] if stage == "fine" and fine.exists() else space
+    return {
+        "stage": stage,
+        "trial_id": trial["trial_id"],
+        "score": trial["score"],
+        "objective": config.paper.search.objective,
+        "values": values,
+        "hyperparameters": {k: decode(stage_space.get(k, {}), v) for k, v in values.items()},
+        "card_values": card_values(stage_space, values, len(config.paper.model.head.hidden)),
+    }
+
+
+def summarize(folder, config, space, stages, trial_seconds):
+    """summary.json: the spaces, the budget and the search's top `finalists` trials (the final round
+    picks the best of them: final_round)."""
+    search = config.paper.search
+    best = ranked(folder, stages, search.direction)
+    if not best:
+        raise UserError(
+            f"no trial of {', '.join(stages)} completed: see {folder / 'trials.csv'} for why, then fix the card's search ranges"
+        )
+    fine, budget = folder / "fine_space.json", folder / BUDGET
+    summary = {
+        "objective": search.objective,
+        "direction": search.direction,
+        "stages": stages,
+        "coarse_space": space,
+        "fine_space": read_json(fine)["space"] if fine.exists() else None,
+        "budget": read_json(budget) if budget.exists() else None,
+        "finalists": [candidate(folder, config, space, stage, trial) for stage, trial in best[: search.finalists]],
+        "best": None,
+        "final_round": None,
+        "warnings": [],
+        "trial_seconds": round(float(trial_seconds), 1),  # all trials, all workers
+    }
+    TuningSummary.model_validate(summary).write(folder / "summary.json")
+    log.info(
+        "finalists: "
+        + "; ".join(
+            f"{f['stage']} trial {f['trial_id']} ({search.objective} {f['score']:.4f})" for f in summary["finalists"]
+        )
+    )
+    return summary
+
+
+def final_round(config, root, summary, space, fresh, verbose):
+    """Each finalist trained like the baseline (the card's full epochs and seed) into finalists/; the
+    best on val becomes tuned/. Short trials rank roughly: the full length decides."""
+    folder, direction = Path(root) / "tuning", summary["direction"]
+    metric = "val_" + summary["objective"].removeprefix("val_")
+    scored = []
+    for finalist in summary["finalists"]:
+        name = f"finalists/{finalist['stage']}-{finalist['trial_id']}"
+        metrics = train_run(with_values(config, finalist["card_values"]), root, name, fresh=fresh, verbose=verbose)
+        scored.append(
+            {
+                "stage": finalist["stage"],
+                "trial_id": finalist["trial_id"],
+                "search_score": finalist["score"],
+                metric: metrics[metric],
+                "run": name,
+            }
+        )
+        log.info(
+            f"[final] {finalist['stage']} trial {finalist['trial_id']}: {metric} {metrics[metric]:.4f} after the full epochs"
+        )
+    winner = (max if direction == "max" else min)(range(len(scored)), key=lambda k: scored[k][metric])
+    best = summary["finalists"][winner]
+    summary.update(
+        best=best, final_round={"metric": metric, "finalists": scored}, warnings=edge_warnings(space, best["values"])
+    )
+    TuningSummary.model_validate(summary).write(folder / "summary.json")
+    log.info(
+        f"best: {best['stage']} trial {best['trial_id']}, {metric} {scored[winner][metric]:.4f}, {best['hyperparameters']}"
+    )
+    for warning in summary["warnings"]:
+        log.warning(f"!!! warning: {warning}")
+    install(Path(root) / scored[winner]["run"], Path(root) / "tuned")
+    return best
+
+
+def install(source, target):
+    """The winning finalist's run as tuned/ (a copy: finalists/ keeps every finalist's record)."""
+    if (
+        is_complete(target)
+        and (target / "config.resolved.yaml").read_text() == (source / "config.resolved.yaml").read_text()
+    ):
+        return
+    if target.exists():
+        log.info(f"previous tuned run moved to {archive(target)}")
+    shutil.copytree(source, target)
+    metrics = Metrics.read(target / "metrics.json")
+    metrics.model_copy(update={"run": target.name}).write(target / "metrics.json")
+
+
+def retrain(config, root, best, fresh, seeds, verbose):
+    """The best values with more seeds (tuned/ is the first), on the baseline's split.csv, like the baseline."""
+    tuned = with_values(config, best["card_values"])
+    results = []
+    for k, (name, seed) in enumerate(seed_runs("tuned", config.paper.seed, seeds)):
+        metrics = (
+            read_json(Path(root) / name / "metrics.json")
+            if k == 0
+            else train_run(tuned, root, name, seed=seed, fresh=fresh, verbose=verbose)
+        )
+        Candidate.model_validate(best).write(Path(root) / name / "best_hyperparameters.json")
+        results.append(metrics)
+    baseline = Path(root) / "baseline"
+    if is_complete(baseline):
+        before, after = read_json(baseline / "metrics.json")["test_accuracy"], results[0]["test_accuracy"]
+        log.info(f"test accuracy: baseline {before:.4f} -> tuned {after:.4f} ({after - before:+.4f})")
+    else:
+        log.info(
+            f"test accuracy: tuned {results[0]['test_accuracy']:.4f} (no baseline in {baseline} yet: `make train`)"
+        )
+    return results

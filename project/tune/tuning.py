@@ -1,0 +1,394 @@
+"""Hyperparameter search: Keras Tuner random search, coarse -> fine, then the final round.
+
+runs/<paper>__<dataset>/tuning/
+    coarse/, fine/          one Keras Tuner project per stage (oracle.json, trial_*/trial.json),
+                            plus our trial_*/meta.json (project.tune.trials) and each trial's training logs
+    fine_space.json         the narrowed space, fixed when the fine stage first starts
+    trials.csv              every trial of both stages, rewritten whenever a trial ends
+    budget.json             the trial counts a time budget fixed (project.tune.search_plan)
+    summary.json            the spaces, the budget, the finalists, the final round, the edge-of-range warnings
+    config.resolved.yaml    the configuration searched (another one moves tuning/ aside)
+runs/<paper>__<dataset>/finalists/   the top trials trained at full length (project.tune.final_round)
+runs/<paper>__<dataset>/tuned/       the best finalist, + best_hyperparameters.json
+
+Each stage's trials are built and trained by its hypermodel (project.tune.hypermodel); trials of one
+architecture share a compiled model (project.tune.reuse). Distributed, on Keras Tuner's
+chief/worker mode (KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT): the chief
+runs each stage's oracle (coarse on PORT, fine on PORT+1), writes trials.csv and runs the final
+round; workers run the trials. Every process must see the same runs/ folder (a shared
+filesystem), as Keras Tuner's own trial checkpoints do.
+"""
+
+import os
+import time
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import get_args
+
+import keras_tuner
+import pandas as pd
+import tensorflow as tf
+import yaml
+
+from project import logs
+from project.artifacts import archive, atomic_write, read_json, run_root, write_json
+from project.config.schema import Recorded
+from project.data.prepare import prepare
+from project.errors import UserError
+from project.records import FineSpace
+from project.train import runtime
+from project.train.training import training_stats
+from project.tune.final_round import final_round, retrain, summarize
+from project.tune.hypermodel import CardHyperModel, FitClock, TrialExploded, trial_history
+from project.tune.reuse import ModelCache
+from project.tune.search_check import check_search
+from project.tune.search_plan import BUDGET, Progress, check_budget, duration, plan_budget
+from project.tune.search_space import narrow
+from project.tune.trials import META, STAGES, ended, fixed_seconds, ranked, read_trials, write_trials_csv
+
+log = logs.get(__name__)
+
+OBJECTIVES = get_args(Recorded)  # what every trial's history holds
+NO_LIMIT = 10**9  # max_consecutive_failed_trials: failed trials never end the search
+
+
+@contextmanager
+def released_step_graphs():
+    """TensorFlow 2.21 leak (tensorflow/tensorflow#97697, fix pending upstream): every traced train
+    step registers a CustomGradient-N function in TF's global gradient registry whose closure pins
+    the whole step graph, ~100 MB per MobileNetV2 trial, never freed. A trial's train step is never
+    differentiated again once the trial is over: drop the entries it registered (a private dict,
+    hence the guard; the same purge as keras-team/tf-keras#898 proposes for clear_session)."""
+    from tensorflow.python.framework import ops
+
+    registry = getattr(getattr(ops, "_gradient_registry", None), "_registry", None)
+    before = set(registry) if isinstance(registry, dict) else None
+    try:
+        yield
+    finally:
+        if before is not None:
+            for key in set(registry) - before:
+                if key.startswith("CustomGradient-"):
+                    del registry[key]
+
+
+# ------------------------------------------------------------------ who runs what
+
+
+def role():
+    """local, chief or worker (Keras Tuner's distributed mode, from its environment variables)."""
+    if not os.environ.get("KERASTUNER_ORACLE_IP"):
+        return "local"
+    missing = [v for v in ("KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID") if not os.environ.get(v)]
+    if missing:
+        raise UserError(
+            f"distributed tuning: KERASTUNER_ORACLE_IP is set but {' and '.join(missing)} not "
+            f"(set all three, as `make tune-chief` and `make tune-worker WORKER=n` do)"
+        )
+    if not os.environ["KERASTUNER_ORACLE_PORT"].isdigit():
+        raise UserError(f"KERASTUNER_ORACLE_PORT must be a port number, got {os.environ['KERASTUNER_ORACLE_PORT']!r}")
+    return "chief" if "chief" in os.environ["KERASTUNER_TUNER_ID"] else "worker"
+
+
+def worker_id():
+    return os.environ.get("KERASTUNER_TUNER_ID") or "local"
+
+
+@contextmanager
+def stage_port(offset):
+    """Each stage has its own oracle: the fine stage's listens on KERASTUNER_ORACLE_PORT + 1."""
+    port = os.environ.get("KERASTUNER_ORACLE_PORT")
+    if port is None or not offset:
+        yield
+        return
+    os.environ["KERASTUNER_ORACLE_PORT"] = str(int(port) + offset)
+    try:
+        yield
+    finally:
+        os.environ["KERASTUNER_ORACLE_PORT"] = port
+
+
+# ------------------------------------------------------------------ tuner and oracle
+
+
+class StageOracle(keras_tuner.oracles.RandomSearchOracle):
+    """Keras Tuner's random search oracle, rewriting trials.csv and printing the progress line
+    whenever a trial ends: the oracle is the one place that sees every trial end, locally and as the
+    distributed chief. With a time budget, the first coarse trial's end fixes the trial counts."""
+
+    def __init__(self, folder, stage=None, progress=None, budget=None, **kwargs):
+        super().__init__(**kwargs)
+        self.folder, self.stage, self.progress, self.budget = Path(folder), stage, progress, budget
+
+    @keras_tuner.synchronized
+    def end_trial(self, trial):
+        super().end_trial(trial)
+        if self.budget is not None and not (self.folder / BUDGET).exists():
+            self.max_trials = plan_search(self.folder, self.budget, self.progress)["coarse"]
+        table = write_trials_csv(self.folder, self.objective.name)
+        if self.progress is not None:
+            log.info(self.progress.line(self.stage, table, trial.trial_id))
+
+
+class StageTuner(keras_tuner.Tuner):
+    """Keras Tuner's Tuner (RandomSearch = Tuner + RandomSearchOracle) that writes meta.json per trial."""
+
+    def __init__(self, *args, stage, **kwargs):
+        self.stage = stage
+        super().__init__(*args, **kwargs)
+
+    def run_trial(self, trial, *args, **kwargs):
+        model = self.hypermodel  # the stage's CardHyperModel
+        folder = Path(self.get_trial_dir(trial.trial_id))
+        path = folder / META
+        meta = read_json(path) if path.exists() else {"starts": 0, "wall_seconds": 0.0}
+        meta.update(
+            stage=self.stage,
+            worker=worker_id(),
+            seed=model.config.paper.seed,
+            status="running",
+            reason="",
+            starts=meta["starts"] + 1,
+        )
+        write_json(path, meta)
+        clock, reused = FitClock(), False  # what the trial's meta.json records of its fit
+        start = time.perf_counter()
+        try:
+            with released_step_graphs(), self.strategy_scope():
+                # Keras Tuner's documented override: its own run_trial clears the session before every
+                # build (which would discard the compiled models trials reuse) and checkpoints the best
+                # epoch's weights, which the search never reads (the best values are retrained).
+                # The trial's folder and clock go to the hypermodel's fit as keyword arguments.
+                hp = trial.hyperparameters
+                network = model.build(hp)
+                reused = network.compiled  # a compiled model from project.tune.reuse: no build, compile nor tracing
+                results = model.fit(hp, network, *args, folder=folder, clock=clock, **kwargs)
+            meta["status"] = "completed"
+            return results
+        except TrialExploded as error:
+            meta.update(status="exploded", reason=str(error))
+            raise
+        except UserError as error:  # the card cannot work: stop the search, say why
+            meta.update(status="failed", reason=str(error))
+            raise keras_tuner.errors.FatalError(str(error)) from error
+        except Exception as error:
+            meta.update(status="failed", reason=f"{type(error).__name__}: {error}")
+            raise
+        finally:
+            clock.on_train_end()  # an exception skipped it
+            meta["wall_seconds"] = round(meta["wall_seconds"] + time.perf_counter() - start, 2)
+            meta["fit_seconds"] = round(meta.get("fit_seconds", 0.0) + clock.seconds, 2)
+            meta["epoch_seconds"] = clock.epoch_seconds
+            meta["reused"] = reused  # the trial took a compiled model: no build, compile nor tracing
+            meta["fixed_seconds"] = fixed_seconds(meta)
+            meta.update(outcome(folder, model, meta["status"] == "exploded"))
+            write_json(path, meta)
+
+    def strategy_scope(self):
+        return self.distribution_strategy.scope() if self.distribution_strategy else nullcontext()
+
+
+def outcome(folder, model, exploded):
+    """Best and last objective and epochs run, from the trial's training logs (`model`: the
+    CardHyperModel; a trial's values never change the names of the card's training stages)."""
+    history = trial_history(folder, model.config.paper)
+    name = model.objective.name
+    values = history[name].dropna() if name in history else pd.Series(dtype=float)
+    best = (values.max() if model.objective.direction == "max" else values.min()) if len(values) else None
+    return {
+        "best": None if best is None else float(best),
+        "last": float(values.iloc[-1]) if len(values) else None,
+        "epochs_run": len(history) + (1 if exploded else 0),  # the epoch it exploded in counts
+    }
+
+
+# ------------------------------------------------------------------ the search
+
+
+def search_identity(config):
+    """What makes two searches the same: the cards, except trial counts and epochs per stage."""
+    data = config.model_dump(mode="json", exclude={"paper_file", "dataset_file", "overrides"})
+    for stage in STAGES:
+        data["paper"]["search"].pop(stage, None)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def prepare_search_folder(folder, config, fresh, who):
+    """Resume the same search; move a different (or --fresh) one aside. Workers never move anything."""
+    identity, saved = search_identity(config), folder / "config.resolved.yaml"
+    if who == "worker":
+        if fresh:
+            log.warning("--fresh is ignored on a worker: the chief moves the previous search aside")
+        if saved.exists() and saved.read_text() != identity:
+            raise UserError(
+                f"{saved} was written for another configuration: start the workers with the chief's cards and --set"
+            )
+        return
+    if folder.exists() and (fresh or (saved.exists() and saved.read_text() != identity)):
+        log.info(f"previous search moved to {archive(folder)}")
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(saved, identity)
+
+
+def strategy_of(card_runtime):
+    """project.train.runtime's settings, and its strategy for Keras Tuner to build each trial under
+    (Keras Tuner clears the session between trials, so a scope cannot stay open around the search)."""
+    r = card_runtime
+    settings, scope = runtime.apply(r.mixed_precision, r.jit_compile, r.distribution, r.deterministic)
+    with scope:
+        strategy = tf.distribute.get_strategy()
+    return settings, strategy if settings["distribution"] == "mirrored" else None
+
+
+def plan_search(folder, budget_seconds, progress):
+    """Fix the trial counts for a time budget from the first coarse trial (tuning/budget.json)."""
+    first = read_trials(folder, "coarse")[0][1]
+    plan = plan_budget(budget_seconds, first, progress.counts)
+    write_json(Path(folder) / BUDGET, plan)
+    for stage, trials in plan["trials"].items():
+        progress.counts[stage] = (trials, progress.counts[stage][1])
+    log.info(
+        f"[search] budget {duration(budget_seconds)}: the first trial took {first['wall_seconds']:.0f}s, so "
+        f"{plan['trials']['coarse']} coarse and {plan['trials']['fine']} fine trials (tuning/{BUDGET})",
+    )
+    return plan["trials"]
+
+
+def planned_counts(folder, counts, budget_seconds):
+    """The card's (or --trials/--epochs) counts, or those a budget fixed before (the same search again)."""
+    path = Path(folder) / BUDGET
+    if not path.exists():
+        return counts
+    plan = read_json(path)
+    if budget_seconds is not None and plan["budget_seconds"] != budget_seconds:
+        raise UserError(
+            f"the search in {folder} was planned for a budget of {duration(plan['budget_seconds'])}, not "
+            f"{duration(budget_seconds)}: rerun with --fresh (FRESH=1) to plan a new one"
+        )
+    return {stage: (plan["trials"][stage], epochs) for stage, (_, epochs) in counts.items()}
+
+
+def run_stage(stage, model, folder, search, trials, verbose, strategy=None, progress=None, budget=None):
+    """`trials` trials of the stage's CardHyperModel `model` (its space and epochs)."""
+    if ended(folder, stage) >= trials:
+        log.info(f"[{stage}] all {trials} trials done (rerun with --fresh to search again)")
+        return
+    offset = STAGES.index(stage)
+    oracle = StageOracle(
+        folder,
+        stage,
+        progress,
+        budget,
+        objective=keras_tuner.Objective(search.objective, search.direction),
+        max_trials=trials,
+        seed=search.seed + offset,
+        max_consecutive_failed_trials=NO_LIMIT,
+    )
+    with stage_port(offset):
+        tuner = StageTuner(
+            oracle=oracle,
+            hypermodel=model,
+            directory=str(folder),
+            project_name=stage,
+            overwrite=False,
+            distribution_strategy=strategy,
+            stage=stage,
+        )
+        log.info(f"[{stage}] {trials} trials of {model.epochs} epochs, {worker_id()}")
+        try:
+            tuner.search(verbose=verbose)
+        except keras_tuner.errors.FatalError as error:
+            if isinstance(error.__cause__, UserError):
+                raise error.__cause__ from None
+            raise
+
+
+def fine_space(folder, space, search, who):
+    """Narrowed around the top-k coarse trials once, then kept (a resumed search keeps its space).
+    A worker that comes before the chief has narrowed declares the card's space: the values it
+    runs come from the chief's oracle."""
+    path = folder / "fine_space.json"
+    if path.exists():
+        return read_json(path)["space"]
+    if who == "worker":
+        return space
+    top = ranked(folder, ["coarse"], search.direction)[: search.top_k]
+    fine = narrow(space, [trial["hyperparameters"]["values"] for _, trial in top])
+    FineSpace(top_k=[trial["trial_id"] for _, trial in top], space=fine).write(path)
+    return fine
+
+
+def tune(config, root, *, trials=None, epochs=None, stage="all", fresh=False, seeds=1, verbose=1, budget=None):
+    """Search coarse -> fine, record every trial, retrain the best into root/tuned. Returns the summary.
+    budget: a duration ('20m'; default the card's search.budget) that fixes the number of trials."""
+    if stage not in ("coarse", "fine", "all"):
+        raise UserError(f"--stage {stage!r}: accepted: coarse, fine, all")
+    search, space = check_search(config)
+    for value, flag in ((trials, "--trials"), (epochs, "--epochs")):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be at least 1, got {value}")
+    budget = budget or search.budget
+    budget_seconds = check_budget(budget, "--budget / search.budget") if budget else None
+    who, folder = role(), Path(root) / "tuning"
+    data = prepare(config, root)  # refuses a dataset card whose split differs from root/split.csv
+    prepare_search_folder(folder, config, fresh, who)
+    stats = training_stats(data, config.paper)  # the stages' trials share them and their compiled models
+    objective, cache = keras_tuner.Objective(search.objective, search.direction), ModelCache()
+    counts = {s: (trials or getattr(search, s).trials, epochs or getattr(search, s).epochs) for s in STAGES}
+    counts = planned_counts(folder, counts, budget_seconds)
+    full = sum(s.epochs for s in config.paper.training.stages)
+    progress = Progress(counts, full * (search.finalists + seeds - 1), search.objective)
+    planning = budget_seconds if budget_seconds is not None and not (folder / BUDGET).exists() else None
+    log.info(
+        f"[search] coarse {counts['coarse'][0]} trials x {counts['coarse'][1]} epochs, fine {counts['fine'][0]} x {counts['fine'][1]}"
+        + (f" (counts fixed for a budget of {duration(planning)} after the first trial)" if planning else "")
+        + f"; then {search.finalists} finalist(s) trained for {full} epochs"
+        + (f" and {seeds - 1} more seed(s)" if seeds > 1 else "")
+    )
+    settings, strategy = strategy_of(config.paper.runtime)
+
+    def stage_model(name, stage_space):
+        return CardHyperModel(
+            config,
+            data,
+            objective,
+            space=stage_space,
+            epochs=progress.counts[name][1],
+            stats=stats,
+            settings=settings,
+            cache=cache,
+        )
+
+    if stage in ("coarse", "all"):
+        model = stage_model("coarse", space)
+        run_stage("coarse", model, folder, search, progress.counts["coarse"][0], verbose, strategy, progress, planning)
+    if stage in ("fine", "all"):
+        if who != "worker" and ended(folder, "coarse") < progress.counts["coarse"][0]:
+            raise UserError(
+                f"the coarse stage in {folder / 'coarse'} is not finished: run --stage coarse (or all) first"
+            )
+        model = stage_model("fine", fine_space(folder, space, search, who))
+        run_stage("fine", model, folder, search, progress.counts["fine"][0], verbose, strategy, progress)
+    if who == "worker":
+        log.info(f"worker {worker_id()}: no trials left")
+        return None
+    table = write_trials_csv(folder, search.objective)
+    stages = ["coarse"] if stage == "coarse" else list(STAGES)
+    summary = summarize(folder, config, space, stages, table.wall_seconds.sum())
+    if stage != "coarse":
+        retrain(config, root, final_round(config, root, summary, space, fresh, verbose), fresh, seeds, verbose)
+    return summary
+
+
+def cli(config, args):
+    tune(
+        config,
+        run_root(config, args.runs_dir),
+        trials=args.trials,
+        epochs=args.epochs,
+        stage=args.stage,
+        fresh=args.fresh,
+        seeds=args.seeds,
+        verbose=2 if args.quiet else 1,
+        budget=args.budget,
+    )
