@@ -804,3 +804,20 @@ def test_search_section_shows_the_rank_agreement_make_bench_measured_on_this_car
             "scores of 5 configurations"
         )
         assert (line in search) is expected, search
+
+
+def test_a_weights_fallback_is_told_by_the_recorded_kind_not_by_the_display_text(made, tmp_path):
+    root = copy_root(made, tmp_path)
+    path = root / "tuned" / "metrics.json"
+    metrics = json.loads(path.read_text())
+    # the display text alone says nothing: the kind decides
+    path.write_text(json.dumps({**metrics, "weights_used": "random (fallback: imagenet weights unavailable)"}))
+    make_report(made["config"], tmp_path / "runs", tmp_path / "reports")
+    assert (
+        "ImageNet weights were unavailable"
+        not in (tmp_path / "reports" / made["config"].run_name / "report.md").read_text()
+    )
+    path.write_text(json.dumps({**metrics, "weights_kind": "random_fallback"}))
+    make_report(made["config"], tmp_path / "runs", tmp_path / "reports")
+    md = (tmp_path / "reports" / made["config"].run_name / "report.md").read_text()
+    assert "ImageNet weights were unavailable: tuned trained from RANDOM initialisation" in md

@@ -83,7 +83,11 @@ def test_smoke_metrics_agree_with_the_predictions(smoke):
     assert stage["stage"] == "train" and stage["epochs"] == 1
     assert stage["params_trainable"] + stage["params_frozen"] == model.count_params()
     assert stage["params_frozen"] > 0  # BatchNormalization statistics and the mean-subtraction layer
-    assert metrics["weights_used"] == "random (from scratch)" and metrics["seed"] == 1
+    assert (
+        metrics["weights_used"] == "random (from scratch)"
+        and metrics["weights_kind"] == "random"
+        and metrics["seed"] == 1
+    )
     # random weights: BatchNormalization trains (gamma, beta) and tracks the data's statistics
     gamma, beta, mean, variance = backbone_of(model).get_layer("block1_norm1").get_weights()
     assert not np.allclose(gamma, 1.0) and not np.allclose(beta, 0.0)

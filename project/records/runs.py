@@ -123,7 +123,8 @@ class Metrics(Record):
     class_names: list[str]
     counts: Counts
     stages: list[StageInfo]
-    weights_used: str
+    weights_used: str  # for display
+    weights_kind: Literal["imagenet", "file", "random", "random_fallback"]  # what the report decides by
     seed: int
     split_seed: int
     wall_seconds: float

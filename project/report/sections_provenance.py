@@ -176,7 +176,7 @@ def model_card_section(card, runs, target):
         recommendations.append(
             f"The test accuracy {f4(m.test_accuracy)} is below the target {target:.4f}: do not rely on it where that target matters."
         )
-    if "fallback" in m.weights_used:
+    if m.weights_kind == "random_fallback":
         recommendations.append(
             "The backbone was trained from random initialisation because ImageNet weights were unavailable."
         )

@@ -282,7 +282,7 @@ def model_section(runs):
     model = run["config"]["paper"]["model"]
     head = model["head"]
     blocks = []
-    fallback = [r["name"] for g in runs.values() for r in g if "fallback" in r["metrics"].weights_used]
+    fallback = [r["name"] for g in runs.values() for r in g if r["metrics"].weights_kind == "random_fallback"]
     if fallback:
         blocks.append(
             warning(
