@@ -10,7 +10,7 @@ from project import logs
 from project.artifacts import archive, is_complete, read_json
 from project.config.cards import with_values
 from project.errors import UserError
-from project.records import Candidate, Metrics, TuningSummary
+from project.records import Candidate, FineSpace, Metrics, TuningSummary
 from project.train.training import seed_runs, train_run
 from project.tune.search_plan import BUDGET
 from project.tune.search_space import card_values, decode, edge_warnings
@@ -23,7 +23,7 @@ def candidate(folder, config, space, stage, trial):
     """A ranked trial as the summary records it: its values decoded and as card keys."""
     values = trial["hyperparameters"]["values"]
     fine = Path(folder) / "fine_space.json"
-    stage_space = read_json(fine)["space"] if stage == "fine" and fine.exists() else space
+    stage_space = FineSpace.read(fine).space if stage == "fine" and fine.exists() else space
     return {
         "stage": stage,
         "trial_id": trial["trial_id"],
@@ -50,7 +50,7 @@ def summarize(folder, config, space, stages, trial_seconds):
         "direction": search.direction,
         "stages": stages,
         "coarse_space": space,
-        "fine_space": read_json(fine)["space"] if fine.exists() else None,
+        "fine_space": FineSpace.read(fine).space if fine.exists() else None,
         "budget": read_json(budget) if budget.exists() else None,
         "finalists": [candidate(folder, config, space, stage, trial) for stage, trial in best[: search.finalists]],
         "best": None,
@@ -132,7 +132,7 @@ def retrain(config, root, best, fresh, seeds, verbose):
         results.append(metrics)
     baseline = Path(root) / "baseline"
     if is_complete(baseline):
-        before, after = read_json(baseline / "metrics.json")["test_accuracy"], results[0]["test_accuracy"]
+        before, after = Metrics.read(baseline / "metrics.json").test_accuracy, results[0]["test_accuracy"]
         log.info(f"test accuracy: baseline {before:.4f} -> tuned {after:.4f} ({after - before:+.4f})")
     else:
         log.info(

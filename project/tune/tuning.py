@@ -23,7 +23,6 @@ import os
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import get_args
 
 import keras_tuner
 import pandas as pd
@@ -32,7 +31,6 @@ import yaml
 
 from project import logs
 from project.artifacts import archive, atomic_write, read_json, run_root, write_json
-from project.config.schema import Recorded
 from project.data.prepare import prepare
 from project.errors import UserError
 from project.records import FineSpace
@@ -48,7 +46,6 @@ from project.tune.trials import META, STAGES, ended, fixed_seconds, ranked, read
 
 log = logs.get(__name__)
 
-OBJECTIVES = get_args(Recorded)  # what every trial's history holds
 NO_LIMIT = 10**9  # max_consecutive_failed_trials: failed trials never end the search
 
 
@@ -309,7 +306,7 @@ def fine_space(folder, space, search, who):
     runs come from the chief's oracle."""
     path = folder / "fine_space.json"
     if path.exists():
-        return read_json(path)["space"]
+        return FineSpace.read(path).space
     if who == "worker":
         return space
     top = ranked(folder, ["coarse"], search.direction)[: search.top_k]
