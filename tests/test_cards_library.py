@@ -207,35 +207,42 @@ def test_chest_xray_card_keeps_test_and_carves_val_from_train(tmp_path):
     assert set(np.asarray(sources.subsets)[subsets == "test"]) == {"test"}
 
 
-def test_oxford_pets_card_reads_the_list_file_layout(tmp_path):
+def test_oxford_pets_card_reads_the_official_split_from_its_list_files(tmp_path):
     d = dataset("oxford_pets")
-    manifest = tmp_path / d.options["manifest"]
-    images = manifest.parent / d.options["root"]
+    manifests = {subset: tmp_path / name for subset, name in d.options["manifests"].items()}
+    images = manifests["train"].parent / d.options["root"]
     images.mkdir(parents=True)
-    manifest.parent.mkdir(parents=True, exist_ok=True)
-    lines = ["#Image CLASS-ID SPECIES BREED ID", "#ID: 1:37 Class ids"]
     from PIL import Image
 
-    for class_id, breed in ((1, d.classes[0]), (2, d.classes[1]), (37, d.classes[36])):
-        for n in range(3):
-            Image.new("RGB", (8, 8), (class_id, n, 0)).save(images / f"{breed}_{n}.jpg")
-            lines.append(f"{breed}_{n} {class_id} 1 {n}")
-    manifest.write_text("\n".join(lines) + "\n")
+    for subset, manifest in manifests.items():
+        lines = []
+        for class_id, breed in ((1, d.classes[0]), (2, d.classes[1]), (37, d.classes[36])):
+            for n in range(10 if subset == "train" else 2):
+                Image.new("RGB", (8, 8), (class_id, n, 0)).save(images / f"{breed}_{subset}{n}.jpg")
+                lines.append(f"{breed}_{subset}{n} {class_id} 1 {n}")
+        manifest.write_text("\n".join(lines) + "\n")
     sources = load_sources(d.adapter, d.options, tmp_path, None)
-    assert len(sources) == 9 and all(item.endswith(".jpg") for item in sources.items)
-    assert all(os.path.exists(item) for item in sources.items)
-    assert sources.class_names == ["1", "2", "37"]
-    assert sorted(set(sources.labels.tolist())) == [0, 1, 2]
+    assert len(sources) == 36 and all(os.path.exists(item) and item.endswith(".jpg") for item in sources.items)
+    assert sources.class_names == ["1", "2", "37"] and sorted(set(sources.labels.tolist())) == [0, 1, 2]
+    subsets = make_split(sources.labels, d.split, sources.subsets)
+    assert (subsets == "test").sum() == 6 and set(np.asarray(sources.ids)[subsets == "test"]) == {
+        f"{breed}_test{n}.jpg" for breed in (d.classes[0], d.classes[1], d.classes[36]) for n in range(2)
+    }
 
 
-def test_intel_card_layout_is_a_presplit_tree(tmp_path):
+def test_intel_card_reads_the_kaggle_archive_as_it_unzips(tmp_path):
     d = dataset("intel_image_classification")
-    make_image_folder(
-        tmp_path / d.options["path"], classes={c: 0 for c in d.classes}, presplit={"train": 10, "test": 3}
-    )
+    root = tmp_path / d.options["path"]
+    for subset, folder in d.options["subsets"].items():
+        make_image_folder(root / folder, classes={c: {"train": 10, "test": 3}[subset] for c in d.classes})
+    (root / "seg_pred" / "seg_pred").mkdir(parents=True)  # unlabelled images: not read
+    from PIL import Image
+
+    for n in range(4):
+        Image.new("RGB", (8, 8)).save(root / "seg_pred" / "seg_pred" / f"{n}.jpg")
     sources = load_sources(d.adapter, d.options, tmp_path, d.classes)
     subsets = make_split(sources.labels, d.split, sources.subsets)
-    assert sources.class_names == d.classes
+    assert sources.class_names == d.classes and len(sources) == 6 * 13
     assert (subsets == "test").sum() == 18 and abs((subsets == "val").sum() - 6) <= 1
 
 

@@ -109,7 +109,7 @@ def prepare(config, root):
     """Load the sources through the card's adapter, check the files (excluded ones are dropped,
     converted ones replaced by their copies), then the split saved in `root`."""
     d = config.dataset
-    sources = load_sources(d.adapter, d.options, dataset_base(config), d.classes)
+    sources = load_sources(d.adapter, d.options, dataset_base(config), d.classes, d.label_map)
     scanned = datacheck.check(config, sources, root) if sources.kind == "files" and config.paper.data.check else None
     if scanned:
         sources = scanned.sources
