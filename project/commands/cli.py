@@ -31,6 +31,7 @@ COMMANDS = {
     "list": ("project.commands.library:list_cli", False, "list paper cards and dataset cards"),
     "new-paper": ("project.commands.library:new_paper_cli", False, "write a new paper card from a template"),
     "new-dataset": ("project.commands.new_dataset:new_dataset_cli", False, "scan data and write a new dataset card"),
+    "card-reference": ("project.commands.card_reference:cli", False, "write every card key into README.md's reference"),
     "bench": ("benchmarks.bench:cli", True, "measure pipeline, overhead and tuner figures"),
     "bench-data": ("benchmarks.bench:data_cli", False, "measure input pipeline throughput"),
 }

@@ -23,6 +23,7 @@ TAKES = {
     "list": (),
     "new-paper": ("--name", "--from"),
     "new-dataset": ("--name", "--adapter", "--path", "--set"),
+    "card-reference": ("--output",),
     "bench": (*CARDS, "--quick", "--output", "--reports-dir"),
     "bench-data": ("--quick", "--output", "--reports-dir"),
 }

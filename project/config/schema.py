@@ -33,11 +33,11 @@ class Strict(BaseModel):
 
 
 class Citation(Strict):
-    title: str
-    authors: list[str] = Field(min_length=1)
-    venue: str
-    year: int = Field(ge=1990, le=2100)
-    link: str = ""
+    title: str = Field(description="the paper's exact title")
+    authors: list[str] = Field(min_length=1, description="the authors in the paper's order (et al. allowed)")
+    venue: str = Field(description="journal (volume, issue, pages) or conference")
+    year: int = Field(ge=1990, le=2100, description="year of publication")
+    link: str = Field(default="", description="https:// link: DOI or arXiv")
 
 
 # what the template computes on the test subset (project.train.metrics.classification_metrics), so what a paper can be held to
@@ -58,15 +58,15 @@ class Reported(Strict):
     interval and that interval's half-width is at most the tolerance."""
 
     dataset: str = Field(description='a dataset card name, or other text for another dataset ("none")')
-    metric: ReportedMetric = "accuracy"
+    metric: ReportedMetric = Field(default="accuracy", description="what the value measures, on the test subset")
     class_name: str | None = Field(default=None, description="the class of sensitivity or specificity")
     value: float = Field(gt=0.0, le=1.0, description="a fraction: 0.928 for 92.8%")
     where: str = Field(description="table, figure or section of the paper")
-    test_size: int | None = Field(default=None, ge=1)
+    test_size: int | None = Field(default=None, ge=1, description="images in the paper's test set, when stated")
     tolerance: float = Field(
         default=0.02, gt=0.0, lt=1.0, description="largest half-width of our interval that still decides"
     )
-    note: str = ""
+    note: str = Field(default="", description="more about the data or the setting of this value")
 
     @model_validator(mode="after")
     def _class_for_per_class_metrics(self):
@@ -76,11 +76,15 @@ class Reported(Strict):
 
 
 class Head(Strict):
-    pooling: Literal["avg", "max", "flatten"] = "avg"
+    pooling: Literal["avg", "max", "flatten"] = Field(
+        default="avg", description="how the backbone's feature map becomes a vector"
+    )
     hidden: list[int] = Field(default_factory=list, description="units of each hidden dense layer")
-    activation: Activation = "relu"
-    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
-    normalization: Literal["none", "batch"] = "none"
+    activation: Activation = Field(default="relu", description="activation of the hidden layers")
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="dropout rate before each dense layer")
+    normalization: Literal["none", "batch"] = Field(
+        default="none", description="BatchNormalization after each hidden layer"
+    )
 
     @field_validator("hidden")
     @classmethod
@@ -94,21 +98,32 @@ class Scratch(Strict):
     """The from-scratch CNN (model.backbone: scratch)."""
 
     blocks: list[int] = Field(default=[32, 64], min_length=1, description="filters of each conv block")
-    convs_per_block: int = Field(default=2, ge=1, le=8)
-    kernel_size: int = Field(default=3, ge=1, le=11)
-    activation: Activation = "relu"
-    initializer: Literal["he_normal", "he_uniform", "glorot_uniform", "glorot_normal", "normal_0.01"] = "he_normal"
-    normalization: Literal["batch", "layer", "group", "none"] = "batch"
+    convs_per_block: int = Field(default=2, ge=1, le=8, description="convolutions before each block's pooling")
+    kernel_size: int = Field(default=3, ge=1, le=11, description="side of the square convolution kernels")
+    activation: Activation = Field(default="relu", description="activation after each convolution")
+    initializer: Literal["he_normal", "he_uniform", "glorot_uniform", "glorot_normal", "normal_0.01"] = Field(
+        default="he_normal", description="initialiser of the convolution kernels"
+    )
+    normalization: Literal["batch", "layer", "group", "none"] = Field(
+        default="batch", description="normalisation after each convolution"
+    )
 
 
 class Model(Strict):
-    backbone: str = "MobileNetV2"
+    backbone: str = Field(
+        default="MobileNetV2", description="a keras.applications model (ResNet50, EfficientNetB0, ...) or scratch"
+    )
     weights: str = Field(default="imagenet", description="imagenet, none, or a path to a weights file")
-    weights_fallback: Literal["error", "random"] = "error"
+    weights_fallback: Literal["error", "random"] = Field(
+        default="error", description="when the ImageNet weights are missing: stop, or go on from random initialisation"
+    )
     input_size: list[int] = Field(default_factory=list, description="[height, width]; empty: the backbone's default")
     width: float = Field(default=1.0, gt=0.0, le=2.0, description="width multiplier (alpha) of MobileNet family")
-    preprocessing: Literal["backbone", "per_channel_mean", "mean_image", "none"] = "backbone"
-    head: Head = Head()
+    preprocessing: Literal["backbone", "per_channel_mean", "mean_image", "none"] = Field(
+        default="backbone",
+        description="the backbone's own, standardised by the training subset's channel means or mean image, or none",
+    )
+    head: Head = Field(default=Head(), description="the classifier on top of the backbone")
     scratch: Scratch = Scratch()
 
     @field_validator("backbone")
@@ -139,10 +154,14 @@ class Stage(Strict):
     """One stage of training. `unfreeze`: backbone layers trained, counted from the top:
     0 (frozen), a number, "all", or the name of the first layer to train (e.g. "block_13_expand")."""
 
-    name: str
-    epochs: int = Field(ge=0)
-    unfreeze: int | str = "all"
-    learning_rate: float | None = Field(default=None, gt=0.0)
+    name: str = Field(description="the stage's name (unique), e.g. head or fine_tune")
+    epochs: int = Field(ge=0, description="epochs of this stage")
+    unfreeze: int | str = Field(
+        default="all", description="backbone layers trained, from the top: 0, a number, all, or a layer name"
+    )
+    learning_rate: float | None = Field(
+        default=None, gt=0.0, description="this stage's; default training.learning_rate"
+    )
 
     @field_validator("unfreeze")
     @classmethod
@@ -157,28 +176,36 @@ Recorded = Literal["val_accuracy", "val_macro_f1", "val_loss", "accuracy", "macr
 
 
 class EarlyStopping(Strict):
-    monitor: Recorded = "val_accuracy"
-    patience: int = Field(default=5, ge=1)
-    min_delta: float = Field(default=0.0, ge=0.0)
+    monitor: Recorded = Field(default="val_accuracy", description="the per-epoch figure it follows")
+    patience: int = Field(default=5, ge=1, description="epochs without improvement before stopping")
+    min_delta: float = Field(default=0.0, ge=0.0, description="smallest change that counts as improvement")
 
 
 class Training(Strict):
-    optimizer: Optimizer = "adam"
-    learning_rate: float = Field(default=1e-3, gt=0.0, le=10.0)
+    optimizer: Optimizer = Field(default="adam", description="momentum: SGD with momentum; nesterov: with Nesterov's")
+    learning_rate: float = Field(default=1e-3, gt=0.0, le=10.0, description="the initial (peak) learning rate")
     momentum: float = Field(default=0.9, ge=0.0, lt=1.0, description="momentum of momentum, nesterov and rmsprop")
-    schedule: Literal["constant", "step", "cosine", "exponential", "plateau"] = "constant"
+    schedule: Literal["constant", "step", "cosine", "exponential", "plateau"] = Field(
+        default="constant", description="how the learning rate changes over each stage's epochs"
+    )
     step_every: int = Field(default=10, ge=1, description="epochs between drops (step schedule)")
     decay: float = Field(
         default=0.1, gt=0.0, le=1.0, description="factor per drop (step), per epoch (exponential), on plateau"
     )
-    plateau_patience: int = Field(default=3, ge=1)
-    batch_size: int = Field(default=32, ge=1, le=65536)
+    plateau_patience: int = Field(default=3, ge=1, description="epochs without improvement before a drop (plateau)")
+    batch_size: int = Field(default=32, ge=1, le=65536, description="images per training step")
     weight_decay: float = Field(default=0.0, ge=0.0, lt=1.0, description="decoupled, applied by the optimizer")
     l2: float = Field(default=0.0, ge=0.0, lt=10.0, description="L2 penalty in the loss, on layers the template builds")
-    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
-    class_weight: Literal["none", "auto"] = "none"
-    early_stopping: EarlyStopping | None = None
-    stages: list[Stage] = Field(default_factory=lambda: [Stage(name="train", epochs=10)], min_length=1)
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0, description="of the cross-entropy's targets")
+    class_weight: Literal["none", "auto"] = Field(
+        default="none", description="auto: weigh each class's loss by inverse frequency in train"
+    )
+    early_stopping: EarlyStopping | None = Field(default=None, description="stop on no improvement; null: never")
+    stages: list[Stage] = Field(
+        default_factory=lambda: [Stage(name="train", epochs=10)],
+        min_length=1,
+        description="the stages of fine-tuning, run in order",
+    )
 
     @field_validator("stages")
     @classmethod
@@ -194,8 +221,10 @@ class Training(Strict):
 class Runtime(Strict):
     """How to run, not what to train: auto picks mixed precision and XLA on a GPU only."""
 
-    mixed_precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
-    jit_compile: bool | Literal["auto"] = "auto"
+    mixed_precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = Field(
+        default="auto", description="auto: bf16 or float16 on a GPU, float32 on a CPU"
+    )
+    jit_compile: bool | Literal["auto"] = Field(default="auto", description="XLA; auto: on a GPU only")
     distribution: Literal["none", "mirrored"] = Field(
         default="none", description="mirrored: every GPU of this machine; batch_size is per replica"
     )
@@ -211,7 +240,7 @@ class Runtime(Strict):
 
 
 class DataCheck(Strict):
-    """The data check before training (file-based datasets; see project/datacheck.py)."""
+    """The data check before training (file-based datasets; see project/data/datacheck.py)."""
 
     check: bool = Field(default=True, description="scan the files first: exclude unreadable ones, convert odd formats")
     drop_duplicates: bool = Field(default=False, description="keep one copy of identical images, in a single subset")
@@ -222,17 +251,17 @@ class Transform(Strict):
     are checked by `augment.build_augmentation` (importing albumentations takes over a second)."""
 
     model_config = ConfigDict(extra="allow")
-    name: str
+    name: str = Field(description="an albumentations class name; the item's other keys are its arguments")
 
 
 class Param(Strict):
     """One searched hyperparameter: a numeric range (min, max, sampling) or a list of choices."""
 
-    min: float | None = None
-    max: float | None = None
-    sampling: Literal["linear", "log"] = "linear"
-    step: float | None = None
-    choices: list[Any] | None = None
+    min: float | None = Field(default=None, description="lower end of a numeric range")
+    max: float | None = Field(default=None, description="upper end of a numeric range")
+    sampling: Literal["linear", "log"] = Field(default="linear", description="log: uniform in log space")
+    step: float | None = Field(default=None, description="spacing of the values in the range")
+    choices: list[Any] | None = Field(default=None, description="the values to choose from, instead of min and max")
 
     @model_validator(mode="after")
     def _check(self):
@@ -270,18 +299,20 @@ SEARCHABLE = {
 
 
 class SearchStage(Strict):
-    trials: int = Field(ge=1)
-    epochs: int = Field(ge=1)
+    trials: int = Field(ge=1, description="trials of this stage (a limit with a budget)")
+    epochs: int = Field(ge=1, description="epochs of each trial")
 
 
 class Search(Strict):
-    objective: str = "val_accuracy"
-    direction: Literal["max", "min"] = "max"
-    seed: int = 1
+    objective: str = Field(default="val_accuracy", description="the per-epoch figure that ranks trials")
+    direction: Literal["max", "min"] = Field(default="max", description="whether a higher objective is better")
+    seed: int = Field(default=1, description="seed of the random search's draws")
     top_k: int = Field(default=3, ge=1, description="coarse trials the fine stage narrows around")
-    coarse: SearchStage = SearchStage(trials=8, epochs=3)
-    fine: SearchStage = SearchStage(trials=4, epochs=6)
-    space: dict[str, Param] = Field(default_factory=dict)
+    coarse: SearchStage = Field(default=SearchStage(trials=8, epochs=3), description="wide ranges, short trials")
+    fine: SearchStage = Field(
+        default=SearchStage(trials=4, epochs=6), description="ranges narrowed around the top_k coarse trials"
+    )
+    space: dict[str, Param] = Field(default_factory=dict, description="the searched hyperparameters and their ranges")
     budget: str | None = Field(
         default=None, description="time for the search's trials, e.g. 20m or 1h30m (trials stay limits)"
     )
@@ -310,24 +341,27 @@ class Search(Strict):
 
 
 class Paper(Strict):
-    citation: Citation
-    reported: list[Reported] = Field(default_factory=list)
-    summary: str = ""
-    caveats: list[str] = Field(default_factory=list)
-    intended_use: str = (
-        "Coursework reproduction of a published image classifier; not for clinical or other high-stakes use."
+    citation: Citation = Field(description="the paper")
+    reported: list[Reported] = Field(default_factory=list, description="the paper's results the report compares with")
+    summary: str = Field(default="", description="the method and what the card reproduces, in two sentences")
+    caveats: list[str] = Field(default_factory=list, description="what the card could not reproduce or confirm")
+    intended_use: str = Field(
+        default="Coursework reproduction of a published image classifier; not for clinical or other high-stakes use.",
+        description="the model card's intended use",
     )
-    seed: int = 42
-    model: Model = Model()
-    training: Training = Training()
+    seed: int = Field(default=42, description="seed of initialisation, shuffling, augmentation and dropout")
+    model: Model = Field(default=Model(), description="the network")
+    training: Training = Field(default=Training(), description="the recipe")
     data: DataCheck = DataCheck()
-    augmentation: list[Transform] = Field(default_factory=list)
+    augmentation: list[Transform] = Field(
+        default_factory=list, description="albumentations transforms, in order (train only)"
+    )
     augmentation_strength: float = Field(
         default=1.0, ge=0.0, le=1.0, description="scales each transform's probability p"
     )
-    target_accuracy: float = Field(default=0.97, gt=0.0, le=1.0)
+    target_accuracy: float = Field(default=0.97, gt=0.0, le=1.0, description="the test accuracy the report checks")
     runtime: Runtime = Runtime()
-    search: Search | None = None
+    search: Search | None = Field(default=None, description="the tuning's search; null: no make tune")
     assumed: list[str] = Field(default_factory=list, description="dotted keys whose values the paper does not state")
 
     @model_validator(mode="after")
@@ -367,9 +401,9 @@ class Bin(Strict):
 
 
 class Split(Strict):
-    val: float = Field(default=0.15, gt=0.0, lt=1.0)
-    test: float = Field(default=0.15, gt=0.0, lt=1.0)
-    seed: int = 0
+    val: float = Field(default=0.15, gt=0.0, lt=1.0, description="fraction for validation (of train, when provided)")
+    test: float = Field(default=0.15, gt=0.0, lt=1.0, description="fraction for test (unused when provided)")
+    seed: int = Field(default=0, description="seed of the stratified split")
     provided: bool = Field(default=False, description="the data comes pre-split (train/val/test)")
     val_from_train: bool = Field(
         default=False, description="with provided: carve val from train anyway (e.g. a tiny val set)"
@@ -383,22 +417,24 @@ class Split(Strict):
 
 
 class Dataset(Strict):
-    adapter: str
-    options: dict[str, Any] = Field(default_factory=dict)
+    adapter: str = Field(description="the loader: a built-in adapter, or your own function")
+    options: dict[str, Any] = Field(default_factory=dict, description="the adapter's options (below)")
     split: Split = Field(default_factory=Split, description='fractions, or "provided" (the data comes pre-split)')
-    classes: list[str] | None = None
+    classes: list[str] | None = Field(
+        default=None, description="class names in label order; default: found in the data, sorted"
+    )
     label_map: dict[str, str] | list[Bin] | None = Field(
         default=None,
         description=f"raw label -> class (several to one merges, {DROP} leaves out), or a list of {{max, name}} bins "
         f"grading numeric labels; applied after the adapter, before the split",
     )
-    description: str = ""
-    source: str = ""
-    license: str = ""
-    num_classes: int | None = None
-    num_images: int | None = None
-    resolution: str = ""
-    layout: str = ""
+    description: str = Field(default="", description="what the images show, who made and labelled them")
+    source: str = Field(default="", description="where to download it (URL or DOI, version)")
+    license: str = Field(default="", description="the data's licence")
+    num_classes: int | None = Field(default=None, description="classes, as documented (shown by make list)")
+    num_images: int | None = Field(default=None, description="images, as documented (shown by make list)")
+    resolution: str = Field(default="", description="image sizes, as documented")
+    layout: str = Field(default="", description="how the files are arranged on disk")
 
     @field_validator("split", mode="before")
     @classmethod
