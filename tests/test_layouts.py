@@ -268,3 +268,35 @@ def test_the_wizard_finds_one_manifest_per_subset(tmp_path):
     (tmp_path / "flat" / "labels.csv").write_text("path,label\n")
     with pytest.raises(UserError, match="a folder with one manifest per subset.*found: labels.csv"):
         wizard(tmp_path, "flat", tmp_path / "flat", "csv")
+
+
+# ------------------------------------------------------------------ a run
+
+
+def test_a_run_trains_on_the_mapped_classes_of_the_subset_folders(tmp_path):
+    """prepare() passes the card's label_map: the split and the model see the mapped classes, and the
+    test subset is seg_test's images only."""
+    from project.train.training import train_run
+
+    intel_like(tmp_path / "intel", per_class=(12, 4))
+    card = {
+        "adapter": "folder",
+        "options": {"path": str(tmp_path / "intel"), "subsets": INTEL},
+        "split": {"provided": True, "val": 0.25},
+        "label_map": {"forest": "nature", "sea": "nature", "street": "urban"},
+        "classes": ["urban", "nature"],
+    }
+    paper = write_tiny_paper_card(tmp_path / "cards")
+    config = cards.load_config(str(paper), str(write_card(tmp_path / "cards" / "data.yaml", card)))
+    metrics = train_run(config, tmp_path / "runs" / config.run_name, verbose=0)
+    assert metrics["num_classes"] == 2
+    split = pd.read_csv(tmp_path / "runs" / config.run_name / "split.csv")
+    assert split.groupby("subset")["label"].value_counts().to_dict() == {
+        ("test", "nature"): 8,
+        ("test", "urban"): 4,
+        ("train", "nature"): 18,
+        ("train", "urban"): 9,
+        ("val", "nature"): 6,
+        ("val", "urban"): 3,
+    }
+    assert split[split.subset == "test"]["source"].str.startswith("seg_test/seg_test/").all()
