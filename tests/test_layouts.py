@@ -156,6 +156,20 @@ def test_csv_manifests_errors(tmp_path):
     assert "unknown subset 'eval'" in message
 
 
+def test_make_list_looks_for_every_manifest(tmp_path):
+    from project.commands.library import data_status
+
+    card = Dataset.model_validate(
+        {"adapter": "csv", "options": {"manifests": {"train": "p/train.csv", "test": "p/test.csv"}}}
+    )
+    assert data_status(card, tmp_path) == (False, f"no: expected at {tmp_path / 'p' / 'train.csv'}")
+    two_manifests(tmp_path / "p")
+    (tmp_path / "p" / "test.csv").unlink()
+    assert data_status(card, tmp_path) == (False, f"no: expected at {tmp_path / 'p' / 'test.csv'}")
+    two_manifests(tmp_path / "p")
+    assert data_status(card, tmp_path)[0]
+
+
 # ------------------------------------------------------------------ label_map
 
 
