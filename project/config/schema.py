@@ -6,10 +6,11 @@ imports TensorFlow: a bad card is reported in well under a second.
 
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from project.config.backbone_table import BACKBONES, check_backbone
 from project.config.durations import parse_duration
+from project.config.layouts import DROP, Bin, mapped_classes_problem, options_problem, read_label_map
 from project.paths import REPO_ROOT
 
 ADAPTER_NAMES = (
@@ -374,31 +375,6 @@ class Paper(Strict):
 
 # ---------------------------------------------------------------- dataset card
 
-SUBSETS = ("train", "val", "test")
-DROP = "_drop"  # a label_map target: leave these images out
-
-
-def subset_map_problem(option, value):
-    """What is wrong with a {subset: path} adapter option (folder `subsets`, csv `manifests`), or ''."""
-    if not isinstance(value, dict) or not value:
-        return f"{option}: give a mapping of subset to path, e.g. {{train: train_folder, test: test_folder}}"
-    unknown = [key for key in value if key not in SUBSETS]
-    if unknown:
-        return f"{option}: unknown subset {', '.join(map(repr, unknown))}; accepted: {', '.join(SUBSETS)}"
-    if "train" not in value:
-        return f"{option}: needs a train entry (the images to train on); accepted subsets: {', '.join(SUBSETS)}"
-    for key, path in value.items():
-        if not isinstance(path, str) or not path.strip():
-            return f"{option}.{key}: give a path relative to the card's folder, got {path!r}"
-    return ""
-
-
-class Bin(Strict):
-    """One grade of numeric labels: the values above the previous bin's max, up to this max."""
-
-    max: float = Field(description="the largest value in this grade (inclusive)")
-    name: str = Field(min_length=1, description=f"the class of these values, or {DROP} to leave them out")
-
 
 class Split(Strict):
     val: float = Field(default=0.15, gt=0.0, lt=1.0, description="fraction for validation (of train, when provided)")
@@ -465,89 +441,23 @@ class Dataset(Strict):
     @classmethod
     def _subset_options(cls, options, info):
         """The built-in adapters' {subset: path} options, checked before any file is read."""
-        adapter = info.data.get("adapter")
-        if adapter == "csv" and "manifest" in options and "manifests" in options:
-            raise ValueError(
-                "manifest and manifests are both set; give manifest (one file for every image) or manifests "
-                "(one file per subset, e.g. {train: train.csv, test: test.csv}), not both"
-            )
-        if adapter == "csv" and "manifests" in options and options.get("split_column") is not None:
-            raise ValueError(
-                "manifests and split_column are both set: with manifests the file a row is in is its subset"
-            )
-        option = {"folder": "subsets", "csv": "manifests"}.get(adapter)
-        if option in options:
-            problem = subset_map_problem(option, options[option])
-            if problem:
-                raise ValueError(problem)
+        problem = options_problem(info.data.get("adapter"), options)
+        if problem:
+            raise ValueError(problem)
         return options
 
     @field_validator("label_map", mode="before")
     @classmethod
     def _label_map(cls, value):
-        """Keys as the adapters name raw labels (a YAML number 1.0 is the label '1'); bins in rising order."""
-        if value is None:
-            return None
-        if isinstance(value, dict):
-            if not value:
-                raise ValueError("empty; give raw label: class pairs, or remove label_map")
-            mapped = {_label_text(k): _label_text(v) for k, v in value.items()}
-            if any(not v for v in mapped.values()):
-                raise ValueError(f"every raw label needs a class name (or {DROP}); got {value}")
-            return mapped
-        if not isinstance(value, list) or not value:
-            raise ValueError(
-                f"give a mapping (raw label: class, or {DROP}) or a list of bins [{{max: 0.5, name: low}}, ...]"
-            )
-        bins = [_bin(i, item) for i, item in enumerate(value)]
-        maxes = [b.max for b in bins]
-        if maxes != sorted(set(maxes)):
-            raise ValueError(f"bins must rise: each max above the one before, got {maxes}")
-        named = [b.name for b in bins if b.name != DROP]
-        if len(set(named)) != len(named):
-            raise ValueError(f"bin names must differ (except {DROP}), got {named}")
-        return bins
+        return read_label_map(value)
 
     @field_validator("label_map")
     @classmethod
     def _classes_of_the_map(cls, label_map, info):
-        if label_map is None:
-            return None
-        targets = [b.name for b in label_map] if isinstance(label_map, list) else label_map.values()
-        produced = set(targets) - {DROP}
-        if len(produced) < 2:
-            raise ValueError(f"it leaves {len(produced)} class(es) ({', '.join(produced)}); a classifier needs 2")
-        classes = info.data.get("classes")
-        if classes is not None and set(classes) != produced:
-            raise ValueError(
-                f"the card's classes must list the mapped classes, in the order wanted: {sorted(produced)}; "
-                f"got {classes}"
-            )
+        problem = label_map is not None and mapped_classes_problem(label_map, info.data.get("classes"))
+        if problem:
+            raise ValueError(problem)
         return label_map
-
-
-def _bin(index, item):
-    try:
-        return Bin.model_validate(item)
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ValueError(f"bin {index}{f' {where}' if where else ''}: {first['msg']} (got {item!r})") from None
-
-
-def number_name(value):
-    """A number as a label's name, as the adapters and label_map write it: 1.0 -> '1', 0.5 -> '0.5'."""
-    if float(value).is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    short = f"{value:g}"
-    return short if float(short) == value else repr(float(value))
-
-
-def _label_text(value):
-    """A label as text: numbers in their shortest form (YAML reads 1.0 and 1 as numbers)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value).strip() if value is not None else ""
-    return number_name(value)
 
 
 class Config(Strict):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from project.config.schema import number_name, subset_map_problem
+from project.config.layouts import number_name, subset_map_problem
 from project.data.label_map import apply_label_map
 from project.data.network import download_timeout
 from project.errors import UserError

@@ -13,7 +13,7 @@ from dataclasses import replace
 import numpy as np
 
 from project import logs
-from project.config.schema import DROP
+from project.config.layouts import DROP
 from project.errors import UserError
 
 log = logs.get(__name__)
