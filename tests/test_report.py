@@ -217,6 +217,15 @@ def test_figures_are_valid_pngs(made):
             assert image.format == "PNG" and image.size[0] > 100
 
 
+def test_the_search_is_in_tensorboards_hparams_dashboard(made):
+    hparams = made["root"] / "tuning" / "hparams"
+    trials = pd.read_csv(made["root"] / "tuning" / "trials.csv", dtype={"trial_id": str})
+    assert sorted(p.name for p in hparams.iterdir() if p.is_dir()) == sorted(
+        f"{s}-{t}" for s, t in zip(trials["stage"], trials["trial_id"])
+    )
+    assert list(hparams.glob("events.out.tfevents.*"))
+
+
 def test_calibration_section_fits_the_temperature_on_val_and_keeps_the_accuracy(made):
     from project.report.calibration import calibrate, probabilities_of
 
