@@ -218,3 +218,105 @@ def overfit(check):
     ax.set(xlabel="epoch", title=f"overfitting {check['numbers']['examples']} examples")
     ax.legend()
     return fig
+
+
+def reliability(panels):
+    """Reliability diagrams side by side: per confidence bin, accuracy (bars) against the diagonal.
+
+    panels: [(title, {"confidence", "accuracy", "count"} per bin as arrays, ece)].
+    """
+    fig = Figure(figsize=(4.2 * max(1, len(panels)), 3.8))
+    axes = np.atleast_1d(fig.subplots(1, max(1, len(panels))))
+    for ax, (title, bins, ece) in zip(axes, panels):
+        edges = np.linspace(0.0, 1.0, len(bins["count"]) + 1)
+        centres = (edges[:-1] + edges[1:]) / 2
+        filled = np.asarray(bins["count"]) > 0
+        ax.bar(
+            centres[filled],
+            np.asarray(bins["accuracy"])[filled],
+            width=edges[1] - edges[0],
+            alpha=0.8,
+            edgecolor="black",
+            linewidth=0.5,
+            label="accuracy",
+        )
+        ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+        ax.scatter(
+            np.asarray(bins["confidence"])[filled],
+            np.asarray(bins["accuracy"])[filled],
+            s=12,
+            color="black",
+            zorder=3,
+            label="mean confidence",
+        )
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"{title}: ECE {ece:.3f}", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return png_bytes(fig)
+
+
+def parallel_coordinates(axes, objective, failed, label):
+    """One line per trial across one vertical axis per hyperparameter, each scaled to its own range
+    (log10 for log-sampled ones), coloured by the objective; failed trials dashed red.
+
+    axes: [(name, values as floats, tick labels {position 0-1: text})]; objective: floats (NaN when failed).
+    """
+    from matplotlib import colormaps
+    from matplotlib.colors import Normalize
+
+    fig = Figure(figsize=(max(5.0, 1.6 * len(axes) + 2.0), 4.0))
+    ax = fig.subplots()
+    objective = np.asarray(objective, dtype=float)
+    finite = objective[np.isfinite(objective)]
+    norm = (
+        Normalize(finite.min(), finite.max() if finite.max() > finite.min() else finite.min() + 1e-9)
+        if len(finite)
+        else Normalize(0, 1)
+    )
+    cmap = colormaps["viridis"]
+    x = np.arange(len(axes))
+    lines = np.column_stack([values for _, values, _ in axes]) if axes else np.zeros((len(objective), 0))
+    order = np.argsort(np.where(np.isfinite(objective), objective, -np.inf), kind="stable")  # best drawn on top
+    for i in order:
+        if failed[i] or not np.isfinite(objective[i]):
+            ax.plot(x, lines[i], color="red", linestyle="--", linewidth=1, alpha=0.7)
+        else:
+            ax.plot(x, lines[i], color=cmap(norm(objective[i])), linewidth=1.8, alpha=0.9)
+    for k, (_, _, ticks) in enumerate(axes):
+        ax.axvline(k, color="black", linewidth=0.8)
+        for position, text in ticks.items():
+            ax.text(k + 0.03, position, text, fontsize=7, va="center", color="dimgray")
+    ax.set_xticks(x, [name for name, _, _ in axes], fontsize=8, rotation=15)
+    ax.set_yticks([])
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_xlim(-0.2, max(0.8, len(axes) - 0.4))
+    if not len(objective):
+        _empty(ax, "no trials")
+    from matplotlib.cm import ScalarMappable
+
+    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=label)
+    ax.set_title("every trial (dashed red: failed or exploded)", fontsize=10)
+    fig.tight_layout()
+    return png_bytes(fig)
+
+
+def importance_bars(names, spearman, forest):
+    """|Spearman rho| and random-forest importance of each hyperparameter on the objective."""
+    fig = Figure(figsize=(5.5, 0.45 * len(names) + 1.6))
+    ax = fig.subplots()
+    y = np.arange(len(names))
+    ax.barh(y - 0.2, np.abs(spearman), height=0.4, label="|Spearman rho|")
+    ax.barh(y + 0.2, forest, height=0.4, label="random-forest importance")
+    ax.set_yticks(y, names, fontsize=8)
+    ax.set_xlim(0, 1)
+    ax.invert_yaxis()
+    ax.grid(alpha=0.3, axis="x")
+    ax.legend(fontsize=7)
+    ax.set_title("hyperparameter importance (rough with few trials)", fontsize=10)
+    fig.tight_layout()
+    return png_bytes(fig)

@@ -207,12 +207,51 @@ def test_figures_are_valid_pngs(made):
         "trials_learning_rate.png",
         "trials_dropout.png",
         "trials_batch_size.png",
+        "reliability.png",
+        "trials_parallel.png",
     }
     assert expected <= set(names)
     for name in names:
         with Image.open(made["folder"] / "figures" / name) as image:
             image.verify()
             assert image.format == "PNG" and image.size[0] > 100
+
+
+def test_the_search_is_in_tensorboards_hparams_dashboard(made):
+    hparams = made["root"] / "tuning" / "hparams"
+    trials = pd.read_csv(made["root"] / "tuning" / "trials.csv", dtype={"trial_id": str})
+    assert sorted(p.name for p in hparams.iterdir() if p.is_dir()) == sorted(
+        f"{s}-{t}" for s, t in zip(trials["stage"], trials["trial_id"])
+    )
+    assert list(hparams.glob("events.out.tfevents.*"))
+
+
+def test_calibration_section_fits_the_temperature_on_val_and_keeps_the_accuracy(made):
+    from project.report.calibration import calibrate, probabilities_of
+
+    text = section(made["md"], report_module.SECTIONS.index("Calibration") + 1)
+    names = made["before"]["class_names"]
+    folder = made["root"] / "baseline"
+    read = lambda name: pd.read_csv(folder / name, dtype={"true": str})  # noqa: E731
+    expected = calibrate(
+        probabilities_of(read("predictions.csv"), names), probabilities_of(read("predictions_val.csv"), names)
+    )
+    assert (
+        f"**Before:** ECE {expected['ece']:.3f} → {expected['ece_scaled']:.3f} after temperature "
+        f"T = {expected['temperature']:.2f} fitted on val" in text
+    )
+    data = json.loads((made["folder"] / "metrics.json").read_text())
+    assert data["calibration"]["before"]["temperature"] == pytest.approx(expected["temperature"])
+    assert data["before"]["test_accuracy"] == made["before"]["test_accuracy"]  # a temperature changes no figure
+
+
+def test_calibration_of_a_run_without_val_predictions_says_so(made, tmp_path):
+    root = copy_root(made, tmp_path)
+    (root / "baseline" / "predictions_val.csv").unlink()
+    make_report(made["config"], tmp_path / "runs", tmp_path / "reports")
+    md = (tmp_path / "reports" / made["config"].run_name / "report.md").read_text()
+    text = section(md, report_module.SECTIONS.index("Calibration") + 1)
+    assert "baseline has no predictions_val.csv" in text and "**After:** ECE" in text
 
 
 def test_hyperparameters_before_after_changed_and_assumed(made):
@@ -384,7 +423,7 @@ def test_sanity_data_issues_and_diagnosis_when_present(made, tmp_path):
     make_report(made["config"], root.parent, tmp_path / "reports")
     folder = tmp_path / "reports" / made["config"].run_name
     md = (folder / "report.md").read_text()
-    sanity = section(md, 10)
+    sanity = section(md, report_module.SECTIONS.index("Sanity checks") + 1)
     assert "| 1 initial loss vs ln(C) | PASS | loss 2.305, ln_C 2.303, tolerance 0.25 | as expected |" in sanity
     assert (
         "| 4 learning-rate sweep | WARN | lr_explodes 0.5, suggested_range [0.0001, 0.01] | search 1e-4 to 1e-2 |"
@@ -393,7 +432,7 @@ def test_sanity_data_issues_and_diagnosis_when_present(made, tmp_path):
     assert "![sanity check: 4 learning-rate sweep](figures/sanity_lr_sweep.png)" in sanity
     assert "expects. Augmentation: the fill shifts the means: reflect the borders |" in sanity  # its own sentence
     assert (folder / "figures" / "sanity_lr_sweep.png").read_bytes() == (root / "sanity_lr_sweep.png").read_bytes()
-    data = section(md, 8)
+    data = section(md, report_module.SECTIONS.index("Data") + 1)
     assert (
         "**Images excluded:** 2" in data
         and "| excluded | corrupt | 2 |" in data
@@ -494,7 +533,9 @@ def test_every_accuracy_stands_next_to_the_trivial_baseline(made):
         f"{share:.4f} |"
         in section(made["md"], 2).split("| digits (scikit-learn digits) | test accuracy |")[1].splitlines()[0]
     )
-    assert f"(trivial baseline, the majority class's share: {share:.4f})" in section(made["md"], 13)
+    assert f"(trivial baseline, the majority class's share: {share:.4f})" in section(
+        made["md"], report_module.SECTIONS.index("Model card") + 1
+    )
     assert comparison["imbalanced"] is False and comparison["lead_metrics"] == ["accuracy"]
     assert "**Lead metric:** accuracy" in summary and "imbalanced" not in summary
 

@@ -19,6 +19,7 @@ from project.artifacts import atomic_write, run_root, write_json
 from project.records import Comparison
 from project.report import summary as report_summary
 from project.report.blocks import accuracy_ci
+from project.report.calibration import calibration_section
 from project.report.hyperparameters import hyperparameters
 from project.report.load import Tuning, best_hyperparameters, commands, load_runs, load_tuning, rank_agreement
 from project.report.sections_provenance import compute_section, model_card_section, reproduce_section, sanity_section
@@ -41,6 +42,7 @@ SECTIONS = [
     "Search",
     "Learning curves",
     "Per-class results",
+    "Calibration",
     "Examples",
     "Data",
     "Model",
@@ -84,6 +86,7 @@ def build(config, root, target=None, ranks=None):
     figs = {}
     compared = report_summary.comparison(runs, card, config)
     hyper_blocks, hyper_data = hyperparameters(runs, card, config, best)
+    calibration_blocks, calibration = calibration_section(runs, figs)
     bodies = [
         report_summary.summary(compared, runs, goal, goal_source, cmd),
         report_summary.paper_section(compared, card, config, runs),
@@ -91,6 +94,7 @@ def build(config, root, target=None, ranks=None):
         search_section(runs, root, tuning, best, cmd, figs, ranks),
         curves_section(runs, goal, figs),
         per_class_section(runs, figs),
+        calibration_blocks,
         examples_section(runs, root, figs),
         data_section(runs, root),
         model_section(runs),
@@ -116,6 +120,7 @@ def build(config, root, target=None, ranks=None):
         if after
         else None,
         "target": {"accuracy": goal, "source": goal_source, "met": (after or before).test_accuracy >= goal},
+        "calibration": calibration,
         "seeds": {name: [metric_summary(r["metrics"]) | {"folder": r["name"]} for r in runs[name]] for name in runs},
     }
     return {

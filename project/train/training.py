@@ -481,13 +481,18 @@ def train_run(config, root, name="baseline", seed=None, fresh=False, verbose=1, 
             batch_size=paper.training.batch_size * settings["replicas"],
             jit_compile=settings["jit_compile"],
         )
-    val, _, _ = evaluate(model, data, paper, "val")
+    val, val_probabilities, val_labels = evaluate(model, data, paper, "val")
     test, probabilities, labels = evaluate(model, data, paper, "test")
     wall = time.perf_counter() - start
     model.save(folder / "model.keras")
     history = combined_history(folder, [s["stage"] for s in stages])
     History.from_frame(history).write(folder / "history.csv")
     atomic_write(folder / "predictions.csv", predictions_table(data, "test", probabilities, labels).to_csv(index=False))
+    # val's too: the report fits a calibration temperature on val only, never on test
+    atomic_write(
+        folder / "predictions_val.csv",
+        predictions_table(data, "val", val_probabilities, val_labels).to_csv(index=False),
+    )
     train_seconds = sum(s["seconds"] for s in stages)
     metrics = {
         "run": name,

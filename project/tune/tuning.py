@@ -37,6 +37,7 @@ from project.records import FineSpace
 from project.train import runtime
 from project.train.training import training_stats
 from project.tune.final_round import final_round, retrain, summarize
+from project.tune.hparams_log import write_hparams
 from project.tune.hypermodel import CardHyperModel, FitClock, TrialExploded, trial_history
 from project.tune.reuse import ModelCache
 from project.tune.search_check import check_search
@@ -370,6 +371,7 @@ def tune(config, root, *, trials=None, epochs=None, stage="all", fresh=False, se
         log.info(f"worker {worker_id()}: no trials left")
         return None
     table = write_trials_csv(folder, search.objective)
+    write_hparams(folder, table, space, search.objective)
     stages = ["coarse"] if stage == "coarse" else list(STAGES)
     summary = summarize(folder, config, space, stages, table.wall_seconds.sum())
     if stage != "coarse":
