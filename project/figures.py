@@ -320,3 +320,38 @@ def importance_bars(names, spearman, forest):
     ax.set_title("hyperparameter importance (rough with few trials)", fontsize=10)
     fig.tight_layout()
     return png_bytes(fig)
+
+
+def before_after(sides, target=None):
+    """Test accuracy before and after: each side's first run with its 95% interval, its other seeds
+    as small dots, and the target as a dashed line. sides: [(label, [accuracy per seed], (low, high))]."""
+    fig = Figure(figsize=(4.6, 2.6))
+    ax = fig.subplots()
+    for y, (_, values, (low, high)) in enumerate(sides):
+        ax.errorbar(
+            [values[0]],
+            [y],
+            xerr=[[values[0] - low], [high - values[0]]],
+            fmt="o",
+            capsize=4,
+            color=STAGE_COLOURS["coarse"] if y == 0 else STAGE_COLOURS["fine"],
+        )
+        if len(values) > 1:
+            ax.scatter(
+                values[1:],
+                [y] * (len(values) - 1),
+                s=12,
+                color="grey",
+                zorder=3,
+                label="other seeds" if y == 0 else None,
+            )
+    if target is not None:
+        ax.axvline(target, color="red", linestyle="--", linewidth=1, label=f"target {target:g}")
+    ax.set_yticks(range(len(sides)), [label for label, _, _ in sides])
+    ax.set_ylim(-0.6, len(sides) - 0.4)
+    ax.set_xlabel("test accuracy (95% interval)")
+    ax.grid(alpha=0.3, axis="x")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return png_bytes(fig)

@@ -84,15 +84,15 @@ def write_cards(folder):
     return load_config(str(folder / "tiny.yaml"), str(folder / "digits.yaml"))
 
 
-def arguments(runs, reports, target=None):
-    return argparse.Namespace(runs_dir=str(runs), reports_dir=str(reports), target=target)
+def arguments(runs, reports, target=None, pdf=False):
+    return argparse.Namespace(runs_dir=str(runs), reports_dir=str(reports), target=target, pdf=pdf)
 
 
-def make_report(config, runs, reports, target=None):
+def make_report(config, runs, reports, target=None, pdf=False):
     """Run the `report` command's function; returns its printed output."""
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        report_module.cli(config, arguments(runs, reports, target))
+        report_module.cli(config, arguments(runs, reports, target, pdf))
     return out.getvalue()
 
 
@@ -209,6 +209,7 @@ def test_figures_are_valid_pngs(made):
         "trials_batch_size.png",
         "reliability.png",
         "trials_parallel.png",
+        "summary.png",
     }
     assert expected <= set(names)
     for name in names:
@@ -477,9 +478,13 @@ def test_summary_starts_with_the_headline_of_the_paired_comparison(made):
     comparison = json.loads((made["folder"] / "comparison.json").read_text())
     assert set(comparison) == COMPARISON_KEYS
     summary = section(made["md"], 1)
-    assert blocks(summary)[0] == comparison["headline"]
-    assert blocks(summary)[1].startswith("**Overall verdict against the paper: not comparable.**")
-    first = re.search(r"<h2>1\. Summary</h2>\n<p>(.*?)</p>", made["html"]).group(1)
+    assert (
+        blocks(summary)[0]
+        == "![test accuracy before and after optimisation, 95% intervals; other seeds as dots](figures/summary.png)"
+    )
+    assert blocks(summary)[1] == comparison["headline"]
+    assert blocks(summary)[2].startswith("**Overall verdict against the paper: not comparable.**")
+    first = re.search(r"<h2>1\. Summary</h2>\n<figure>.*?</figure>\n<p>(.*?)</p>", made["html"], re.S).group(1)
     assert first == str(escape(comparison["headline"]))
     # b and c counted here from the two predictions.csv, image by image
     before, after = correct_by_image(made["root"], "baseline"), correct_by_image(made["root"], "tuned")
@@ -698,8 +703,8 @@ def test_several_seeds_on_both_sides_decide_the_headline(made, tmp_path):
     assert (seeds["before"]["n"], seeds["after"]["n"]) == (3, 3) and seeds["difference"] == pytest.approx(0.1)
     assert comparison["decision"]["by"] == "seeds"
     summary = section((folder / "report.md").read_text(), 1)
-    assert blocks(summary)[0].startswith("Optimisation improved test accuracy by +0.1000 (95 % CI [")
-    assert "mean over 3 vs 3 seeds, Welch's t-test" in blocks(summary)[0]
+    assert blocks(summary)[1].startswith("Optimisation improved test accuracy by +0.1000 (95 % CI [")
+    assert "mean over 3 vs 3 seeds, Welch's t-test" in blocks(summary)[1]
     assert "| test accuracy per seed | 0.8000, 0.8100, 0.8200 | 0.9000, 0.9100, 0.9200 |" in summary
     assert f"**Welch's t-test** (n = 3 before, 3 after): t = {welch.statistic:.3f}" in summary
     assert "cannot go below 0.1" in summary
@@ -862,3 +867,50 @@ def test_a_weights_fallback_is_told_by_the_recorded_kind_not_by_the_display_text
     make_report(made["config"], tmp_path / "runs", tmp_path / "reports")
     md = (tmp_path / "reports" / made["config"].run_name / "report.md").read_text()
     assert "ImageNet weights were unavailable: tuned trained from RANDOM initialisation" in md
+
+
+@pytest.mark.browser
+def test_report_pdf_holds_every_section_and_every_hyperparameter_column(made, tmp_path):
+    from pypdf import PdfReader
+
+    reports = tmp_path / "reports"
+    printed = make_report(made["config"], made["runs"], reports, pdf=True)
+    pdf = reports / made["config"].run_name / "report.pdf"
+    assert str(pdf) in printed
+    reader = PdfReader(pdf)
+    text = re.sub(r"\s+", " ", " ".join(page.extract_text() for page in reader.pages))
+    for number, title in enumerate(report_module.SECTIONS, 1):
+        assert f"{number}. {title}" in text
+    head = next(line for line in section(made["md"], 3).splitlines() if line.startswith("| hyperparameter"))
+    for column in [c.strip() for c in head.strip("|").split("|")]:
+        assert column in text, column
+    assert len(reader.pages) >= len(report_module.SECTIONS)  # a page break before every section
+    first = pdf.read_bytes()
+    make_report(made["config"], made["runs"], reports, pdf=True)
+    assert pdf.read_bytes() == first  # the print date is the report's own: the same runs, the same bytes
+
+
+def test_without_chromium_the_report_says_how_to_get_the_pdf(made, tmp_path, monkeypatch):
+    monkeypatch.setenv("CHROMIUM", str(tmp_path / "no-such-browser"))
+    printed = make_report(made["config"], made["runs"], tmp_path / "reports", pdf=True)
+    assert "no report.pdf: Chromium not found (apt-get install chromium" in printed
+    assert not (tmp_path / "reports" / made["config"].run_name / "report.pdf").exists()
+    assert (tmp_path / "reports" / made["config"].run_name / "report.html").exists()
+
+
+@pytest.mark.browser
+def test_wide_tables_wrap_instead_of_running_out_of_view(made, tmp_path):
+    wide = tmp_path / "wide.html"  # the old style, cells that never wrap: the same check catches it
+    cells = "".join(f"<td>{'long_augmentation_value_' * 4}{i}</td>" for i in range(8))
+    wide.write_text(
+        "<!DOCTYPE html><style>td { white-space: nowrap; }</style>"
+        f"<div class='scroll' style='overflow-x:auto'><table><tr><th>key</th>{cells}</tr></table></div>"
+    )
+    browser = Chromium(tmp_path / "profile")
+    try:
+        cut = {width: browser.cut_tables(made["folder"] / "report.html", width) for width in (1300, 800)}
+        broken = browser.cut_tables(wide, 1300)
+    finally:
+        browser.close()
+    assert cut == {1300: [], 800: []}
+    assert broken == ["key"]

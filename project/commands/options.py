@@ -12,7 +12,7 @@ TAKES = {
     "train": (*CARDS, "--runs-dir", "--seeds", "--fresh"),
     "tune": (*CARDS, "--runs-dir", "--trials", "--epochs", "--stage", "--budget", "--seeds", "--fresh"),
     "sanity": (*CARDS, "--runs-dir", "--force"),
-    "report": (*CARDS, "--runs-dir", "--reports-dir", "--target"),
+    "report": (*CARDS, "--runs-dir", "--reports-dir", "--target", "--no-pdf"),
     "evaluate": ("--run",),
     "predict": ("--run", "--images", "--output"),
     "check-data": (*CARDS, "--runs-dir"),
@@ -64,6 +64,7 @@ def specs():
         "--adapter": {"default": "folder", "help": "the dataset's adapter (default: folder)"},
         "--path": {"default": None, "help": "the data's folder or manifest"},
         "--quick": {"action": "store_true", "help": "tiny sizes (seconds, for tests)"},
+        "--no-pdf": {"dest": "pdf", "action": "store_false", "help": "skip report.pdf (printed by headless Chromium)"},
     }
 
 

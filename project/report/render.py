@@ -14,14 +14,15 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
 
-from project import logs
+from project import figures, logs
 from project.artifacts import atomic_write, run_root, write_json
 from project.records import Comparison
 from project.report import summary as report_summary
-from project.report.blocks import accuracy_ci
+from project.report.blocks import accuracy_ci, figure
 from project.report.calibration import calibration_section
 from project.report.hyperparameters import hyperparameters
 from project.report.load import Tuning, best_hyperparameters, commands, load_runs, load_tuning, rank_agreement
+from project.report.pdf import HOW_TO_GET, write_pdf
 from project.report.sections_provenance import compute_section, model_card_section, reproduce_section, sanity_section
 from project.report.sections_runs import (
     curves_section,
@@ -87,8 +88,21 @@ def build(config, root, target=None, ranks=None):
     compared = report_summary.comparison(runs, card, config)
     hyper_blocks, hyper_data = hyperparameters(runs, card, config, best)
     calibration_blocks, calibration = calibration_section(runs, figs)
+    figs["summary.png"] = figures.before_after(
+        [
+            (
+                f"{label}\n({name})",
+                [r["metrics"].test_accuracy for r in runs[name]],
+                accuracy_ci(runs[name][0]["metrics"]),
+            )
+            for label, name in (("before", "baseline"), ("after", "tuned"))
+            if runs[name]
+        ],
+        goal,
+    )
     bodies = [
-        report_summary.summary(compared, runs, goal, goal_source, cmd),
+        [figure("summary.png", "test accuracy before and after optimisation, 95% intervals; other seeds as dots")]
+        + report_summary.summary(compared, runs, goal, goal_source, cmd),
         report_summary.paper_section(compared, card, config, runs),
         hyper_blocks,
         search_section(runs, root, tuning, best, cmd, figs, ranks),
@@ -201,7 +215,11 @@ def cli(config, args):
     root = run_root(config, args.runs_dir)
     report = build(config, root, target=args.target, ranks=rank_agreement(args.reports_dir, config))
     md_path, html_path = write(report, Path(args.reports_dir) / config.run_name)
-    log.info(f"report: {md_path}\n        {html_path}\n")
+    log.info(f"report: {md_path}\n        {html_path}")
+    if getattr(args, "pdf", True):
+        pdf_path = write_pdf(html_path, html_path.with_suffix(".pdf"), report["generated_at"])
+        log.info(f"        {pdf_path}" if pdf_path else f"        no report.pdf: Chromium not found ({HOW_TO_GET})")
+    log.info("")
     log.info(report["comparison"]["headline"] + "\n")
     log.info(markdown_table(report["summary_table"]))
     verdict = next(b for b in report["sections"][0]["blocks"] if b["type"] == "p" and b["text"].startswith("**Target"))
