@@ -355,3 +355,31 @@ def before_after(sides, target=None):
         ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     return png_bytes(fig)
+
+
+def gradcam_grid(images, panels, captions, class_names, columns=3):
+    """Per image: the image, then each model's Grad-CAM heatmap over it, titled with its prediction.
+    panels: [(label, heatmaps in [0, 1] at the images' size, predicted class indices)]."""
+    from matplotlib import colormaps
+
+    width = 1 + len(panels)
+    rows = math.ceil(len(images) / columns) if len(images) else 1
+    fig = Figure(figsize=(1.6 * width * columns, 1.9 * rows))
+    axes = np.atleast_2d(fig.subplots(rows, width * columns))
+    for ax in axes.flat:
+        ax.axis("off")
+    jet = colormaps["jet"]
+    for i, image in enumerate(images):
+        row, first = divmod(i, columns)
+        ax = axes[row, first * width]
+        ax.imshow(image.astype("uint8"))
+        ax.set_title(captions[i], fontsize=7)
+        for k, (label, heat, predicted) in enumerate(panels, 1):
+            overlay = 0.55 * image / 255.0 + 0.45 * jet(heat[i])[..., :3]
+            ax = axes[row, first * width + k]
+            ax.imshow(np.clip(overlay, 0, 1))
+            ax.set_title(f"{label}: {class_names[predicted[i]]}", fontsize=7)
+    if not len(images):
+        _empty(axes[0, 0], "no images")
+    fig.tight_layout()
+    return png_bytes(fig)

@@ -210,6 +210,7 @@ def test_figures_are_valid_pngs(made):
         "reliability.png",
         "trials_parallel.png",
         "summary.png",
+        "gradcam.png",
     }
     assert expected <= set(names)
     for name in names:
@@ -244,6 +245,20 @@ def test_calibration_section_fits_the_temperature_on_val_and_keeps_the_accuracy(
     data = json.loads((made["folder"] / "metrics.json").read_text())
     assert data["calibration"]["before"]["temperature"] == pytest.approx(expected["temperature"])
     assert data["before"]["test_accuracy"] == made["before"]["test_accuracy"]  # a temperature changes no figure
+
+
+def test_where_the_model_looks_shows_the_same_images_before_and_after(made):
+    from project.report.explain import MISTAKES, chosen_images
+
+    text = section(made["md"], report_module.SECTIONS.index("Where the model looks") + 1)
+    assert "![Grad-CAM heatmaps of the same test images before and after optimisation](figures/gradcam.png)" in text
+    tuned = pd.read_csv(made["root"] / "tuned" / "predictions.csv", dtype={"source": str, "true": str})
+    chosen = chosen_images(tuned, made["after"]["class_names"])
+    wrong = int((tuned["true"] != tuned["predicted"]).sum())
+    right_classes = tuned.loc[tuned["true"] == tuned["predicted"], "true"].nunique()
+    assert len(chosen) == min(MISTAKES, wrong) + right_classes
+    with Image.open(made["folder"] / "figures" / "gradcam.png") as image:
+        assert image.size[1] > 100
 
 
 def test_calibration_of_a_run_without_val_predictions_says_so(made, tmp_path):

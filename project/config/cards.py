@@ -166,7 +166,17 @@ def with_values(config, values):
 
 # what describes a card rather than what it trains: editing these never invalidates a run
 DESCRIPTIVE = {
-    "paper": {"citation", "reported", "summary", "caveats", "intended_use", "target_accuracy", "search", "assumed"},
+    "paper": {
+        "citation",
+        "reported",
+        "summary",
+        "caveats",
+        "intended_use",
+        "target_accuracy",
+        "search",
+        "assumed",
+        "report",
+    },
     "dataset": {"description", "source", "license", "num_classes", "num_images", "resolution", "layout"},
 }
 

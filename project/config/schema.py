@@ -341,6 +341,13 @@ class Search(Strict):
         return space
 
 
+class ReportOptions(Strict):
+    gradcam_layer: str | None = Field(
+        default=None,
+        description="the backbone layer whose feature map Grad-CAM reads; null: the backbone's last feature map",
+    )
+
+
 class Paper(Strict):
     citation: Citation = Field(description="the paper")
     reported: list[Reported] = Field(default_factory=list, description="the paper's results the report compares with")
@@ -364,6 +371,7 @@ class Paper(Strict):
     runtime: Runtime = Runtime()
     search: Search | None = Field(default=None, description="the tuning's search; null: no make tune")
     assumed: list[str] = Field(default_factory=list, description="dotted keys whose values the paper does not state")
+    report: ReportOptions = Field(default=ReportOptions(), description="what the report shows")
 
     @model_validator(mode="after")
     def _assumed_keys_exist(self):

@@ -20,6 +20,7 @@ from project.records import Comparison
 from project.report import summary as report_summary
 from project.report.blocks import accuracy_ci, figure
 from project.report.calibration import calibration_section
+from project.report.explain import gradcam_section
 from project.report.hyperparameters import hyperparameters
 from project.report.load import Tuning, best_hyperparameters, commands, load_runs, load_tuning, rank_agreement
 from project.report.pdf import HOW_TO_GET, write_pdf
@@ -45,6 +46,7 @@ SECTIONS = [
     "Per-class results",
     "Calibration",
     "Examples",
+    "Where the model looks",
     "Data",
     "Model",
     "Sanity checks",
@@ -110,6 +112,7 @@ def build(config, root, target=None, ranks=None):
         per_class_section(runs, figs),
         calibration_blocks,
         examples_section(runs, root, figs),
+        gradcam_section(runs, root, figs, card.report.gradcam_layer),
         data_section(runs, root),
         model_section(runs),
         sanity_section(root, cmd, figs),
