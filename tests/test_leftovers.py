@@ -7,6 +7,7 @@ import io
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,7 @@ import yaml
 from conftest import DIGITS_DATASET, ROOT, make_image_folder, write_card, write_dataset_card, write_tiny_paper_card
 from test_report import PAPER, make_report
 
+from project.artifacts import write_json
 from project.config.cards import load_config
 from project.data.adapters import load_sources
 from project.errors import UserError
@@ -62,6 +64,42 @@ def test_an_exploded_trial_is_one_line_on_the_console_and_a_traceback_in_its_fol
     )
     assert lines[0].count(str(log)) == 1
     assert exploded.failure_reason.startswith("exploded: training loss")
+
+
+def test_a_worker_says_in_one_line_why_its_trial_failed(tmp_path, tiny_paper_card, digits_card, monkeypatch, capsys):
+    """A worker prints no progress line (the chief's oracle does): its tuner says it, from the same hook."""
+    import keras_tuner
+
+    from project.data.prepare import prepare
+    from project.tune.hypermodel import CardHyperModel
+    from project.tune.search_space import card_space
+    from project.tune.tuning import StageOracle, StageTuner
+
+    config = load_config(str(tiny_paper_card(tmp_path / "cards", **ONE_EXPLODES)), str(digits_card))
+    objective = keras_tuner.Objective("val_accuracy", "max")
+    space = card_space(config.paper.search)
+    model = CardHyperModel(config, prepare(config, tmp_path / "run"), objective, space=space, epochs=1)
+    oracle = StageOracle(tmp_path / "tuning", objective=objective, max_trials=2, seed=0)
+    tuner = StageTuner(
+        oracle=oracle, hypermodel=model, directory=str(tmp_path / "tuning"), project_name="coarse", stage="coarse"
+    )
+    trial = oracle.create_trial("tuner1")
+    folder = Path(tuner.get_trial_dir(trial.trial_id))
+    write_json(folder / "meta.json", {"status": "failed", "reason": "ValueError: a bad value\nand its details"})
+    trial.status, trial.message = keras_tuner.engine.trial.TrialStatus.FAILED, "Traceback (most recent call last):\n..."
+    for name, value in {
+        "KERASTUNER_ORACLE_IP": "127.0.0.1",
+        "KERASTUNER_ORACLE_PORT": "1",
+        "KERASTUNER_TUNER_ID": "tuner1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    capsys.readouterr()
+
+    tuner.on_trial_end(trial)
+    assert (folder / "error.log").read_text() == trial.message
+    out = capsys.readouterr().out  # then Keras Tuner's own "Trial 1 Complete" lines
+    line = f"[coarse] trial {trial.trial_id} failed: ValueError: a bad value (traceback in {folder / 'error.log'})"
+    assert out.splitlines()[0] == line and "Traceback" not in out
 
 
 # ------------------------------------------------------------------ npz with string labels
