@@ -211,8 +211,9 @@ def test_the_weights_file_next_to_the_card_is_the_one_loaded(tmp_path, digits_ca
 # ------------------------------------------------------------------ text from cards and files in the report
 
 SCRIPT = "<script>alert(1)</script>"
-# class names: a tag, a Markdown table's delimiter, one after a backslash, a line break (a manifest may hold any text)
-HOSTILE_CLASSES = [SCRIPT, "a|b", "c\\|d", "new\nline"]
+# class names: a tag, a Markdown table's delimiter, one after a backslash, a line break, TeX for matplotlib
+# (a manifest may hold any text)
+HOSTILE_CLASSES = [SCRIPT, "a|b", "c\\|d", "new\nline", "$\\frac{$"]
 
 
 def hostile_dataset(folder):
@@ -299,7 +300,7 @@ def test_text_from_cards_and_file_names_reaches_the_report_escaped(tmp_path, pro
         assert widths == [widths[0]] * len(widths), rows
     per_class = next(rows for rows in tables if markdown_cells(rows[0])[0].strip() == "class")
     names = [markdown_cells(row)[0].strip() for row in per_class[2:]]
-    assert sorted(names) == sorted([SCRIPT, r"a\|b", r"c\\\|d", "new line"])
+    assert sorted(names) == sorted([SCRIPT, r"a\|b", r"c\\\|d", "new line", "$\\frac{$"])
     mistakes = next(rows for rows in tables if markdown_cells(rows[0])[0].strip() == "source")
     shown = {markdown_cells(row)[0].strip().replace("\\|", "|").replace("\\\\", "\\") for row in mistakes[2:]}
     assert shown and shown <= {source.replace("\n", " ") for source in predictions.source}
