@@ -5,15 +5,29 @@ Every figure is saved with fixed size, dpi and no "Software" metadata, so the sa
 byte-identical PNG files and a regenerated report diffs cleanly.
 """
 
+import functools
 import io
 import math
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator
 
 DPI = 100
 STAGE_COLOURS = {"coarse": "#1f77b4", "fine": "#ff7f0e"}
+
+
+def literal_text(function):
+    """The figure's text is shown as written: a class name, file name or stage name with '$' in
+    it is not parsed as TeX (mathtext), which would garble it or, unbalanced, fail the report."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return function(*args, **kwargs)
+
+    return wrapper
 
 
 def png_bytes(fig):
@@ -28,6 +42,7 @@ def _empty(ax, text):
     ax.set_yticks([])
 
 
+@literal_text
 def learning_curves(history, title):
     """Loss and accuracy, train vs val, per global epoch; a dotted line where each stage begins."""
     fig = Figure(figsize=(9, 3.6))
@@ -54,6 +69,7 @@ def learning_curves(history, title):
     return png_bytes(fig)
 
 
+@literal_text
 def confusion(matrix, class_names, title):
     """Row-normalised confusion matrix (colour = share of the true class), counts in the cells."""
     matrix = np.asarray(matrix, dtype=float)
@@ -88,6 +104,7 @@ def confusion(matrix, class_names, title):
     return png_bytes(fig)
 
 
+@literal_text
 def trial_scatter(trials, name, objective, log, bounds=None):
     """Val objective of each trial against one hyperparameter; failed trials as red crosses on the floor.
 
@@ -139,6 +156,7 @@ def trial_scatter(trials, name, objective, log, bounds=None):
     return png_bytes(fig)
 
 
+@literal_text
 def image_grid(images, captions, title, columns=6):
     """A grid of uint8 images (H, W[, C]) with a caption under each."""
     count = max(1, len(images))

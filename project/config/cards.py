@@ -3,6 +3,7 @@
 Errors name the file, the dotted key and what would be accepted, in one line each.
 """
 
+import os
 from pathlib import Path
 
 import yaml
@@ -122,7 +123,8 @@ def _fields_at(schema, loc):
 
 
 def load_config(paper="demo", dataset="digits", overrides=()):
-    """Read both cards, apply overrides (`paper.` or `dataset.` prefix optional), validate."""
+    """Read both cards, apply overrides (`paper.` or `dataset.` prefix optional), validate; a
+    weights file is resolved from the paper card's folder (with_weights_file)."""
     paper_path = find_card(paper, PAPERS_DIR, "paper")
     dataset_path = find_card(dataset, DATASETS_DIR, "dataset")
     paper_data, dataset_data = read_yaml(paper_path), read_yaml(dataset_path)
@@ -149,10 +151,27 @@ def load_config(paper="demo", dataset="digits", overrides=()):
         dataset_name=dataset_path.stem,
         paper_file=str(paper_path),
         dataset_file=str(dataset_path),
-        paper=validate(Paper, paper_data, f"{paper_path}{where}"),
+        paper=with_weights_file(validate(Paper, paper_data, f"{paper_path}{where}"), paper_path, where),
         dataset=validate(Dataset, dataset_data, f"{dataset_path}{where}"),
         overrides=list(overrides),
     )
+
+
+def with_weights_file(paper, card_path, where=""):
+    """model.weights naming a file: resolved from the paper card's folder (as a dataset card's
+    paths are from its folder) to an absolute path, which every later step uses as it is; a file
+    that is not there is refused now, naming the path looked at, before anything is built."""
+    weights = paper.model.weights
+    if weights == "imagenet" or weights.lower() == "none":
+        return paper
+    path = Path(os.path.expanduser(weights))
+    path = Path(os.path.abspath(path if path.is_absolute() else Path(card_path).parent / path))
+    if not path.is_file():
+        raise UserError(
+            f"{card_path}{where}: model.weights: weights file {path} does not exist (a relative path is read from "
+            f"the paper card's folder; accepted: imagenet, none, or the path of a Keras weights file)"
+        )
+    return paper.model_copy(update={"model": paper.model.model_copy(update={"weights": str(path)})})
 
 
 def with_values(config, values):

@@ -337,20 +337,50 @@ def digits(base=None, classes=None):
 
 
 def npz(path, base, classes=None, x="x", y="y"):
-    """Arrays in a .npz file: images (N, H, W[, C]) as uint8 0-255 or float 0-1, integer labels."""
+    """Arrays in a .npz file: images (N, H, W[, C]) as uint8 0-255 or float 0-1; labels (N) as
+    integers 0..C-1, or as strings, which are the class names (sorted, as folder names are; the
+    card's `classes` orders them and must hold every one)."""
     file = _require(_resolve(path, base), "path")
-    with np.load(file) as data:
+    with np.load(file) as data:  # allow_pickle stays off: loading a pickle can run code
+        arrays = {}
         for option, key in (("x", x), ("y", y)):
             if key not in data:
                 raise UserError(f"dataset option {option}: no array {key!r} in {file}; arrays: {list(data.keys())}")
-        images, labels = data[x], data[y]
+            try:
+                arrays[option] = data[key]
+            except ValueError:  # an object array: only pickle reads it
+                raise UserError(
+                    f"dataset option {option}: array {key!r} in {file} holds Python objects, which only pickle "
+                    f"can read (refused: it can run code); save it as a number or string array, "
+                    f"e.g. np.array(names, dtype=str)"
+                ) from None
+    images, labels = arrays["x"], arrays["y"].reshape(-1)
     if images.dtype != np.uint8:
         scale = 255.0 if images.max() <= 1.0 else 1.0
         images = np.clip(np.round(images * scale), 0, 255).astype(np.uint8)
     if images.ndim == 3:
         images = images[..., None]
-    count = int(labels.max()) + 1
-    return _arrays(images, labels, classes or [str(i) for i in range(count)], file.stem)
+    if labels.dtype.kind in "US":
+        names, labels = _string_labels(labels, classes, f"npz {file} array {y!r}")
+    else:
+        names = classes or [str(i) for i in range(int(labels.max()) + 1)]
+    return _arrays(images, labels, names, file.stem)
+
+
+def _string_labels(labels, classes, origin):
+    """String (or bytes, read as UTF-8) labels -> (class names, integer labels)."""
+    try:
+        text = np.char.decode(labels, "utf-8") if labels.dtype.kind == "S" else labels.astype(str)
+    except UnicodeDecodeError as error:
+        raise UserError(f"{origin}: labels are bytes but not UTF-8 ({error}); save them as str") from None
+    blank = np.flatnonzero(np.char.strip(text) == "")
+    if len(blank):
+        raise UserError(
+            f"{origin}: blank label at index {', '.join(map(str, blank[:5]))}; every image needs a class name"
+        )
+    names = _names_from_classes(set(text.tolist()), classes, origin)
+    index = {name: i for i, name in enumerate(names)}
+    return names, np.array([index[t] for t in text.tolist()], dtype=np.int64)
 
 
 KERAS_CLASSES = {

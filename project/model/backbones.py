@@ -89,9 +89,9 @@ def build_application(name, input_shape, weights, width=1.0):
     if name in WIDTH_MULTIPLIER:
         kwargs["alpha"] = width
     file = None
-    if weights not in (None, "imagenet"):
-        file, weights = weights, None
-        if not os.path.exists(file):
+    if weights not in (None, "imagenet"):  # a file: project.config.cards.load_config made its path absolute
+        file, weights = os.path.abspath(weights), None
+        if not os.path.isfile(file):
             raise UserError(f"model.weights: weights file {file} does not exist (accepted: imagenet, none, or a path)")
     constructor = getattr(keras.applications, name)
     try:
@@ -109,7 +109,14 @@ def build_application(name, input_shape, weights, width=1.0):
             f"or set model.weights_fallback: random"
         ) from None
     if file:
-        model.load_weights(file)
+        try:
+            model.load_weights(file)
+        except (ValueError, OSError) as error:  # another format, or another architecture's weights
+            raise UserError(
+                f"model.weights: {file} cannot be loaded into {name} without its top "
+                f"({' '.join(str(error).split())[:240] or type(error).__name__}); "
+                f"save it with model.save_weights from the same backbone, width and input size"
+            ) from None
     return model
 
 

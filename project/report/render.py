@@ -155,8 +155,24 @@ def build(config, root, target=None, ranks=None):
     }
 
 
+def md_line(text):
+    """Text on one Markdown line: a line break in a class name, a file name or a card's text would
+    end the heading, paragraph, list item or table row it stands in."""
+    return re.sub(r"\r\n|\r|\n", " ", str(text))
+
+
 def md_cell(text):
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """One Markdown table cell: on one line, each '|' escaped, and the backslashes before a '|'
+    doubled, so that they cannot escape the escape ('a\\|b' stays one cell, as GitHub splits cells)."""
+    return re.sub(r"(\\*)\|", lambda m: m.group(1) * 2 + "\\|", md_line(text))
+
+
+def markdown_table(block):
+    """A table block as Markdown: the one writer of every table of report.md and of the console."""
+    head = block["head"]
+    lines = ["| " + " | ".join(md_cell(c) for c in head) + " |", "|" + " --- |" * len(head)]
+    lines += ["| " + " | ".join(md_cell(c) for c in row) + " |" for row in block["rows"]]
+    return "\n".join(lines)
 
 
 def inline_html(text):
@@ -176,8 +192,9 @@ def environment():
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["md_cell"] = md_cell
+    env.filters["md_line"] = md_line
     env.filters["inline"] = inline_html
+    env.globals["markdown_table"] = markdown_table
     return env
 
 
@@ -206,12 +223,6 @@ def write(report, folder):
     if report["trials_file"] is not None:
         atomic_write(folder / "trials.csv", report["trials_file"].read_bytes())
     return folder / "report.md", folder / "report.html"
-
-
-def markdown_table(block):
-    lines = ["| " + " | ".join(block["head"]) + " |", "|" + " --- |" * len(block["head"])]
-    lines += ["| " + " | ".join(md_cell(c) for c in row) + " |" for row in block["rows"]]
-    return "\n".join(lines)
 
 
 def cli(config, args):
