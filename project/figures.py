@@ -238,6 +238,7 @@ def overfit(check):
     return fig
 
 
+@literal_text
 def reliability(panels):
     """Reliability diagrams side by side: per confidence bin, accuracy (bars) against the diagonal.
 
@@ -278,6 +279,7 @@ def reliability(panels):
     return png_bytes(fig)
 
 
+@literal_text
 def parallel_coordinates(axes, objective, failed, label):
     """One line per trial across one vertical axis per hyperparameter, each scaled to its own range
     (log10 for log-sampled ones), coloured by the objective; failed trials dashed red.
@@ -323,6 +325,7 @@ def parallel_coordinates(axes, objective, failed, label):
     return png_bytes(fig)
 
 
+@literal_text
 def importance_bars(names, spearman, forest):
     """|Spearman rho| and random-forest importance of each hyperparameter on the objective."""
     fig = Figure(figsize=(5.5, 0.45 * len(names) + 1.6))
@@ -340,6 +343,7 @@ def importance_bars(names, spearman, forest):
     return png_bytes(fig)
 
 
+@literal_text
 def before_after(sides, target=None):
     """Test accuracy before and after: each side's first run with its 95% interval, its other seeds
     as small dots, and the target as a dashed line. sides: [(label, [accuracy per seed], (low, high))]."""
@@ -375,6 +379,7 @@ def before_after(sides, target=None):
     return png_bytes(fig)
 
 
+@literal_text
 def gradcam_grid(images, panels, captions, class_names, columns=3):
     """Per image: the image, then each model's Grad-CAM heatmap over it, titled with its prediction.
     panels: [(label, heatmaps in [0, 1] at the images' size, predicted class indices)]."""
