@@ -12,7 +12,7 @@ RUN ?= runs/$(PAPER)__$(DATASET)/tuned
 TUNE_ARGS := $(if $(TRIALS),--trials $(TRIALS)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(BUDGET),--budget $(BUDGET)) $(if $(FRESH),--fresh)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup all train tune tune-chief tune-worker sanity report evaluate predict validate weights download \
+.PHONY: help setup all train tune tune-chief tune-worker sanity report check evaluate predict validate weights download \
         check-data list new-paper new-dataset card-reference bench bench-data lint format test test-all clean-runs
 
 help: ## list the targets
@@ -49,6 +49,9 @@ sanity: setup ## babysitting checks before training (FORCE=1 goes on after a FAI
 
 report: setup ## write reports/<paper>__<dataset>/report.md and report.html
 	$(PY) -m project report $(CARDS) $(if $(TARGET),--target $(TARGET)) $(ARGS)
+
+check: setup ## retrain what the committed report describes and compare (QUICK=1: the baseline's first seed)
+	$(PY) -m project check $(CARDS) $(if $(QUICK),--quick) $(ARGS)
 
 evaluate: setup ## recompute test metrics of a saved run (RUN=runs/<paper>__<dataset>/tuned)
 	$(PY) -m project evaluate --run $(RUN) $(ARGS)

@@ -929,3 +929,47 @@ def test_wide_tables_wrap_instead_of_running_out_of_view(made, tmp_path):
         browser.close()
     assert cut == {1300: [], 800: []}
     assert broken == ["key"]
+
+
+def test_make_check_repeats_the_report_exactly_and_fails_on_a_changed_number(made, tmp_path):
+    from project.commands import check as check_module
+
+    folder = tmp_path / "reports" / made["config"].run_name
+    shutil.copytree(made["folder"], folder)
+    rows, exact = check_module.check(folder, tmp_path / "runs")
+    assert exact  # the same machine, deterministic runs: nothing but identical numbers passes
+    assert {r[0] for r in rows} == {"baseline", "tuned"} and all(r[-1] and r[4] == 0 for r in rows), rows
+    assert not list((tmp_path / "runs").iterdir())  # the fresh runs are gone, the committed report untouched
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics["seeds"]["baseline"][0]["test_accuracy"] += 1e-6
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    args = argparse.Namespace(
+        reports_dir=str(tmp_path / "reports"), runs_dir=str(tmp_path / "runs"), quick=True, quiet=True
+    )
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        status = check_module.cli(made["config"], args)
+    assert status == 1
+    assert re.search(r"baseline\s+test_accuracy .* exact\s+NO", out.getvalue())
+    assert "1 of 4 numbers differ" in out.getvalue() and "tuned" not in out.getvalue().split("\n", 1)[1]
+
+
+def test_make_check_allows_the_seed_spread_on_another_machine():
+    from project.commands.check import TOLERANCE, compare
+
+    committed = {
+        "test_accuracy": 0.9,
+        "test_macro_f1": 0.9,
+        "test_loss": 0.3,
+        "val_accuracy": 0.9,
+        "deterministic": True,
+    }
+    group = [committed | {"test_accuracy": a} for a in (0.90, 0.92, 0.94)]
+    elsewhere = {"cpu": "another CPU", "tensorflow": "2.21.0 (CPU)", "onednn": True}
+    fresh = committed | {"test_accuracy": 0.93}
+    rows, exact = compare("baseline", committed | {"machine": {"cpu": "x"}}, fresh, group, elsewhere)
+    assert not exact and rows[0][-1] and rows[0][5] == pytest.approx(0.04)  # 2 x the seeds' std
+    rows, _ = compare(
+        "baseline", committed, committed | {"test_accuracy": 0.9 + 2 * TOLERANCE["test_accuracy"]}, [], elsewhere
+    )
+    assert not rows[0][-1]

@@ -20,6 +20,7 @@ COMMANDS = {
     "tune": ("project.tune.tuning:cli", True, "random search coarse -> fine, then retrain the best"),
     "sanity": ("project.train.sanity:cli", True, "babysitting checks: initial loss, overfit 20, lr sweep, ..."),
     "report": ("project.report.render:cli", True, "write reports/<paper>__<dataset>/report.md and report.html"),
+    "check": ("project.commands.check:cli", True, "retrain what the committed report describes and compare"),
     "evaluate": ("project.train.evaluate:evaluate_cli", False, "recompute test metrics of a saved run (RUN=...)"),
     "predict": ("project.train.evaluate:predict_cli", False, "predict a folder or files with a saved run"),
     "check-data": ("project.data.datacheck:cli", True, "scan the dataset and list what cannot be used"),

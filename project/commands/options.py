@@ -13,6 +13,7 @@ TAKES = {
     "tune": (*CARDS, "--runs-dir", "--trials", "--epochs", "--stage", "--budget", "--seeds", "--fresh"),
     "sanity": (*CARDS, "--runs-dir", "--force"),
     "report": (*CARDS, "--runs-dir", "--reports-dir", "--target", "--no-pdf"),
+    "check": (*CARDS, "--runs-dir", "--reports-dir", "--quick"),
     "evaluate": ("--run",),
     "predict": ("--run", "--images", "--output"),
     "check-data": (*CARDS, "--runs-dir"),

@@ -68,6 +68,14 @@ class Device(Strict):
     count: int
 
 
+class Machine(Strict):
+    """runtime.fingerprint(): what must match for make check to expect identical numbers."""
+
+    cpu: str
+    tensorflow: str
+    onednn: bool
+
+
 class RuntimeSettings(Strict):
     precision: str
     jit_compile: bool
@@ -137,6 +145,7 @@ class Metrics(Record):
     timing_fields: list[str]
     update_ratio: RatioSummary
     diagnosis: Diagnosis
+    machine: Machine | None = None  # runs trained before it was recorded have none
 
 
 # ------------------------------------------------------------------ history.csv

@@ -70,6 +70,8 @@ def metric_summary(m):
         "test_count": m.test.count,
         "test_majority_share": m.test.majority_share,
         "val_accuracy": m.val_accuracy,
+        "deterministic": m.deterministic,
+        "machine": m.machine.model_dump() if m.machine else None,
         "per_class": {name: scores.model_dump() for name, scores in m.per_class.items()},
         "confusion_matrix": m.confusion_matrix,
     }
@@ -151,6 +153,7 @@ def build(config, root, target=None, ranks=None):
         "metrics": metrics,
         "comparison": compared,
         "trials_file": root / "tuning" / "trials.csv" if tuning.trials is not None else None,
+        "run_configs": {r["name"]: r["folder"] / "config.resolved.yaml" for g in runs.values() for r in g},
         "summary_table": next(b for b in sections[0]["blocks"] if b["type"] == "table" and b["head"][0] == "metric"),
     }
 
@@ -222,6 +225,8 @@ def write(report, folder):
     Comparison.model_validate(report["comparison"]).write(folder / Comparison.FILE)
     if report["trials_file"] is not None:
         atomic_write(folder / "trials.csv", report["trials_file"].read_bytes())
+    for name, path in sorted(report["run_configs"].items()):  # what `make check` retrains
+        atomic_write(folder / "configs" / f"{name}.yaml", path.read_bytes())
     return folder / "report.md", folder / "report.html"
 
 

@@ -524,6 +524,7 @@ def train_run(config, root, name="baseline", seed=None, fresh=False, verbose=1, 
         "versions": versions(),
         "runtime": settings,
         "deterministic": settings["deterministic"],
+        "machine": runtime.fingerprint(),
         "git_commit": git_commit(),
         "timing_fields": TIMING_FIELDS,
     }
