@@ -70,3 +70,19 @@ def test_mixed_precision_and_a_named_layer_work():
     assert heat.shape[0] == 4 and np.isfinite(heat).all() and heat.max() == pytest.approx(1.0)
     with pytest.raises(UserError, match=r"report.gradcam_layer: 'nope' is not a feature map of the backbone; accepted"):
         gradcam(model, images[:1], labels[:1], "nope")
+
+
+def test_a_saved_model_with_the_templates_own_layers_loads_in_a_fresh_process(tmp_path):
+    """The report loads model.keras for Grad-CAM in a process that never built one: HeadDropout
+    must be registered by load_model itself."""
+    import subprocess
+    import sys
+
+    card = Model(backbone="scratch", weights="none", input_size=SIZE, preprocessing="none", head={"dropout": 0.3})
+    model, _ = build_model(card, 2)
+    (tmp_path / "run").mkdir()
+    model.save(tmp_path / "run" / "model.keras")
+    code = "import sys; from project.train.evaluate import load_model; print(load_model(__import__('pathlib').Path(sys.argv[1])).name)"
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == model.name

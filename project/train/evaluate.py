@@ -45,6 +45,8 @@ def open_run(path):
 def load_model(run):
     import keras
 
+    import project.model.classifier  # noqa: F401  registers the template's own layers (HeadDropout, ...)
+
     return keras.saving.load_model(run / "model.keras", compile=False, safe_mode=True)
 
 
