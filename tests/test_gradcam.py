@@ -86,3 +86,16 @@ def test_a_saved_model_with_the_templates_own_layers_loads_in_a_fresh_process(tm
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == model.name
+
+
+def test_a_1x1_last_feature_map_is_passed_over_for_one_that_can_say_where():
+    from project.model.gradcam import MIN_POSITIONS, default_layer
+
+    card = Model(backbone="MobileNetV2", weights="none", input_size=32, width=0.35)
+    model, _ = build_model(card, 3)
+    backbone = model.get_layer("backbone")
+    assert tuple(backbone.output.shape[1:3]) == (1, 1)
+    chosen = backbone.get_layer(default_layer(backbone)).output.shape
+    assert chosen[1] * chosen[2] >= MIN_POSITIONS
+    heat = gradcam(model, np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)), [0, 1])
+    assert heat.shape[1] * heat.shape[2] >= MIN_POSITIONS

@@ -61,7 +61,11 @@ def gradcam_section(runs, root, figs, layer=None):
             f"strongest, {'before and after optimisation' if len(sides) == 2 else 'before optimisation (no tuned run yet)'}"
             f", on the same test images: the {MISTAKES} most confident mistakes of the {sides[-1][0]} model and one "
             f"right answer per class (at most {CLASSES} classes). Heatmaps read "
-            + (f"the backbone layer `{layer}`." if layer else "the backbone's last feature map.")
+            + (
+                f"the backbone layer `{layer}` (report.gradcam_layer)."
+                if layer
+                else "the backbone's last feature map with at least 4x4 positions (a 1x1 map cannot say where)."
+            )
         )
     ]
     try:
