@@ -70,9 +70,11 @@ def set_dotted(data, key, value):
         if isinstance(node, list):
             node = node[_index(node, part, key)]
             continue
-        if not isinstance(node.get(part, {}), (dict, list)):
+        if node.get(part) is None:  # absent, or an optional section that is off (null): a new section
+            node[part] = {}
+        if not isinstance(node[part], (dict, list)):
             raise UserError(f"--set {key}: {'.'.join(parts[: i + 1])} is a value, not a section")
-        node = node.setdefault(part, {})
+        node = node[part]
     last = parts[-1]
     if isinstance(node, list):
         node[_index(node, last, key)] = value

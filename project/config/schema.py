@@ -95,12 +95,27 @@ class Head(Strict):
         return value
 
 
+POOLINGS = ("max", "avg", "none")  # what ends a scratch block: 2x2 max or average pooling, or nothing
+
+
 class Scratch(Strict):
-    """The from-scratch CNN (model.backbone: scratch)."""
+    """The from-scratch CNN (model.backbone: scratch): conv blocks, each of `convs_per_block`
+    convolutions (the first with the block's `strides`) ending in the block's 2x2 `pooling`.
+    `strides` and `pooling` take one value for every block or a list with one per block; whether the
+    network ends in global pooling or a flatten is model.head.pooling."""
 
     blocks: list[int] = Field(default=[32, 64], min_length=1, description="filters of each conv block")
     convs_per_block: int = Field(default=2, ge=1, le=8, description="convolutions before each block's pooling")
     kernel_size: int = Field(default=3, ge=1, le=11, description="side of the square convolution kernels")
+    padding: Literal["same", "valid"] = Field(
+        default="same", description="same keeps the size; valid trims kernel_size - 1 per convolution"
+    )
+    strides: int | list[int] = Field(
+        default=1, description="stride of each block's first convolution: one for all blocks, or one per block"
+    )
+    pooling: str | list[str] = Field(
+        default="max", description="2x2 pooling ending each block (max | avg | none): one for all, or one per block"
+    )
     activation: Activation = Field(default="relu", description="activation after each convolution")
     initializer: Literal["he_normal", "he_uniform", "glorot_uniform", "glorot_normal", "normal_0.01"] = Field(
         default="he_normal", description="initialiser of the convolution kernels"
@@ -108,6 +123,66 @@ class Scratch(Strict):
     normalization: Literal["batch", "layer", "group", "none"] = Field(
         default="batch", description="normalisation after each convolution"
     )
+
+    @field_validator("strides", mode="before")
+    @classmethod
+    def _strides(cls, value):
+        """Checked here, not by the union, so that a bad stride is one error naming the key."""
+        values = value if isinstance(value, list) else [value]
+        if not values or any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 8 for v in values):
+            raise ValueError("a stride is a whole number from 1 to 8, or a list of them, one per block")
+        return value
+
+    @field_validator("pooling", mode="before")
+    @classmethod
+    def _pooling(cls, value):
+        values = value if isinstance(value, list) else [value]
+        if not values or any(v not in POOLINGS for v in values):
+            raise ValueError(f"pooling is one of {', '.join(POOLINGS)}, or a list of them, one per block")
+        return value
+
+    @model_validator(mode="after")
+    def _one_per_block(self):
+        for name in ("strides", "pooling"):
+            value = getattr(self, name)
+            if isinstance(value, list) and len(value) != len(self.blocks):
+                raise ValueError(
+                    f"{name}: {len(value)} values for {len(self.blocks)} blocks; give one value, or one per block"
+                )
+        return self
+
+    def per_block(self, name):
+        """`strides` or `pooling` as one value per block."""
+        value = getattr(self, name)
+        return list(value) if isinstance(value, list) else [value] * len(self.blocks)
+
+
+def scratch_sizes(scratch, input_size):
+    """[(where, height, width)] of the scratch CNN's feature map after each layer that changes it, from
+    the input on; stops at the first size that reaches 0. Keras' arithmetic: a `same` convolution gives
+    ceil(n / stride), a `valid` one floor((n - kernel) / stride) + 1, a 2x2 pooling floor(n / 2)."""
+
+    def conv(n, stride):
+        if scratch.padding == "same":
+            return -(-n // stride)
+        return (n - scratch.kernel_size) // stride + 1 if n >= scratch.kernel_size else 0
+
+    h, w = input_size
+    sizes = [("input", h, w)]
+    for b, (stride, pooling) in enumerate(zip(scratch.per_block("strides"), scratch.per_block("pooling"))):
+        for c in range(scratch.convs_per_block):
+            s = stride if c == 0 else 1
+            if scratch.padding == "valid" or s > 1:
+                h, w = conv(h, s), conv(w, s)
+                sizes.append((f"block{b + 1}_conv{c + 1}", h, w))
+            if min(h, w) < 1:
+                return sizes
+        if pooling != "none":
+            h, w = h // 2, w // 2
+            sizes.append((f"block{b + 1}_pool", h, w))
+            if min(h, w) < 1:
+                return sizes
+    return sizes
 
 
 class Model(Strict):
@@ -120,9 +195,10 @@ class Model(Strict):
     )
     input_size: list[int] = Field(default_factory=list, description="[height, width]; empty: the backbone's default")
     width: float = Field(default=1.0, gt=0.0, le=2.0, description="width multiplier (alpha) of MobileNet family")
-    preprocessing: Literal["backbone", "per_channel_mean", "mean_image", "none"] = Field(
+    preprocessing: Literal["backbone", "per_channel_mean", "mean_image", "rescale", "none"] = Field(
         default="backbone",
-        description="the backbone's own, standardised by the training subset's channel means or mean image, or none",
+        description="the backbone's own, standardised by the training subset's channel means or mean image, "
+        "rescale (x / 255), or none",
     )
     head: Head = Field(default=Head(), description="the classifier on top of the backbone")
     scratch: Scratch = Scratch()
@@ -148,12 +224,42 @@ class Model(Strict):
         check_backbone(self.backbone, self.input_size)
         if self.backbone == "scratch" and self.preprocessing == "backbone":
             object.__setattr__(self, "preprocessing", "per_channel_mean")
+        if self.backbone == "scratch":
+            sizes = scratch_sizes(self.scratch, self.input_size)
+            where, h, w = sizes[-1]
+            if min(h, w) < 1:
+                s = self.scratch
+                path = " -> ".join(f"{name} {height}x{width}" for name, height, width in sizes)
+                raise ValueError(
+                    f"model.scratch (padding {s.padding}, strides {s.strides}, pooling {s.pooling}, kernel_size "
+                    f"{s.kernel_size}) shrinks the feature map to {h}x{w} at {where} for input_size "
+                    f"{self.input_size}: {path}; use padding: same, smaller strides, pooling: none in some "
+                    f"blocks, fewer blocks, or a larger input_size"
+                )
+        return self
+
+
+class LrMultipliers(Strict):
+    """Discriminative learning rates: the backbone's variables train at the stage's learning rate
+    times `backbone`, the head's (everything else) at it times `head`, each part with an optimizer of
+    its own (keras.optimizers.MultiOptimizer), so that the rate itself differs, not the gradient."""
+
+    backbone: float = Field(default=1.0, ge=0.0, le=100.0, description="x the stage's rate for the backbone")
+    head: float = Field(default=1.0, ge=0.0, le=100.0, description="x the stage's rate for the head")
+
+    @model_validator(mode="after")
+    def _something_trains(self):
+        if self.backbone == 0 and self.head == 0:
+            raise ValueError("backbone and head are both 0: nothing would train; set one of them above 0")
         return self
 
 
 class Stage(Strict):
     """One stage of training. `unfreeze`: backbone layers trained, counted from the top:
-    0 (frozen), a number, "all", or the name of the first layer to train (e.g. "block_13_expand")."""
+    0 (frozen), a number, "all", or the name of the first layer to train (e.g. "block_13_expand").
+    `train_batchnorm`: the unfrozen BatchNormalization layers train and update their statistics even
+    with pretrained weights (by default those stay in inference mode; from random initialisation they
+    always train). `lr_multipliers`: discriminative learning rates for the backbone and the head."""
 
     name: str = Field(description="the stage's name (unique), e.g. head or fine_tune")
     epochs: int = Field(ge=0, description="epochs of this stage")
@@ -162,6 +268,12 @@ class Stage(Strict):
     )
     learning_rate: float | None = Field(
         default=None, gt=0.0, description="this stage's; default training.learning_rate"
+    )
+    train_batchnorm: bool = Field(
+        default=False, description="BatchNormalization of the unfrozen layers trains, even with pretrained weights"
+    )
+    lr_multipliers: LrMultipliers | None = Field(
+        default=None, description="{backbone: x, head: y}: per-part learning rates (null: one rate for all)"
     )
 
     @field_validator("unfreeze")
@@ -196,7 +308,12 @@ class Training(Strict):
     plateau_patience: int = Field(default=3, ge=1, description="epochs without improvement before a drop (plateau)")
     batch_size: int = Field(default=32, ge=1, le=65536, description="images per training step")
     weight_decay: float = Field(default=0.0, ge=0.0, lt=1.0, description="decoupled, applied by the optimizer")
-    l2: float = Field(default=0.0, ge=0.0, lt=10.0, description="L2 penalty in the loss, on layers the template builds")
+    l2: float = Field(
+        default=0.0,
+        ge=0.0,
+        lt=10.0,
+        description="L2 penalty in the loss (l2 * sum of squares) on every Conv and Dense kernel, backbone included",
+    )
     label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0, description="of the cross-entropy's targets")
     class_weight: Literal["none", "auto"] = Field(
         default="none", description="auto: weigh each class's loss by inverse frequency in train"
@@ -295,6 +412,7 @@ SEARCHABLE = {
     "head_units": "model.head.hidden",
     "head_activation": "model.head.activation",
     "unfreeze": "training.stages.-1.unfreeze",
+    "backbone_lr_multiplier": "training.stages.-1.lr_multipliers.backbone",
     "augmentation_strength": "augmentation_strength",
 }
 

@@ -111,7 +111,12 @@ class UpdateRatio(keras.callbacks.Callback):
 
 
 def current_learning_rate(optimizer):
-    """The rate the optimizer applies at its current step (a schedule evaluated, or the variable)."""
+    """The rate the optimizer applies at its current step (a schedule evaluated, or the variable); for a
+    stage with lr_multipliers (a MultiOptimizer), the stage's own rate: a part's rate over its factor."""
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # under a LossScaleOptimizer
+    for part in getattr(optimizer, "optimizers", ()):
+        if getattr(part, "lr_multiplier", 0):
+            return float(keras.ops.convert_to_numpy(part.learning_rate)) / part.lr_multiplier
     return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
 

@@ -9,6 +9,7 @@ import contextlib
 import json
 import math
 import platform
+import re
 import time
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from project.config.cards import recipe, resolved_yaml
 from project.data.prepare import Feed, prepare
 from project.errors import UserError
 from project.model.backbones import WeightsSource
-from project.model.classifier import apply_stage, backbone_layers, build_model, count_params
+from project.model.classifier import apply_stage, backbone_layers, backbone_of, build_model, count_params
 from project.paths import REPO_ROOT
 from project.records import History, Metrics
 from project.train import runtime
@@ -38,26 +39,27 @@ TIMING_FIELDS = ["wall_seconds", "train_images_per_second", "stages.*.seconds", 
 RANDOM_WEIGHTS = WeightsSource("random")  # fit_stages' default: BatchNormalization trains with the layers
 
 
-def make_optimizer(t, learning_rate, steps_per_epoch, epochs, knobs=None):
+def make_optimizer(t, learning_rate, steps_per_epoch, epochs, knobs=None, scale=None):
     """The card's optimizer with its learning-rate schedule (plateau is a callback instead).
     With `knobs` (a tuner trial, project.train.knobs) the schedule and the weight decay read variables,
-    so a later trial sets its own values without retracing."""
-    lr = learning_rate
+    so a later trial sets its own values without retracing. `scale` multiplies the whole schedule (one
+    part's lr multiplier: a number, or with knobs the Knobs variable)."""
+    lr = learning_rate * scale if knobs is None and scale is not None else learning_rate
     steps = max(1, steps_per_epoch)
     wd = t.weight_decay or None
     if knobs is not None:
         lr = (
             float(learning_rate)
             if t.schedule in ("constant", "plateau")
-            else ScheduledRate(t.schedule, knobs, t.step_every, t.decay)
+            else ScheduledRate(t.schedule, knobs, t.step_every, t.decay, scale)
         )
         wd = knobs.weight_decay
     elif t.schedule == "step":
-        lr = keras.optimizers.schedules.ExponentialDecay(learning_rate, t.step_every * steps, t.decay, staircase=True)
+        lr = keras.optimizers.schedules.ExponentialDecay(lr, t.step_every * steps, t.decay, staircase=True)
     elif t.schedule == "exponential":
-        lr = keras.optimizers.schedules.ExponentialDecay(learning_rate, steps, t.decay)
+        lr = keras.optimizers.schedules.ExponentialDecay(lr, steps, t.decay)
     elif t.schedule == "cosine":
-        lr = keras.optimizers.schedules.CosineDecay(learning_rate, max(1, epochs * steps))
+        lr = keras.optimizers.schedules.CosineDecay(lr, max(1, epochs * steps))
     if t.optimizer == "sgd":
         return keras.optimizers.SGD(lr, weight_decay=wd)
     if t.optimizer in ("momentum", "nesterov"):
@@ -69,15 +71,38 @@ def make_optimizer(t, learning_rate, steps_per_epoch, epochs, knobs=None):
     return keras.optimizers.Adam(lr, weight_decay=wd)
 
 
-def compile_model(model, paper, learning_rate, steps_per_epoch, epochs, jit_compile=False, knobs=None):
+def stage_optimizer(model, t, learning_rate, steps_per_epoch, epochs, knobs=None, multipliers=None):
+    """The optimizer of a stage: the card's, or with `multipliers` (the stage's lr_multipliers)
+    Keras' MultiOptimizer over two of them, "backbone" for the variables of the backbone layer and
+    "head" for the rest, each at the stage's schedule times its factor and with its own state. So the
+    rates truly differ (scaling gradients would do nothing under Adam, which divides the scale away),
+    decoupled weight decay follows each part's rate, and fit, BackupAndRestore (the inner optimizers'
+    variables are the MultiOptimizer's), ReduceLROnPlateau and TensorBoard handle it as Keras does."""
+    if multipliers is None:
+        return make_optimizer(t, learning_rate, steps_per_epoch, epochs, knobs)
+    parts = {}
+    for part in ("backbone", "head"):
+        factor = getattr(multipliers, part)
+        scale = factor if knobs is None else getattr(knobs, f"lr_{part}")
+        parts[part] = make_optimizer(t, learning_rate, steps_per_epoch, epochs, knobs, scale=scale)
+        parts[part].name, parts[part].lr_multiplier = part, factor  # lr_multiplier: read by the monitors
+    backbone = {id(v) for v in backbone_of(model).weights}
+    # the head's variables by exact path (escaped: OptimizerMap reads keys as patterns), the rest default
+    head = {re.escape(v.path): parts["head"] for v in model.weights if id(v) not in backbone}
+    return keras.optimizers.MultiOptimizer(keras.optimizers.OptimizerMap(parts["backbone"], head))
+
+
+def compile_model(model, paper, learning_rate, steps_per_epoch, epochs, jit_compile=False, knobs=None, stage=None):
+    """Compile for one `stage` (its lr_multipliers; None: one optimizer for everything)."""
     t = paper.training
+    multipliers = stage.lr_multipliers if stage is not None else None
     loss = (
         keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing)
         if knobs is None
         else smoothed_crossentropy(knobs)
     )
     model.compile(
-        optimizer=make_optimizer(t, learning_rate, steps_per_epoch, epochs, knobs),
+        optimizer=stage_optimizer(model, t, learning_rate, steps_per_epoch, epochs, knobs, multipliers),
         loss=loss,
         # macro-F1 over the epoch (argmax predictions): what an imbalanced dataset is better judged by
         metrics=["accuracy", keras.metrics.F1Score(average="macro", name="macro_f1")],
@@ -89,7 +114,7 @@ def compile_model(model, paper, learning_rate, steps_per_epoch, epochs, jit_comp
     with model.distribute_strategy.scope():
         model.optimizer.build(model.trainable_variables)
     if knobs is not None:
-        set_knobs(model, knobs, t, learning_rate, steps_per_epoch, epochs)
+        set_knobs(model, knobs, t, learning_rate, steps_per_epoch, epochs, multipliers)
 
 
 def feed_of(paper):
@@ -271,8 +296,8 @@ def fit_stages(
     (the backbone's WeightsSource) decides whether BatchNormalization stays frozen (apply_stage).
     trial=True (a tuner trial): no resume state, and the last stage's final weights stay in the
     model, unchecked (only the trial's logs are kept). compile_stage(model, paper,
-    learning_rate, steps_per_epoch, epochs, jit_compile) prepares each stage (a tuner trial
-    reuses a compiled model: project.tune.reuse).
+    learning_rate, steps_per_epoch, epochs, jit_compile, stage=stage) prepares each stage (a tuner
+    trial reuses a compiled model: project.tune.reuse).
 
     Returns one info dict per stage (epochs run, seconds, images/s, parameter counts).
     """
@@ -292,7 +317,7 @@ def fit_stages(
         stage_epochs = stage.epochs if epochs is None else epochs
         first_epoch, offset = offset, offset + stage_epochs
         last = stage is stages[-1]
-        unfrozen = apply_stage(model, stage.unfreeze, weights)
+        unfrozen = apply_stage(model, stage.unfreeze, weights, stage.train_batchnorm)
         params = count_params(model)
         best = folder / "checkpoints" / f"{stage.name}.weights.h5"
         done = folder / "checkpoints" / f"{stage.name}.done.json"
@@ -300,7 +325,9 @@ def fit_stages(
             model.load_weights(best)
             infos.append(read_json(done))  # json, not pandas: exact floats and plain ints
             continue
-        compile_stage(model, paper, stage.learning_rate or t.learning_rate, steps, stage_epochs, jit_compile)
+        compile_stage(
+            model, paper, stage.learning_rate or t.learning_rate, steps, stage_epochs, jit_compile, stage=stage
+        )
         resumed = backed_up_epochs(folder, stage.name)
         train = data.dataset(
             "train", feed, batch_size=batch_size, epochs=(first_epoch + resumed, first_epoch + stage_epochs)
