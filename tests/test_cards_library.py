@@ -12,7 +12,7 @@ import yaml
 from conftest import make_image_folder, write_card
 
 from project.config import cards
-from project.config.schema import Dataset, Paper, Scratch
+from project.config.schema import POOLINGS, Dataset, Paper, Scratch, scratch_sizes
 from project.data.adapters import ADAPTERS, load_sources
 from project.data.augment import build_augmentation
 from project.data.split import make_split
@@ -142,12 +142,13 @@ def test_scratch_card_spells_out_every_scratch_option():
     data = yaml.safe_load(text)
     assert data["model"]["backbone"] == "scratch"
     assert set(data["model"]["scratch"]) == set(Scratch.model_fields), "every scratch option written out"
-    assert data["model"]["preprocessing"] in ("per_channel_mean", "mean_image")
-    for field in ("activation", "initializer", "normalization"):
+    assert data["model"]["preprocessing"] == "rescale" and data["model"]["scratch"]["padding"] == "valid"  # the paper's
+    for field in ("activation", "initializer", "normalization", "padding"):
         for value in typing.get_args(Scratch.model_fields[field].annotation):
             assert value in text, f"the card should name {field} choice {value!r}"
-    for value in ("per_channel_mean", "mean_image"):
+    for value in (*POOLINGS, "per_channel_mean", "mean_image", "rescale", "flatten"):
         assert value in text
+    assert not any("padding" in caveat or "1/255" in caveat for caveat in data["caveats"]), "no gap left to explain"
 
 
 def _stats(m):
@@ -157,14 +158,24 @@ def _stats(m):
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in PAPERS])
 def test_paper_card_builds_its_model_without_weights(name):
-    from project.model.classifier import build_model
+    """Each card's model builds, and each of its stages applies (unfreeze, train_batchnorm) and compiles
+    (its lr_multipliers) as fit_stages does, with the optimizer built."""
+    from project.model.classifier import apply_stage, backbone_of, build_model
+    from project.train.training import compile_model
 
     p = cards.validate(Paper, {**paper_data(name), "model": {**paper_data(name)["model"], "weights": "none"}}, name)
     model, weights = build_model(p.model, 3, _stats(p.model), l2=p.training.l2)
     assert model.input_shape == (None, *p.model.input_size, 3)
     assert model.output_shape == (None, 3)
     assert weights.kind == "random"
-    assert model.get_layer("backbone") is not None
+    if p.model.backbone == "scratch":
+        assert backbone_of(model).output_shape[1:3] == scratch_sizes(p.model.scratch, p.model.input_size)[-1][1:]
+    if p.training.l2:
+        assert any(v.regularizer is not None for v in backbone_of(model).weights), "training.l2 reaches the backbone"
+    for stage in p.training.stages:
+        apply_stage(model, stage.unfreeze, weights, stage.train_batchnorm)
+        compile_model(model, p, stage.learning_rate or p.training.learning_rate, 10, max(1, stage.epochs), stage=stage)
+        assert model.optimizer.built
 
 
 def test_model_input_sizes_are_the_cards():
