@@ -4,6 +4,7 @@ scratch CNN's padding, strides and pooling per block; rescale preprocessing), wi
 Real Keras on MobileNetV2 (width 0.35, 32x32, no weights) and the tiny scratch card."""
 
 import json
+import math
 from pathlib import Path
 
 import keras
@@ -226,6 +227,24 @@ def test_a_reused_tuner_model_takes_the_trials_multipliers(schedule):
     changed, head_step, model = step_with(card, knobs=Knobs())
     assert not any(changed) and head_step == pytest.approx(0.1 * LR, rel=1e-3)
     assert current_learning_rate(model.optimizer) == pytest.approx(LR, rel=1e-3)
+
+
+def test_the_update_ratio_is_judged_at_the_stages_rate():
+    """The monitors divide each layer's ratio by its part's factor and leave a part at 0 out: a backbone
+    that does not train on purpose does not drag the median to 0 (which would say "raise the rate")."""
+    from project.train.monitors import UpdateRatio, leaf_layers, rate_factors
+
+    card = paper(model=SMALL, training=multiplied(0.0, 0.5))
+    model, weights = build_model(card.model, 3)
+    apply_stage(model, "all", weights)
+    compile_model(model, card, LR, 4, 1, stage=card.training.stages[0])
+    trained = [layer for layer in leaf_layers(model) if layer.trainable_weights]
+    assert [layer.name for layer in trained] == ["block1_conv1", "block1_norm1", "predictions"]
+    assert rate_factors(model, trained).tolist() == [0.0, 0.0, 0.5]
+    ratio = UpdateRatio(verbose=False, peak_lr=LR)
+    model.fit(*batch(8, n=32), batch_size=8, epochs=1, callbacks=[ratio], verbose=0)
+    [value] = ratio.epoch_values
+    assert value > 0 and math.isfinite(value)  # the head's ratio at the stage's rate; unscaled the median is 0
 
 
 def resume_card(tmp_path):

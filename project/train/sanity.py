@@ -102,8 +102,9 @@ def tiny_batch(data, input_size, seed, size=OVERFIT_EXAMPLES):
 
 def run_checks(config, root):
     """All six checks on one model built from the card, trainable as in its first stage (and at
-    that stage's learning rate); returns the results in checklist order and the backbone's
-    WeightsSource (pretrained weights get the shorter sweep and never FAIL on activations).
+    that stage's learning rate, one rate for the whole model: the sweep needs one to sweep, so a
+    stage's lr_multipliers are not applied here); returns the results in checklist order and the
+    backbone's WeightsSource (pretrained weights get the shorter sweep and never FAIL on activations).
 
     The sweep trains on the card's own (augmented) batches and measures on a held batch of plain
     ones. Its length follows Smith (2017), who runs the range test for several epochs: fastai's 100
