@@ -391,6 +391,10 @@ def test_rescale_preprocessing_maps_0_255_to_0_1():
             "training.stages.0.lr_multipliers: backbone and head are both 0: nothing would train",
         ),
         (
+            {"training.stages.0.unfreeze": 0, "training.stages.0.lr_multipliers": {"head": 0}},
+            "training.stages.0: lr_multipliers.head is 0 and unfreeze is 0: nothing would train in this stage",
+        ),
+        (
             {"training.stages.0.lr_multipliers": {"backbon": 0.1}},
             "training.stages.0.lr_multipliers.backbon: unknown key; allowed here: backbone, head",
         ),

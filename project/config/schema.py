@@ -283,6 +283,12 @@ class Stage(Strict):
             raise ValueError("unfreeze must be >= 0, 'all' or a layer name")
         return value
 
+    @model_validator(mode="after")
+    def _head_trains(self):
+        if self.unfreeze == 0 and self.lr_multipliers is not None and self.lr_multipliers.head == 0:
+            raise ValueError("lr_multipliers.head is 0 and unfreeze is 0: nothing would train in this stage")
+        return self
+
 
 # what every training epoch records (history.csv), so what early stopping, checkpoints and the search can follow
 Recorded = Literal["val_accuracy", "val_macro_f1", "val_loss", "accuracy", "macro_f1", "loss"]
