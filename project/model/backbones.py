@@ -155,9 +155,9 @@ def build_scratch(input_shape, s, l2):
 
 def regularize_kernels(model, l2):
     """Add an L2 penalty `l2` (training.l2) to the kernel of every Conv and Dense layer of a built
-    model, nested models included, as a framework that builds the network with kernel_regularizer
-    would (TF-slim's MobileNet training scope: convolutions yes, depthwise kernels, biases and
-    BatchNormalization no). Keras 3 computes Layer.losses from each trainable variable's own
+    model, nested models included, as building it with kernel_regularizer would: the layers that have
+    a `kernel`, not depthwise or separable convolutions (their kernels are depthwise_kernel and
+    pointwise_kernel), biases or BatchNormalization (so TF-slim's MobileNet training scope too). Keras 3 computes Layer.losses from each trainable variable's own
     `regularizer` at every call, so setting it on the built variable is enough: no re-creation from
     config, the weights stay; the layer's kernel_regularizer is set too, so the saved config says so.
     Returns the number of kernels regularised."""
