@@ -95,7 +95,8 @@ class Head(Strict):
         return value
 
 
-POOLINGS = ("max", "avg", "none")  # what ends a scratch block: 2x2 max or average pooling, or nothing
+Pooling = Literal["max", "avg", "none"]  # what ends a scratch block: 2x2 max or average pooling, or nothing
+POOLINGS = get_args(Pooling)
 
 
 class Scratch(Strict):
@@ -111,10 +112,10 @@ class Scratch(Strict):
         default="same", description="same keeps the size; valid trims kernel_size - 1 per convolution"
     )
     strides: int | list[int] = Field(
-        default=1, description="stride of each block's first convolution: one for all blocks, or one per block"
+        default=1, description="stride (1 to 8) of each block's first convolution: one for all blocks, or one per block"
     )
-    pooling: str | list[str] = Field(
-        default="max", description="2x2 pooling ending each block (max | avg | none): one for all, or one per block"
+    pooling: Pooling | list[Pooling] = Field(
+        default="max", description="the 2x2 pooling ending each block: one for all blocks, or one per block"
     )
     activation: Activation = Field(default="relu", description="activation after each convolution")
     initializer: Literal["he_normal", "he_uniform", "glorot_uniform", "glorot_normal", "normal_0.01"] = Field(
