@@ -1,7 +1,7 @@
 """Run-time hyperparameters: values a compiled model reads from variables, not constants of its
 traced graph, so that a tuner trial can reuse a compiled model with its own values (project.tune.reuse).
 
-`Knobs` holds the learning rate, the schedule's length, weight decay and label smoothing;
+`Knobs` holds the learning rate, the schedule's length and warmup, weight decay and label smoothing;
 `ScheduledRate` and `smoothed_crossentropy` read them at every step.
 """
 
@@ -9,6 +9,8 @@ import math
 
 import keras
 from keras import ops
+
+from project.train.schedules import FORMULAS
 
 
 class Knobs:
@@ -24,19 +26,22 @@ class Knobs:
             knob("label_smoothing"),
         )
         self.steps_per_epoch, self.total_steps = knob("steps_per_epoch"), knob("total_steps")
+        self.warmup_steps = knob("warmup_steps")
 
-    def set(self, training, learning_rate, steps_per_epoch, epochs):
+    def set(self, training, learning_rate, steps_per_epoch, epochs, warmup_steps=0):
         self.learning_rate.assign(learning_rate)
         self.weight_decay.assign(decoupled_weight_decay(training))
         self.label_smoothing.assign(training.label_smoothing)
         self.steps_per_epoch.assign(max(1, steps_per_epoch))
         self.total_steps.assign(max(1, epochs * steps_per_epoch))
+        self.warmup_steps.assign(warmup_steps)
 
 
-def set_knobs(model, knobs, training, learning_rate, steps_per_epoch, epochs):
+def set_knobs(model, knobs, training, learning_rate, steps_per_epoch, epochs, warmup_steps=0):
     """A trial's values into its compiled model: the Knobs, and a constant or plateau rate into the
-    optimizer's own variable (ReduceLROnPlateau lowers that one)."""
-    knobs.set(training, learning_rate, steps_per_epoch, epochs)
+    optimizer's own variable (ReduceLROnPlateau lowers that one). `warmup_steps`: optimizer steps
+    (project.train.schedules.warmup_steps)."""
+    knobs.set(training, learning_rate, steps_per_epoch, epochs, warmup_steps)
     if training.schedule in ("constant", "plateau"):
         model.optimizer.learning_rate = float(learning_rate)
 
@@ -50,7 +55,8 @@ def decoupled_weight_decay(training):
 
 class ScheduledRate(keras.optimizers.schedules.LearningRateSchedule):
     """The card's schedule computed from Knobs at every step: step (x decay every `step_every`
-    epochs), exponential (x decay per epoch), cosine (to 0 over the run), constant."""
+    epochs), exponential (x decay per epoch), cosine (to 0 over the run), warmup_cosine and
+    one_cycle (project.train.schedules' formulas), constant."""
 
     def __init__(self, kind, knobs, step_every=10, decay=0.1):
         self.kind, self.knobs, self.step_every, self.decay = kind, knobs, step_every, decay
@@ -65,6 +71,8 @@ class ScheduledRate(keras.optimizers.schedules.LearningRateSchedule):
         if self.kind == "cosine":
             done = ops.minimum(step, k.total_steps) / k.total_steps
             return k.learning_rate * 0.5 * (1.0 + ops.cos(math.pi * done))
+        if self.kind in FORMULAS:
+            return FORMULAS[self.kind](step, k.learning_rate, k.warmup_steps, k.total_steps)
         return k.learning_rate * 1.0
 
     def get_config(self):

@@ -4,13 +4,14 @@ Compiling a Keras model throws its traced train, test and predict functions away
 MobileNetV2's costs ~16 s here, most of a short trial. So the hyperparameters a trial may change
 without changing the graph are values the compiled functions read at run time:
 
-- learning rate, its schedule's steps per epoch and length, weight decay and label smoothing are
+- learning rate, its schedule's steps per epoch, length and warmup, weight decay and label smoothing are
   Keras variables (`Knobs`) read by the optimizer, `ScheduledRate` and `smoothed_crossentropy`;
 - head dropout is a variable inside the model (project.model.classifier.HeadDropout): set with the weights;
-- batch size and augmentation strength only change the tf.data pipeline (its batch dimension is
-  None, so another batch size is the same signature).
+- batch size, augmentation strength and the mixup / CutMix alphas only change the tf.data pipeline
+  (its batch dimension is None, so another batch size is the same signature).
 
-Everything else (backbone, head, trained layers, optimizer type, momentum, L2, input size) is the
+Everything else (backbone, head, trained layers, optimizer type, momentum, gradient clipping, the
+weights' moving average, L2, input size) is the
 architecture: `architecture_key` tells two trials apart. A trial with a known key takes the cached
 model, the weights and dropout seeds of a model freshly built from its own seed, the optimizer's
 initial state and its own knob values; it then trains exactly as a fresh process would.
@@ -52,6 +53,8 @@ def architecture_key(paper):
             t.schedule,
             t.step_every,
             t.decay,
+            t.clipnorm,  # constants of the optimizer's traced update
+            t.ema,
             [(s.name, s.unfreeze) for s in t.stages],
             paper.runtime.model_dump(mode="json"),
         )
