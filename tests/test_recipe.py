@@ -195,6 +195,40 @@ def test_the_moving_average_is_what_validation_judges_and_what_is_kept(tmp_path,
     assert raw["loss"] != pytest.approx(history.val_loss[best], rel=1e-3)  # not the raw weights
 
 
+class Crash(keras.callbacks.Callback):
+    """Ends the process's training at the start of epoch `at`, after the resume state of the one before."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.at:
+            raise RuntimeError("killed")
+
+
+def test_a_resumed_run_with_a_moving_average_continues_exactly(tmp_path, digits_card):
+    from project.train.runtime import set_determinism
+
+    set_determinism(True)
+    values = {"training.ema": 0.98, "training.stages.0.epochs": 2, "runtime.backup_seconds": 0}
+    config = load_config(str(write_tiny_paper_card(tmp_path, **values)), str(digits_card))
+    data = prepare(config, tmp_path / "run")
+    stats = data.stats(config.paper.model.input_size)
+
+    def train(folder, callbacks=()):
+        keras.utils.set_random_seed(1)
+        model, _ = build_model(config.paper.model, data.num_classes, stats)
+        fit_stages(model, config.paper, data, folder, extra_callbacks=list(callbacks), verbose=0)
+        return pd.read_csv(folder / "logs" / "history_train.csv")
+
+    whole = train(tmp_path / "whole")
+    with pytest.raises(RuntimeError, match="killed"):
+        train(tmp_path / "resumed", [Crash(at=1)])
+    resumed = train(tmp_path / "resumed")  # from the backup of epoch 1: raw weights and their average
+    assert resumed.equals(whole)
+
+
 # ------------------------------------------------------------------ mixup and CutMix
 
 
@@ -449,3 +483,13 @@ def test_the_valid_recipe_keys_pass(tmp_path):
     )
     paper = Paper.model_validate({**card, "evaluation": {"tta": ["hflip", "rot180"]}})
     assert paper.training.stages[0].length == "400 steps" and paper.training.steps_batch_size == 32
+
+
+@pytest.mark.parametrize("name", ["kornblith2019", "tan2019_efficientnet"])
+def test_the_cards_of_step_protocols_state_steps(name):
+    paper = load_config(name, "digits").paper
+    [stage] = paper.training.stages
+    assert (stage.steps, stage.epochs, paper.training.steps_batch_size) == (20000, None, 256)
+    assert not any("defined in steps" in caveat for caveat in paper.caveats)  # the gap its caveat described is closed
+    # CIFAR-10's 45,000 training images at batch 256: 176 steps an epoch, the 114 epochs the card used to state
+    assert schedules.stage_epochs(paper.training, stage, math.ceil(45000 / 256), 256) == 114

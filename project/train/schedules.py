@@ -60,7 +60,9 @@ def warmup_steps(training, stage, steps_per_epoch, batch_size, epochs=None):
     the stage (what the schema cannot check: a warmup in epochs and a stage in steps, or the reverse)."""
     if training.schedule not in WARMUP_SCHEDULES:
         return 0
-    card_epochs = stage_epochs(training, stage, steps_per_epoch, batch_size)
+    run = stage_epochs(training, stage, steps_per_epoch, batch_size) if epochs is None else epochs
+    # the card's length; a stage the card skips (epochs 0) that a trial runs is its own reference
+    card_epochs = stage_epochs(training, stage, steps_per_epoch, batch_size) or run
     total = card_epochs * steps_per_epoch
     if training.warmup_epochs is not None:
         key, value, warm = (
@@ -81,7 +83,6 @@ def warmup_steps(training, stage, steps_per_epoch, batch_size, epochs=None):
             f"training.{key} ({value}: {warm} steps at batch {batch_size}) must be shorter than stage {stage.name!r} "
             f"({card_epochs} epochs x {steps_per_epoch} steps = {total}): shorten the warmup or lengthen the stage"
         )
-    run = card_epochs if epochs is None else epochs
     return warm if run == card_epochs else round(warm * run / card_epochs)
 
 
