@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-from conftest import DIGITS_DATASET, write_card, write_tiny_paper_card
+from conftest import DIGITS_DATASET, TINY_SEARCH, write_card, write_tiny_paper_card
 
 from project.commands.cli import main
 from project.config.cards import load_config, with_values
@@ -392,6 +392,21 @@ def test_mixing_alphas_are_searchable_and_keep_the_compiled_model(tiny_config):
     assert architecture_key(with_values(tiny_config, {"training.mixup": 0.3, "training.cutmix": 1.0}).paper) == key
     for traced in ({"training.ema": 0.99}, {"training.clipnorm": 1.0}):  # constants of the optimizer's update
         assert architecture_key(with_values(tiny_config, traced).paper) != key
+
+
+def test_a_mixing_range_is_checked_like_the_card_value(tmp_path, digits_card):
+    from project.tune.search_check import check_search
+
+    def search(space):
+        card = write_tiny_paper_card(tmp_path, search={**TINY_SEARCH, "space": space})
+        return check_search(load_config(str(card), str(digits_card)))
+
+    _, space = search({"mixup": {"min": 0.1, "max": 0.4}, "cutmix": {"choices": [0.5, 1.0]}})
+    assert set(space) == {"mixup", "cutmix"}
+    with pytest.raises(
+        UserError, match=r"search\.space\.mixup: 0\.0 is not a valid training\.mixup \(accepted: 0 < value"
+    ):
+        search({"mixup": {"min": 0.0, "max": 0.4}})
 
 
 def test_a_reused_trial_takes_its_own_warmup(tmp_path, tiny_config):
