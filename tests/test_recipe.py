@@ -17,7 +17,7 @@ from conftest import DIGITS_DATASET, TINY_SEARCH, write_card, write_tiny_paper_c
 from project.commands.cli import main
 from project.config.cards import load_config, with_values
 from project.config.schema import Paper, Training
-from project.data.mixing import mix_batch
+from project.data.mixing import mix_batch_fn
 from project.data.prepare import prepare
 from project.errors import UserError
 from project.model.classifier import build_model
@@ -258,6 +258,12 @@ def test_mixing_changes_training_batches_only_and_is_seeded(tmp_path, tiny_confi
         assert equal_batches(
             batches(data.dataset(subset, mixed_feed), 10), batches(data.dataset(subset, plain_feed), 10)
         )
+
+
+def mix_batch(images, labels, key, **alphas):
+    """The pipeline's mixing map function called eagerly on one batch."""
+    mixed, soft = mix_batch_fn(**alphas)(tf.constant(images), tf.constant(labels), tf.constant(key, tf.int64))
+    return mixed.numpy(), soft.numpy()
 
 
 def test_mixup_and_cutmix_mix_images_and_labels_in_the_same_proportion():
