@@ -35,12 +35,12 @@ def test_a_new_key_changes_the_reference_until_it_is_regenerated(tmp_path):
     current = card_reference.section(text, "README.md")
     assert current == card_reference.reference()
     training = create_model(
-        "Training", __base__=Paper.model_fields["training"].annotation, warmup_epochs=(int, Field(default=0, ge=0))
+        "Training", __base__=Paper.model_fields["training"].annotation, accumulation_steps=(int, Field(default=0, ge=0))
     )
     paper = create_model("Paper", __base__=Paper, training=(training, Field(default=training(), description="r")))
     changed = card_reference.reference(paper=paper)
-    assert changed != current and "| `training.warmup_epochs` | integer; 0 <= value | `0` |  |" in changed
-    assert card_reference.undocumented(paper=paper) == ["training.warmup_epochs"]
+    assert changed != current and "| `training.accumulation_steps` | integer; 0 <= value | `0` |  |" in changed
+    assert card_reference.undocumented(paper=paper) == ["training.accumulation_steps"]
     dataset = create_model("Dataset", __base__=Dataset, group_by=(str | None, Field(default=None, description="x")))
     assert "| `group_by` | text or `null` | `null` | x |" in card_reference.reference(dataset=dataset)
 

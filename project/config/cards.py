@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from project.config.schema import Config, Dataset, Paper, model_in
+from project.config.schema import Config, Dataset, Paper, Training, model_in
 from project.errors import UserError
 from project.paths import DATASETS_DIR, PAPERS_DIR
 
@@ -124,12 +124,24 @@ def _fields_at(schema, loc):
     return sorted(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
 
 
+def pin_steps_batch_size(paper_data):
+    """A card that counts in steps counts them at its own batch size: pin it before any --set, so that
+    `--set training.batch_size=64` keeps the paper's number of images seen (Training fills it otherwise)."""
+    training = paper_data.get("training")
+    if not isinstance(training, dict) or training.get("steps_batch_size") is not None:
+        return
+    stages = training.get("stages") if isinstance(training.get("stages"), list) else []
+    if training.get("warmup_steps") or any(isinstance(s, dict) and s.get("steps") for s in stages):
+        training["steps_batch_size"] = training.get("batch_size", Training.model_fields["batch_size"].default)
+
+
 def load_config(paper="demo", dataset="digits", overrides=()):
     """Read both cards, apply overrides (`paper.` or `dataset.` prefix optional), validate; a
     weights file is resolved from the paper card's folder (with_weights_file)."""
     paper_path = find_card(paper, PAPERS_DIR, "paper")
     dataset_path = find_card(dataset, DATASETS_DIR, "dataset")
     paper_data, dataset_data = read_yaml(paper_path), read_yaml(dataset_path)
+    pin_steps_batch_size(paper_data)
     paper_fields, dataset_fields = set(Paper.model_fields), set(Dataset.model_fields)
     for text in overrides:
         key, value = parse_override(text)

@@ -16,8 +16,9 @@ from project.errors import UserError
 @dataclass(frozen=True)
 class Feed:
     """What a run's tf.data pipelines take from its card: the model's input size, the batch size,
-    the seed, the augmentation (albumentations specs and their strength, applied to training
-    batches only) and where decoded images are cached (runtime.cache: memory, disk or none)."""
+    the seed, the augmentation (albumentations specs and their strength) and the mixup / CutMix
+    alphas, both applied to training batches only, and where decoded images are cached
+    (runtime.cache: memory, disk or none)."""
 
     size: tuple
     batch_size: int
@@ -25,6 +26,8 @@ class Feed:
     augmentation: tuple = ()
     strength: float = 1.0
     cache: str = "memory"
+    mixup: float | None = None
+    cutmix: float | None = None
 
 
 @dataclass
@@ -64,7 +67,7 @@ class Data:
 
     def dataset(self, subset, feed, training=None, batch_size=None, epochs=(0, 1)):
         """The tf.data pipeline of one subset fed as `feed` says (batch_size: another batch size);
-        augmentation only on train, which spans the epochs range(*epochs) (model.fit then needs
+        augmentation and mixing only on train, which spans the epochs range(*epochs) (model.fit then needs
         steps_per_epoch=self.steps(subset, batch_size))."""
         training = subset == "train" if training is None else training
         augmentation = build_augmentation(list(feed.augmentation), feed.strength, feed.seed) if training else None
@@ -80,6 +83,8 @@ class Data:
             cache=self.cache_for(subset, feed.cache, feed.size),
             seed=feed.seed,
             epochs=epochs,
+            mixup=feed.mixup if training else None,
+            cutmix=feed.cutmix if training else None,
         )
 
     def steps(self, subset, batch_size):

@@ -82,7 +82,8 @@ def _show(value):
 
 def evaluate_cli(args):
     from project.data.prepare import prepare
-    from project.train.training import evaluate
+    from project.train.training import evaluate, feed_of
+    from project.train.tta import tta_scores
 
     run = open_run(args.run)
     config = saved_config(run)
@@ -92,8 +93,15 @@ def evaluate_cli(args):
         raise UserError(
             f"the dataset's classes {data.class_names} differ from the run's {stored['class_names']} ({run / 'metrics.json'})"
         )
-    fresh, _, _ = evaluate(load_model(run), data, config.paper, "test")
+    model = load_model(run)
+    fresh, _, _ = evaluate(model, data, config.paper, "test")
     rows = compare(stored["test"], fresh)
+    if stored.get("tta"):  # evaluation.tta: the averaged views' figures too
+        views = stored["tta"]["views"]
+        again = tta_scores(model, data, feed_of(config.paper), views)["test"]
+        rows += [
+            (f"tta_{key}", *rest) for key, *rest in compare(stored["tta"]["test"], again) if key != "confusion_matrix"
+        ]
     log.info(f"{run}: test subset of {run.parent / 'split.csv'}")
     log.info(f"{'metric':<18}{'metrics.json':>16}{'recomputed':>16}  equal")
     for key, a, b, equal in rows:

@@ -59,7 +59,8 @@ PLOTS = {"lr_sweep": figures.lr_sweep, "activations": figures.activations, "over
 
 
 def clean_config(config):
-    """The card with regularisation, dropout and augmentation off, and a constant learning rate."""
+    """The card with regularisation, dropout, augmentation, mixing and weight averaging off, and a
+    constant learning rate (without a warmup)."""
     return with_values(
         config,
         {
@@ -67,6 +68,11 @@ def clean_config(config):
             "training.weight_decay": 0.0,
             "training.label_smoothing": 0.0,
             "training.schedule": "constant",
+            "training.warmup_epochs": None,
+            "training.warmup_steps": None,
+            "training.mixup": None,
+            "training.cutmix": None,
+            "training.ema": None,
             "model.head.dropout": 0.0,
             "augmentation": [],
         },
@@ -116,7 +122,7 @@ def run_checks(config, root):
     data = prepare(config, root)
     stats = training_stats(data, paper)
     model, weights = build_model(clean.paper.model, data.num_classes, stats, l2=clean.paper.training.l2)
-    first = next(s for s in paper.training.stages if s.epochs > 0)
+    first = next(s for s in paper.training.stages if s.epochs or s.steps)
     apply_stage(model, first.unfreeze, weights, first.train_batchnorm)  # train what the first stage trains
     initial = model.get_weights()
     plain = _numpy_batches(data.dataset("train", feed_of(clean.paper), training=True), 3)

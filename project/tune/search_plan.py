@@ -107,8 +107,12 @@ def headline(reason, limit=300):
 def plan_text(config, seeds=1, budget=None):
     """What `make all` runs, in one line."""
     paper = config.paper
-    epochs = sum(s.epochs for s in paper.training.stages)
-    runs = f"{epochs} epochs x {seeds} seed{'s' if seeds > 1 else ''}"
+    stages = paper.training.stages
+    if all(s.steps is None for s in stages):
+        epochs = f"{sum(s.epochs for s in stages)} epochs"
+    else:  # steps become epochs only once the data is known
+        epochs = " + ".join(s.length for s in stages if s.epochs != 0)
+    runs = f"{epochs} x {seeds} seed{'s' if seeds > 1 else ''}"
     text = f"make all on {config.paper_name} x {config.dataset_name}: sanity (6 checks) -> baseline ({runs})"
     search = paper.search
     if search is not None:
@@ -117,7 +121,7 @@ def plan_text(config, seeds=1, budget=None):
             f" -> search (coarse {search.coarse.trials} trials x {search.coarse.epochs} epochs, fine "
             f"{search.fine.trials} x {search.fine.epochs}"
             + (f", within {budget}" if budget else "")
-            + f") -> final round ({search.finalists} finalists x {epochs} epochs, the best is tuned)"
+            + f") -> final round ({search.finalists} finalists x {epochs}, the best is tuned)"
             + (f" -> tuned, {seeds - 1} more seed{'s' if seeds > 2 else ''}" if seeds > 1 else "")
         )
     return text + " -> report"

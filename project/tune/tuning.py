@@ -37,6 +37,7 @@ from project.data.prepare import prepare
 from project.errors import UserError
 from project.records import FineSpace
 from project.train import runtime
+from project.train.schedules import card_epochs
 from project.train.training import training_stats
 from project.tune.final_round import final_round, retrain, summarize
 from project.tune.hparams_log import write_hparams
@@ -378,7 +379,7 @@ def tune(config, root, *, trials=None, epochs=None, stage="all", fresh=False, se
     objective, cache = keras_tuner.Objective(search.objective, search.direction), ModelCache()
     counts = {s: (trials or getattr(search, s).trials, epochs or getattr(search, s).epochs) for s in STAGES}
     counts = planned_counts(folder, counts, budget_seconds)
-    full = sum(s.epochs for s in config.paper.training.stages)
+    full = card_epochs(config.paper.training, len(data.indices("train")))
     progress = Progress(counts, full * (search.finalists + seeds - 1), search.objective)
     planning = budget_seconds if budget_seconds is not None and not (folder / BUDGET).exists() else None
     log.info(
