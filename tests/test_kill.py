@@ -49,6 +49,15 @@ class Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
+class InterruptAtTheEnd(keras.callbacks.Callback):
+    """A KeyboardInterrupt after epoch 4, where early stopping ends the stage: its resume state is
+    written (callbacks before this one), Keras' on_train_end never comes."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 3:
+            raise KeyboardInterrupt
+
+
 class Rates(keras.callbacks.Callback):
     """The learning rate after each epoch, as ReduceLROnPlateau left it."""
 
@@ -145,6 +154,14 @@ def test_a_stage_resumed_mid_epoch_trains_as_if_never_interrupted(stage_setup, t
     warnings = capsys.readouterr().err
     assert "training_metadata.json cannot be read (JSONDecodeError" in warnings
     assert "[main] resuming from the state before the latest (epoch 1)" in warnings
+
+    # killed once early stopping had ended the stage, before Keras deleted the state: nothing more trains
+    with pytest.raises(KeyboardInterrupt):
+        fit(stage_setup, tmp_path / "stopped", [], InterruptAtTheEnd())
+    assert json.loads((tmp_path / "stopped" / "backup" / "main" / "training_metadata.json").read_text())["stopped"]
+    log, _ = resumed(stage_setup, tmp_path / "stopped", tmp_path / "stopped-resumed", [])
+    assert log == whole
+    assert json.loads((tmp_path / "stopped-resumed" / "checkpoints" / "main.done.json").read_text())["epochs"] == 4
 
     log, _ = resumed(stage_setup, tmp_path / "killed", tmp_path / "no-counters", [], without("counters"))
     assert len(pd.read_csv(tmp_path / "no-counters" / "logs" / "history_main.csv")) == 6, "patience starts over"
