@@ -155,6 +155,14 @@ def test_a_stage_resumed_mid_epoch_trains_as_if_never_interrupted(stage_setup, t
     assert "training_metadata.json cannot be read (JSONDecodeError" in warnings
     assert "[main] resuming from the state before the latest (epoch 1)" in warnings
 
+    def lose_weights(path):  # the weights the latest state names are gone
+        (path.parent / json.loads(path.read_text())["weights"]).unlink()
+
+    log, _ = resumed(stage_setup, tmp_path / "killed", tmp_path / "lost", [], lose_weights)
+    assert log == whole
+    warnings = capsys.readouterr().err
+    assert "training_metadata.json names epoch-2.weights.h5, which is missing: not resumed from it" in warnings
+
     # killed once early stopping had ended the stage, before Keras deleted the state: nothing more trains
     with pytest.raises(KeyboardInterrupt):
         fit(stage_setup, tmp_path / "stopped", [], InterruptAtTheEnd())

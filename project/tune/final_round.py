@@ -106,8 +106,9 @@ def final_round(config, root, summary, space, fresh, verbose):
 
 def install(source, target, best):
     """The winning finalist's run as tuned/ (a copy: finalists/ keeps every finalist's record) with
-    its trial `best` (best_hyperparameters.json), copied beside, marked complete, then renamed into place: a kill never leaves a tuned/ marked complete
-    that is not (copytree copies the marker in no particular order)."""
+    its trial `best` (best_hyperparameters.json): copied beside, marked complete, then renamed into
+    place, so a kill never leaves a tuned/ marked complete that is not (copytree copies the marker
+    in no particular order)."""
     if (
         is_complete(target)
         and (target / "config.resolved.yaml").read_text() == (source / "config.resolved.yaml").read_text()
