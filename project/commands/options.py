@@ -86,7 +86,7 @@ def add_options(parser, command):
 
 def takes_value(option):
     """Whether `option` is followed by a value on the command line."""
-    return specs().get(option, {}).get("action") != "store_true" and option not in (*COMMON, "-v")
+    return specs().get(option, {}).get("action") not in ("store_true", "store_false") and option not in (*COMMON, "-v")
 
 
 def refusal(command, extras):
