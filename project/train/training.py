@@ -18,7 +18,7 @@ import pandas as pd
 import yaml
 
 from project import logs
-from project.artifacts import archive, atomic_write, is_complete, mark_complete, read_json, write_json
+from project.artifacts import archive, atomic_write, is_complete, mark_complete, read_json, save_keras, write_json
 from project.config.cards import recipe, resolved_yaml
 from project.data.prepare import Feed, prepare
 from project.errors import UserError
@@ -178,7 +178,7 @@ class BestCheckpoint(keras.callbacks.Callback):
             return
         now = self.model.get_weights()
         self.model.set_weights(self.weights)
-        self.model.save_weights(self.path)
+        save_keras(self.path, self.model.save_weights)  # in memory first: h5py crashes on a full disk
         self.model.set_weights(now)
         self.weights = None
 
@@ -193,8 +193,14 @@ class ThrottledBackup(keras.callbacks.BackupAndRestore):
     rerun to the same numbers (every random draw comes from the seed and the epoch)."""
 
     def __init__(self, backup_dir, seconds, best=None):
-        super().__init__(backup_dir, double_checkpoint=True)
+        super().__init__(backup_dir)  # no double checkpoint: _save_model never leaves a truncated file
         self.seconds, self.written, self.best = seconds, time.monotonic(), best
+
+    def _save_model(self):
+        """Keras' own two files, each written whole (in memory, then renamed into place): on a full disk
+        Keras' direct h5py write leaves a truncated latest.weights.h5 that the next run cannot load."""
+        save_keras(self._weights_path, self.model.save_weights)
+        write_json(self._training_metadata_path, {"epoch": self._current_epoch, "batch": self._last_batch_seen})
 
     def on_epoch_end(self, epoch, logs=None):
         self._current_epoch = epoch + 1
@@ -484,7 +490,7 @@ def train_run(config, root, name="baseline", seed=None, fresh=False, verbose=1, 
     val, val_probabilities, val_labels = evaluate(model, data, paper, "val")
     test, probabilities, labels = evaluate(model, data, paper, "test")
     wall = time.perf_counter() - start
-    model.save(folder / "model.keras")
+    save_keras(folder / "model.keras", model.save)
     history = combined_history(folder, [s["stage"] for s in stages])
     History.from_frame(history).write(folder / "history.csv")
     atomic_write(folder / "predictions.csv", predictions_table(data, "test", probabilities, labels).to_csv(index=False))

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from project import logs
-from project.artifacts import archive, is_complete, read_json
+from project.artifacts import COMPLETE, archive, atomic_write, is_complete, read_json
 from project.config.cards import with_values
 from project.errors import UserError
 from project.records import Candidate, FineSpace, Metrics, TuningSummary
@@ -113,9 +113,10 @@ def install(source, target):
         return
     if target.exists():
         log.info(f"previous tuned run moved to {archive(target)}")
-    shutil.copytree(source, target)
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns(COMPLETE))  # a copy cut short is not complete
     metrics = Metrics.read(target / "metrics.json")
     metrics.model_copy(update={"run": target.name}).write(target / "metrics.json")
+    atomic_write(target / COMPLETE, (source / COMPLETE).read_bytes())  # last, with the finalist's completion time
 
 
 def retrain(config, root, best, fresh, seeds, verbose):
