@@ -162,7 +162,7 @@ def _acquire(folder, name, command, wait):
                 f"command to end; if it is no longer running (its machine went down), delete {lock} and rerun"
             )
         if holder is not None:
-            log.info(f"waiting for {describe(holder)} to release {lock}")
+            log.debug(f"waiting for {describe(holder)} to release {lock}")
         fd = _lock(lock, blocking=True)  # outside the guard: the holder must be able to release meanwhile
         os.close(fd)  # and try again under the guard, which writes the note
 
