@@ -13,9 +13,9 @@ process whose noted pid is dead on this host, a child that outlived it holds the
 is replaced. Every decision is taken under locks/.guard, held for microseconds, so two processes
 never take the same lock over at once. On a shared filesystem (NFS) flock works across machines,
 but the pid of another machine's holder cannot be checked: that lock is cleared by hand.
+Without flock (Windows) commands run unlocked.
 """
 
-import fcntl
 import json
 import os
 import socket
@@ -26,6 +26,11 @@ from pathlib import Path
 from project import logs
 from project.artifacts import write_json
 from project.errors import UserError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, commands run unlocked there
+    fcntl = None
 
 log = logs.get(__name__)
 
@@ -43,7 +48,8 @@ def _close_in_child():
     _HELD.clear()
 
 
-os.register_at_fork(after_in_child=_close_in_child)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_in_child)
 
 
 def _start_ticks(pid):
@@ -180,6 +186,9 @@ def _release(folder, name, fd):
 def hold(folder, name, command="", wait=False):
     """Hold the lock `name` of the run folder `folder` (runs/<paper>__<dataset>) for the block.
     Another holder: a UserError naming it and how to clear a stale lock, or with wait=True, wait."""
+    if fcntl is None:
+        yield
+        return
     locks = Path(folder) / LOCKS
     locks.mkdir(parents=True, exist_ok=True)
     fd = _acquire(locks, name, command, wait)
