@@ -269,3 +269,55 @@ def test_processes_starting_together_make_one_split_and_agree(tmp_path, tiny_pap
         folder = tmp_path / "runs" / str(k)
         assert json.loads((folder / "split.json").read_text())["split"]["seed"] == 0
         assert sorted(p.name for p in folder.iterdir()) == ["locks", "split.csv", "split.json"], "no temporary file"
+
+
+# Reads every training batch of digits through a disk cache at argv[1], starting at the time in the
+# file argv[2]; prints a digest of the batches.
+CACHER = """
+import hashlib, sys, time
+from pathlib import Path
+from project.data.adapters import load_sources
+from project.data.pipeline import make_dataset
+sources = load_sources("digits", {}, None)
+data = make_dataset(sources.items, sources.labels, sources.kind, size=(16, 16), num_classes=10, batch_size=64,
+                    training=True, cache=sys.argv[1], seed=5)
+go = Path(sys.argv[2])
+print("ready", flush=True)
+while not go.exists():
+    time.sleep(0.005)
+time.sleep(max(0.0, float(go.read_text()) - time.time()))
+digest = hashlib.sha256()
+for images, labels in data:
+    digest.update(images.numpy().tobytes() + labels.numpy().tobytes())
+print(digest.hexdigest(), flush=True)
+"""
+
+
+def test_processes_starting_together_share_one_disk_cache(tmp_path):
+    """tf.data refuses a second process writing the same disk cache, and any writer after a killed one
+    (its lockfile stays behind): three processes start together on a cache a killed run left."""
+    folder, go = tmp_path / "cache", tmp_path / "go"
+    folder.mkdir()
+    (folder / "train_16x16_0.lockfile").write_text("")  # what a writer killed with kill -9 leaves
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", CACHER, str(folder / "train_16x16"), str(go)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    for process in processes:
+        assert process.stdout.readline().strip() == "ready"
+    go.write_text(str(time.time() + 0.5))
+    results = [process.communicate(timeout=300) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0, 0], [err[-2000:] for _, err in results]
+    digests = [out.split()[-1] for out, _ in results]
+    assert len(set(digests)) == 1, "every process read the same batches"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "locks",
+        "train_16x16.data-00000-of-00001",
+        "train_16x16.index",
+    ]
