@@ -295,7 +295,7 @@ print(digest.hexdigest(), flush=True)
 
 def test_processes_starting_together_share_one_disk_cache(tmp_path):
     """tf.data refuses a second process writing the same disk cache, and any writer after a killed one
-    (its lockfile stays behind): three processes start together on a cache a killed run left."""
+    (its lockfile stays behind): two processes start together on a cache a killed run left."""
     folder, go = tmp_path / "cache", tmp_path / "go"
     folder.mkdir()
     (folder / "train_16x16_0.lockfile").write_text("")  # what a writer killed with kill -9 leaves
@@ -307,13 +307,13 @@ def test_processes_starting_together_share_one_disk_cache(tmp_path):
             stderr=subprocess.PIPE,
             text=True,
         )
-        for _ in range(3)
+        for _ in range(2)
     ]
     for process in processes:
         assert process.stdout.readline().strip() == "ready"
     go.write_text(str(time.time() + 0.5))
     results = [process.communicate(timeout=300) for process in processes]
-    assert [process.returncode for process in processes] == [0, 0, 0], [err[-2000:] for _, err in results]
+    assert [process.returncode for process in processes] == [0, 0], [err[-2000:] for _, err in results]
     digests = [out.split()[-1] for out, _ in results]
     assert len(set(digests)) == 1, "every process read the same batches"
     assert sorted(p.name for p in folder.iterdir()) == [
