@@ -185,7 +185,7 @@ def test_an_unwritable_runs_folder_is_a_clear_error(tmp_path, capsys, tiny_paper
     paper = tiny_paper_card(tmp_path)
     status, err = run(capsys, "train", "--paper", paper, "--dataset", digits_card, "--runs-dir", runs)
     assert status == 2
-    assert f"error: cannot use {runs}/tiny__digits/baseline: Not a directory (check --runs-dir" in err
+    assert f"error: cannot use {runs}/tiny__digits/locks: Not a directory (check --runs-dir" in err
     image_folder(tmp_path / "data", classes={"a": 3, "b": 3})
     dataset = tmp_path / "folder.yaml"
     dataset.write_text("adapter: folder\noptions: {path: data}\n")

@@ -174,7 +174,9 @@ def test_paper_card_builds_its_model_without_weights(name):
         assert any(v.regularizer is not None for v in backbone_of(model).weights), "training.l2 reaches the backbone"
     for stage in p.training.stages:
         apply_stage(model, stage.unfreeze, weights, stage.train_batchnorm)
-        compile_model(model, p, stage.learning_rate or p.training.learning_rate, 10, max(1, stage.epochs or 1), stage=stage)
+        compile_model(
+            model, p, stage.learning_rate or p.training.learning_rate, 10, max(1, stage.epochs or 1), stage=stage
+        )
         assert model.optimizer.built
 
 

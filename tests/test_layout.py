@@ -19,6 +19,7 @@ LEVELS = {
     "records": 0,
     "logs": 0,
     "faults": 0,
+    "locks": 0,
     "config": 1,
     "data": 2,
     "model": 3,

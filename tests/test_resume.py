@@ -166,7 +166,7 @@ def test_atomic_write_on_a_full_disk_is_a_clear_error_and_keeps_the_previous_fil
         [sys.executable, "-c", FULL_DISK, str(target)], cwd=REPO, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
-    assert f"cannot write {target}: File too large (is the folder writable, is the disk full?)" in result.stdout
+    assert f"cannot write {target}: File too large (the disk is full or a size limit was reached: " in result.stdout
     assert target.read_text() == "previous\n"
     assert [p.name for p in tmp_path.iterdir()] == [target.name], "the temporary file is removed"
 

@@ -247,8 +247,8 @@ def test_a_chief_and_two_workers_search_both_stages_and_the_chief_retrains(
     search = {**CALM, "coarse": {"trials": 4, "epochs": 1}, "fine": {"trials": 2, "epochs": 1}}
     paper = tiny_paper_card(tmp_path / "cards", **{**TINY, "search": search})
     distributed = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(free_port())}
-    processes = [
-        tune_process(project_env, paper, digits_card, extra_env={**distributed, "KERASTUNER_TUNER_ID": name})
+    processes = [  # -v: the messages --quiet hides say who retrained (--quiet keeps Keras' output short)
+        tune_process(project_env, paper, digits_card, "-v", extra_env={**distributed, "KERASTUNER_TUNER_ID": name})
         for name in ("chief", "tuner1", "tuner2")
     ]
     outputs = [p.communicate(timeout=600)[0] for p in processes]
@@ -260,6 +260,7 @@ def test_a_chief_and_two_workers_search_both_stages_and_the_chief_retrains(
     assert (trials.status == "completed").all() and set(trials.worker) == {"tuner1", "tuner2"}
     assert all((root / "tuned" / name).exists() for name in ARTIFACTS)  # retrained once, by the chief
     assert "test accuracy: tuned" in outputs[0] and "[tuned]" not in outputs[1] + outputs[2]
+    assert all("no trials left" in output for output in outputs[1:])
 
 
 def test_macro_f1_on_val_is_an_objective_every_trial_records(tmp_path, tiny_paper_card, digits_card):

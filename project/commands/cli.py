@@ -5,12 +5,16 @@ TensorFlow, and a bad card is reported before TensorFlow is imported.
 """
 
 import argparse
-import errno
 import importlib
+import os
+import re
+import shlex
 import sys
 from contextlib import nullcontext
+from pathlib import Path
 
-from project import logs
+from project import locks, logs
+from project.artifacts import cannot_write, disk_problem, run_root
 from project.commands import options
 from project.errors import UserError
 
@@ -36,6 +40,13 @@ COMMANDS = {
     "bench": ("benchmarks.bench:cli", True, "measure pipeline, overhead and tuner figures"),
     "bench-data": ("benchmarks.bench:data_cli", False, "measure input pipeline throughput"),
 }
+
+# command -> the stages of runs/<paper>__<dataset>/ it writes, each locked for the whole command
+# (project.locks): a second command on the same stage is refused, naming the holder. Reading commands
+# (evaluate, predict, check-data, validate) lock nothing; every stage's first start shares the split
+# through its own short lock (project.data.split).
+WRITES = {"sanity": ("sanity",), "train": ("train",), "tune": ("tune",), "report": ("report",)}
+WRITES["all"] = tuple(lock for stage in options.ALL_STAGES for lock in WRITES.get(stage, ()))
 
 
 class Parser(argparse.ArgumentParser):
@@ -90,15 +101,40 @@ def main(argv=None):
         parser().print_help()
         return 0
     with logs.at_level(args.quiet, args.verbose):
-        return run(args)
+        return run(args, shlex.join(["python", "-m", "project", *(sys.argv[1:] if argv is None else map(str, argv))]))
 
 
-def run(args):
+def stage_locks(command):
+    """The locks `command` takes. A distributed search's worker writes only the trials it runs, so it
+    locks its own tuner id (`tune-tuner1`), never the chief's `tune`: the chief and its workers run
+    together, while a second chief, or a second worker with the same id, is refused."""
+    names = WRITES.get(command, ())
+    tuner = os.environ.get("KERASTUNER_TUNER_ID", "")
+    if os.environ.get("KERASTUNER_ORACLE_IP") and tuner and "chief" not in tuner:
+        names = tuple(f"tune-{re.sub(r'[^A-Za-z0-9_.-]', '_', tuner)}" if n == "tune" else n for n in names)
+    return names
+
+
+FOLDERS = "check --runs-dir / --reports-dir: they must be folders you can write to"
+
+
+def written_folder(args, config):
+    """Where the command writes, named when a writer (CSVLogger, matplotlib) fails without a file name."""
+    if args.command == "report":
+        return Path(args.reports_dir) / config.run_name
+    if config is not None and getattr(args, "runs_dir", None):
+        return run_root(config, args.runs_dir)
+    return Path(getattr(args, "output", None) or ".").resolve()
+
+
+def run(args, command_line=""):
     """The command's function; a UserError or an unusable folder is one `error:` line and status 2."""
-    needs_config = COMMANDS[args.command][1]
+    needs_config, config = COMMANDS[args.command][1], None
     try:
         config = load(args) if needs_config else None
-        with nullcontext() if args.verbose else logs.filtered_stderr():
+        names = stage_locks(args.command)
+        lock = locks.hold_all(run_root(config, args.runs_dir), names, command_line) if names else nullcontext()
+        with lock, nullcontext() if args.verbose else logs.filtered_stderr():
             logs.ignore_python_noise()
             function = command_function(args.command)  # may import TensorFlow
             result = function(config, args) if needs_config else function(args)
@@ -106,25 +142,20 @@ def run(args):
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except (
-        PermissionError,
-        NotADirectoryError,
-        FileExistsError,
-        IsADirectoryError,
-    ) as error:  # e.g. an unwritable runs/
-        print(
-            f"error: cannot use {error.filename}: {error.strerror} (check --runs-dir / --reports-dir: "
-            f"they must be folders you can write to)",
-            file=sys.stderr,
-        )
+    except (NotADirectoryError, FileExistsError, IsADirectoryError) as error:  # e.g. runs/ under a file
+        print(f"error: cannot use {error.filename}: {error.strerror} ({FOLDERS})", file=sys.stderr)
         return 2
-    except OSError as error:
-        if error.errno not in (errno.ENOSPC, errno.EROFS, errno.EDQUOT):
+    except Exception as error:  # a full disk or a read-only folder, whoever was writing
+        problem = disk_problem(error)
+        if problem is None:
             raise
-        print(
-            f"error: cannot write {error.filename or ''}: {error.strerror} (free some space or use another --runs-dir)",
-            file=sys.stderr,
-        )
+        path, reason, code = problem
+        if isinstance(error, PermissionError) and error.filename:  # e.g. an unwritable runs/
+            print(f"error: cannot use {error.filename}: {error.strerror} ({FOLDERS})", file=sys.stderr)
+        else:
+            print(
+                f"error: {cannot_write(path or f'under {written_folder(args, config)}', reason, code)}", file=sys.stderr
+            )
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted: rerun the same command to resume", file=sys.stderr)

@@ -23,10 +23,12 @@ Why it is built this way (`make bench-data` measures it, see reports/bench/bench
 """
 
 import os
+import re
+from pathlib import Path
 
 import numpy as np
 
-from project import logs
+from project import locks, logs
 from project.data.augment_pool import batch_function
 from project.data.mixing import mix_batch_fn
 
@@ -213,7 +215,22 @@ def make_dataset(
 def _cache(data, cache):
     if cache == "memory":
         return data.cache()
-    return data if cache in ("none", None) else data.cache(str(cache))
+    return data if cache in ("none", None) else _disk_cache(data, Path(cache))
+
+
+def _disk_cache(data, prefix):
+    """tf.data writes a disk cache during the first pass that reads it, and refuses a second writer
+    (a tuner's chief and workers starting together: "concurrent caching iterator running") and any
+    writer after a killed one (its lockfile stays). So the cache is written here in full, once, under
+    a lock the other processes wait for; from then on every process only reads it."""
+    with locks.hold(prefix.parent, f"cache-{prefix.name}", "writing the disk cache", wait=True):
+        if not Path(f"{prefix}.index").exists():
+            for leftover in prefix.parent.iterdir():  # what a killed writer left: lockfile, partial shards
+                if re.fullmatch(rf"{re.escape(prefix.name)}_\d+\.(lockfile|data-.*)", leftover.name):
+                    leftover.unlink()
+            for _ in data.cache(str(prefix)).batch(256):
+                pass
+    return data.cache(str(prefix))
 
 
 def channel_stats(items, kind, size, limit=5000):

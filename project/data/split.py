@@ -2,14 +2,16 @@
 paper x dataset and reused by every later stage, so baseline and tuned models meet the same test set.
 """
 
+import errno
 import json
 import warnings
+from contextlib import ExitStack
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from project import logs
+from project import locks, logs
 from project.artifacts import atomic_write
 from project.errors import UserError
 
@@ -66,7 +68,19 @@ def split_settings(split):
 
 
 def load_or_make_split(path, sources, split):
-    """Reuse `path` (split.csv) when it exists and matches this dataset and card; else write it."""
+    """Reuse `path` (split.csv) when it exists and matches this dataset and card; else write it.
+    Under the run folder's `split` lock, waited for: processes that start together (a tuner chief and
+    its workers) see either no split or both files, and only the first one writes them."""
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(locks.hold(path.parent, "split", "creating or reading the split", wait=True))
+        except OSError as error:  # a read-only copy of runs/: nobody writes its split, read it as it is
+            if not (path.exists() and error.errno in (errno.EACCES, errno.EPERM, errno.EROFS)):
+                raise
+        return _load_or_make(path, sources, split)
+
+
+def _load_or_make(path, sources, split):
     meta_path = path.with_suffix(".json")
     names = np.array(sources.class_names)[sources.labels]
     if path.exists():
@@ -85,8 +99,8 @@ def load_or_make_split(path, sources, split):
         return saved["subset"].to_numpy()
     subsets = make_split(sources.labels, split, sources.subsets)
     table = pd.DataFrame({"source": sources.ids, "label": names, "subset": subsets})
-    # split.json first: a process that finds split.csv (a tuner worker starting beside the chief)
-    # then always finds the settings it was made with
+    # split.json first: a kill between the two writes leaves no split.csv, so the next run writes both
+    # again (never a split.csv without the settings it was made with)
     atomic_write(
         meta_path,
         json.dumps(

@@ -27,7 +27,7 @@ from pathlib import Path
 import keras
 
 from project import faults, logs
-from project.artifacts import atomic_path, atomic_write, write_json
+from project.artifacts import atomic_write, save_keras, write_json
 from project.train.averaging import judged_weights
 
 log = logs.get(__name__)
@@ -105,8 +105,7 @@ class BestCheckpoint(keras.callbacks.Callback):
             return
         now = self.model.get_weights()
         self.model.set_weights(self.weights)
-        with atomic_path(self.path, "checkpoint.weights") as tmp:
-            self.model.save_weights(tmp)
+        save_keras(self.path, self.model.save_weights, "checkpoint.weights")  # h5py crashes on a full disk
         self.model.set_weights(now)
         self.weights = None
 
@@ -159,8 +158,7 @@ class ThrottledBackup(keras.callbacks.BackupAndRestore):
     def _save_model(self):
         folder = Path(self.backup_dir)
         name = f"epoch-{self._current_epoch}.weights.h5"
-        with atomic_path(folder / name, "resume.weights") as tmp:
-            self.model.save_weights(tmp)
+        save_keras(folder / name, self.model.save_weights, "resume.weights")
         latest = folder / METADATA
         if latest.exists():  # double_checkpoint: the state before stays loadable
             atomic_write(folder / PREVIOUS, latest.read_bytes())

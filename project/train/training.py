@@ -17,7 +17,7 @@ import pandas as pd
 import yaml
 
 from project import logs
-from project.artifacts import archive, atomic_path, atomic_write, is_complete, mark_complete, read_json, write_json
+from project.artifacts import archive, atomic_write, is_complete, mark_complete, read_json, save_keras, write_json
 from project.config.cards import recipe, resolved_yaml
 from project.data.prepare import Feed, prepare
 from project.errors import UserError
@@ -417,8 +417,7 @@ def train_run(config, root, name="baseline", seed=None, fresh=False, verbose=1, 
     test, probabilities, labels = evaluate(model, data, paper, "test")
     tta = tta_scores(model, data, feed_of(paper), paper.evaluation.tta)  # None without evaluation.tta
     wall = time.perf_counter() - start
-    with atomic_path(folder / "model.keras") as tmp:  # Keras writes it in place: here beside, then renamed
-        model.save(tmp)
+    save_keras(folder / "model.keras", model.save)
     history = combined_history(folder, [s["stage"] for s in stages])
     History.from_frame(history).write(folder / "history.csv")
     atomic_write(folder / "predictions.csv", predictions_table(data, "test", probabilities, labels).to_csv(index=False))

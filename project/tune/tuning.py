@@ -33,7 +33,7 @@ import tensorflow as tf
 import yaml
 
 from project import faults, logs
-from project.artifacts import archive, atomic_write, read_json, run_root, write_json
+from project.artifacts import archive, atomic_write, cannot_write, disk_problem, read_json, run_root, write_json
 from project.data.prepare import prepare
 from project.errors import UserError
 from project.records import FineSpace
@@ -226,6 +226,10 @@ class StageTuner(keras_tuner.Tuner):
             raise keras_tuner.errors.FatalError(str(error)) from error
         except Exception as error:
             meta.update(status="failed", reason=f"{type(error).__name__}: {error}")
+            problem = disk_problem(error)  # a full disk fails every trial after it: stop, never a failed trial
+            if problem:
+                stop = UserError(cannot_write(problem[0] or folder, *problem[1:]))
+                raise keras_tuner.errors.FatalError(str(stop)) from stop
             raise
         finally:
             clock.on_train_end()  # an exception skipped it
@@ -235,7 +239,10 @@ class StageTuner(keras_tuner.Tuner):
             meta["reused"] = reused  # the trial took a compiled model: no build, compile nor tracing
             meta["fixed_seconds"] = fixed_seconds(meta)
             meta.update(outcome(folder, model, meta["status"] == "exploded"))
-            write_json(path, meta)
+            try:
+                write_json(path, meta)
+            except UserError as error:  # a full disk again: stop the search with it (Keras Tuner would go on)
+                raise keras_tuner.errors.FatalError(str(error)) from error
 
     def on_trial_end(self, trial):
         """Keras Tuner's hook once a trial has run, before the oracle records its end: a failed
