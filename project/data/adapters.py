@@ -26,7 +26,8 @@ class Sources:
     """items: file paths (str), encoded image bytes, or a uint8 array (N, H, W, C).
     ids: a stable name per item, written to split.csv. subsets: 'train'/'val'/'test' when pre-split.
     root: the dataset folder (files must not lead out of it). issues: (source, reason, detail) of the
-    entries the adapter rejected, listed by the data check."""
+    entries the adapter rejected, listed by the data check. columns: every column of a manifest by name,
+    one value per item (split.group_by: column:NAME reads them)."""
 
     items: object
     labels: np.ndarray
@@ -36,6 +37,7 @@ class Sources:
     kind: str = "files"  # files | encoded | array
     root: str | None = None
     issues: list = field(default_factory=list)
+    columns: dict = field(default_factory=dict)
 
     def __len__(self):
         return len(self.labels)
@@ -183,6 +185,7 @@ def csv_manifest(
         subsets=subsets,
         root=str(folder_root),
         issues=issues,
+        columns={str(name): table[name].iloc[keep].str.strip().tolist() for name in table.columns},
     )
 
 

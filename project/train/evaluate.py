@@ -85,14 +85,16 @@ def evaluate_cli(args):
     run = open_run(args.run)
     config = saved_config(run)
     stored = read_json(run / "metrics.json")
-    data = prepare(config, run.parent)
+    data = prepare(config, run.parent, stored.get("fold"))  # a cross-validated run: its own fold
     if data.class_names != stored["class_names"]:
         raise UserError(
             f"the dataset's classes {data.class_names} differ from the run's {stored['class_names']} ({run / 'metrics.json'})"
         )
-    fresh, _, _ = evaluate(load_model(run), data, config.paper, "test")
+    subset = "val" if stored.get("test_subset") == "held_out_fold" else "test"  # split.test 0: the held-out fold
+    fresh, _, _ = evaluate(load_model(run), data, config.paper, subset)
     rows = compare(stored["test"], fresh)
-    log.info(f"{run}: test subset of {run.parent / 'split.csv'}")
+    where = f"held-out fold {stored['fold']}" if subset == "val" else "test subset"
+    log.info(f"{run}: {where} of {run.parent / 'split.csv'}")
     log.info(f"{'metric':<18}{'metrics.json':>16}{'recomputed':>16}  equal")
     for key, a, b, equal in rows:
         log.info(f"{key:<18}{_show(a):>16}{_show(b):>16}  {'yes' if equal else 'NO'}")
