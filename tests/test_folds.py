@@ -417,3 +417,24 @@ def test_search_folds_score_a_trial_on_the_mean_over_folds_and_tuned_is_paired_b
     assert summary["final_round"]["finalists"][0]["folds"] == 2
     comparison = json.loads((tmp_path / "reports" / "tiny__digits" / "comparison.json").read_text())
     assert comparison["decision"]["by"] == "folds" and comparison["folds"]["paired"]["units"] == [[1, 1], [1, 2]]
+
+
+def test_a_run_written_before_the_new_keys_is_kept(tmp_path):
+    """config.resolved.yaml of an older run lacks split.folds and split.group_by: the same recipe, not retrained."""
+    import yaml
+
+    from project.config.cards import resolved_yaml
+    from project.train.training import prepare_run_folder
+
+    folder = tmp_path / "baseline"
+    text = resolved_yaml(load_config("demo", "digits"))
+    old = yaml.safe_load(text)
+    for key in ("folds", "group_by"):
+        del old["dataset"]["split"][key]
+    folder.mkdir()
+    (folder / "config.resolved.yaml").write_text(yaml.safe_dump(old))
+    (folder / "marker").write_text("kept")
+    prepare_run_folder(folder, text)
+    assert (folder / "marker").exists()
+    prepare_run_folder(folder, resolved_yaml(load_config("demo", "digits", ["split.folds=3"])))
+    assert not (folder / "marker").exists()  # a new key set is a new recipe
