@@ -105,6 +105,13 @@ def test_groups_stay_whole_in_every_subset_and_fold():
     assert np.array_equal(folds, again)
 
 
+def test_groups_too_small_to_stratify_fall_back_to_a_plain_group_split_with_a_warning():
+    labels, groups = np.repeat(np.arange(10), 3), np.array([f"g{i // 2}" for i in range(30)])
+    with pytest.warns(UserWarning, match="too few images to stratify the split: falling back to a plain group split"):
+        subsets = make_split(labels, Split(val=0.15, test=0.15, group_by="x"), groups=groups)
+    assert set(subsets) == {"train", "val", "test"} and max(len(p) for p in spread(groups, subsets).values()) == 1
+
+
 def test_group_by_takes_the_first_capture_group_else_the_match_and_unmatched_items_stand_alone(caplog):
     s = sources(np.array([0, 1, 0, 1]), ["x/p1_a.png", "x/p1_b.png", "x/p2_a.png", "x/odd.png"])
     assert groups_of(s, r"p(\d)_").tolist() == ["1", "1", "2", "(own) x/odd.png"]

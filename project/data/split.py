@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
+from sklearn.model_selection import GroupKFold, StratifiedGroupKFold, StratifiedKFold, train_test_split
 
 from project import logs
 from project.artifacts import atomic_write
@@ -66,19 +66,20 @@ def _check_groups(groups, parts, what, advice):
 
 
 def _group_folds(indices, labels, groups, parts, seed):
-    """StratifiedGroupKFold's folds of `indices` as [(rest, held out)], sorted indices; no fold may be empty."""
+    """StratifiedGroupKFold's folds of `indices` as [(rest, held out)], sorted indices (_check_groups first).
+    When every class is smaller than `parts` (StratifiedGroupKFold refuses), plain GroupKFold, with a warning."""
     splitter = StratifiedGroupKFold(parts, shuffle=True, random_state=seed)
+    if np.bincount(labels[indices]).max() < parts:
+        warnings.warn(
+            "a class has too few images to stratify the split: falling back to a plain group split", stacklevel=4
+        )
+        splitter = GroupKFold(parts, shuffle=True, random_state=seed)
     with warnings.catch_warnings():  # a class smaller than `parts` is stratified as far as it goes
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
         folds = [
             (np.sort(indices[rest]), np.sort(indices[held]))
             for rest, held in splitter.split(indices, labels[indices], groups[indices])
         ]
-    if any(not len(held) for _, held in folds):
-        raise UserError(
-            f"dataset card split.group_by: the groups cannot be spread over {parts} parts without leaving one "
-            f"empty (a few large groups?): use a finer group_by"
-        )
     return folds
 
 
