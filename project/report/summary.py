@@ -363,8 +363,8 @@ def metric_table(data, runs):
     seeds = len(runs["baseline"]) > 1 or len(runs["tuned"]) > 1
     head = [
         "metric",
-        "before (baseline)",
-        "after (tuned)",
+        f"before ({runs['baseline'][0]['name']})",  # with folds: the first fold's run (the folds: their own table)
+        f"after ({runs['tuned'][0]['name'] if runs['tuned'] else 'tuned'})",
         "change",
         f"trivial baseline (always predicting class {trivial['predicts']})",
     ]
