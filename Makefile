@@ -12,8 +12,8 @@ RUN ?= runs/$(PAPER)__$(DATASET)/tuned
 TUNE_ARGS := $(if $(TRIALS),--trials $(TRIALS)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(BUDGET),--budget $(BUDGET)) $(if $(FRESH),--fresh)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup all train tune tune-chief tune-worker sanity report evaluate predict validate weights download \
-        check-data list new-paper new-dataset bench bench-data lint format test test-all clean-runs
+.PHONY: help setup all train tune tune-chief tune-worker sanity report check evaluate predict validate weights download \
+        check-data list new-paper new-dataset card-reference bench bench-data lint format test test-all clean-runs
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ sanity: setup ## babysitting checks before training (FORCE=1 goes on after a FAI
 report: setup ## write reports/<paper>__<dataset>/report.md and report.html
 	$(PY) -m project report $(CARDS) $(if $(TARGET),--target $(TARGET)) $(ARGS)
 
+check: setup ## retrain what the committed report describes and compare (QUICK=1: the baseline's first seed)
+	$(PY) -m project check $(CARDS) $(if $(QUICK),--quick) $(ARGS)
+
 evaluate: setup ## recompute test metrics of a saved run (RUN=runs/<paper>__<dataset>/tuned)
 	$(PY) -m project evaluate --run $(RUN) $(ARGS)
 
@@ -76,6 +79,9 @@ new-paper: setup ## start a paper card: NAME=x [FROM=kermany2018]
 
 new-dataset: setup ## scan data and write a dataset card: NAME=y ADAPTER=folder DATA=path (PATH= works too)
 	$(PY) -m project new-dataset --name "$(NAME)" --adapter $(or $(ADAPTER),folder) --path "$(or $(DATA),$(if $(filter command line,$(origin PATH)),$(PATH)))" $(ARGS)
+
+card-reference: setup ## write every key of the paper and dataset cards into README.md (Cards > Card reference)
+	$(PY) -m project card-reference $(ARGS)
 
 bench: setup ## measure pipeline, overhead and tuner figures -> reports/bench/
 	$(PY) -m project bench $(CARDS) $(ARGS)

@@ -77,8 +77,8 @@ def measure_overhead(config, settings, log=print):
             val = data.dataset("val", feed_of(paper))
             for stage in t.stages:
                 if stage.epochs:
-                    apply_stage(model, stage.unfreeze, source)
-                    compile_model(model, paper, stage.learning_rate or t.learning_rate, steps, epochs, jit)
+                    apply_stage(model, stage.unfreeze, source, stage.train_batchnorm)
+                    compile_model(model, paper, stage.learning_rate or t.learning_rate, steps, epochs, jit, stage=stage)
                     model.fit(
                         data.dataset("train", feed_of(paper), epochs=(0, epochs)),
                         validation_data=val,

@@ -5,15 +5,29 @@ Every figure is saved with fixed size, dpi and no "Software" metadata, so the sa
 byte-identical PNG files and a regenerated report diffs cleanly.
 """
 
+import functools
 import io
 import math
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator
 
 DPI = 100
 STAGE_COLOURS = {"coarse": "#1f77b4", "fine": "#ff7f0e"}
+
+
+def literal_text(function):
+    """The figure's text is shown as written: a class name, file name or stage name with '$' in
+    it is not parsed as TeX (mathtext), which would garble it or, unbalanced, fail the report."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return function(*args, **kwargs)
+
+    return wrapper
 
 
 def png_bytes(fig):
@@ -28,6 +42,7 @@ def _empty(ax, text):
     ax.set_yticks([])
 
 
+@literal_text
 def learning_curves(history, title):
     """Loss and accuracy, train vs val, per global epoch; a dotted line where each stage begins."""
     fig = Figure(figsize=(9, 3.6))
@@ -54,6 +69,7 @@ def learning_curves(history, title):
     return png_bytes(fig)
 
 
+@literal_text
 def confusion(matrix, class_names, title):
     """Row-normalised confusion matrix (colour = share of the true class), counts in the cells."""
     matrix = np.asarray(matrix, dtype=float)
@@ -88,6 +104,7 @@ def confusion(matrix, class_names, title):
     return png_bytes(fig)
 
 
+@literal_text
 def trial_scatter(trials, name, objective, log, bounds=None):
     """Val objective of each trial against one hyperparameter; failed trials as red crosses on the floor.
 
@@ -139,6 +156,7 @@ def trial_scatter(trials, name, objective, log, bounds=None):
     return png_bytes(fig)
 
 
+@literal_text
 def image_grid(images, captions, title, columns=6):
     """A grid of uint8 images (H, W[, C]) with a caption under each."""
     count = max(1, len(images))
@@ -218,3 +236,173 @@ def overfit(check):
     ax.set(xlabel="epoch", title=f"overfitting {check['numbers']['examples']} examples")
     ax.legend()
     return fig
+
+
+@literal_text
+def reliability(panels):
+    """Reliability diagrams side by side: per confidence bin, accuracy (bars) against the diagonal.
+
+    panels: [(title, {"confidence", "accuracy", "count"} per bin as arrays, ece)].
+    """
+    fig = Figure(figsize=(4.2 * max(1, len(panels)), 3.8))
+    axes = np.atleast_1d(fig.subplots(1, max(1, len(panels))))
+    for ax, (title, bins, ece) in zip(axes, panels):
+        edges = np.linspace(0.0, 1.0, len(bins["count"]) + 1)
+        centres = (edges[:-1] + edges[1:]) / 2
+        filled = np.asarray(bins["count"]) > 0
+        ax.bar(
+            centres[filled],
+            np.asarray(bins["accuracy"])[filled],
+            width=edges[1] - edges[0],
+            alpha=0.8,
+            edgecolor="black",
+            linewidth=0.5,
+            label="accuracy",
+        )
+        ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+        ax.scatter(
+            np.asarray(bins["confidence"])[filled],
+            np.asarray(bins["accuracy"])[filled],
+            s=12,
+            color="black",
+            zorder=3,
+            label="mean confidence",
+        )
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"{title}: ECE {ece:.3f}", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return png_bytes(fig)
+
+
+@literal_text
+def parallel_coordinates(axes, objective, failed, label):
+    """One line per trial across one vertical axis per hyperparameter, each scaled to its own range
+    (log10 for log-sampled ones), coloured by the objective; failed trials dashed red.
+
+    axes: [(name, values as floats, tick labels {position 0-1: text})]; objective: floats (NaN when failed).
+    """
+    from matplotlib import colormaps
+    from matplotlib.colors import Normalize
+
+    fig = Figure(figsize=(max(5.0, 1.6 * len(axes) + 2.0), 4.0))
+    ax = fig.subplots()
+    objective = np.asarray(objective, dtype=float)
+    finite = objective[np.isfinite(objective)]
+    norm = (
+        Normalize(finite.min(), finite.max() if finite.max() > finite.min() else finite.min() + 1e-9)
+        if len(finite)
+        else Normalize(0, 1)
+    )
+    cmap = colormaps["viridis"]
+    x = np.arange(len(axes))
+    lines = np.column_stack([values for _, values, _ in axes]) if axes else np.zeros((len(objective), 0))
+    order = np.argsort(np.where(np.isfinite(objective), objective, -np.inf), kind="stable")  # best drawn on top
+    for i in order:
+        if failed[i] or not np.isfinite(objective[i]):
+            ax.plot(x, lines[i], color="red", linestyle="--", linewidth=1, alpha=0.7)
+        else:
+            ax.plot(x, lines[i], color=cmap(norm(objective[i])), linewidth=1.8, alpha=0.9)
+    for k, (_, _, ticks) in enumerate(axes):
+        ax.axvline(k, color="black", linewidth=0.8)
+        for position, text in ticks.items():
+            ax.text(k + 0.03, position, text, fontsize=7, va="center", color="dimgray")
+    ax.set_xticks(x, [name for name, _, _ in axes], fontsize=8, rotation=15)
+    ax.set_yticks([])
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_xlim(-0.2, max(0.8, len(axes) - 0.4))
+    if not len(objective):
+        _empty(ax, "no trials")
+    from matplotlib.cm import ScalarMappable
+
+    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=label)
+    ax.set_title("every trial (dashed red: failed or exploded)", fontsize=10)
+    fig.tight_layout()
+    return png_bytes(fig)
+
+
+@literal_text
+def importance_bars(names, spearman, forest):
+    """|Spearman rho| and random-forest importance of each hyperparameter on the objective."""
+    fig = Figure(figsize=(5.5, 0.45 * len(names) + 1.6))
+    ax = fig.subplots()
+    y = np.arange(len(names))
+    ax.barh(y - 0.2, np.abs(spearman), height=0.4, label="|Spearman rho|")
+    ax.barh(y + 0.2, forest, height=0.4, label="random-forest importance")
+    ax.set_yticks(y, names, fontsize=8)
+    ax.set_xlim(0, 1)
+    ax.invert_yaxis()
+    ax.grid(alpha=0.3, axis="x")
+    ax.legend(fontsize=7)
+    ax.set_title("hyperparameter importance (rough with few trials)", fontsize=10)
+    fig.tight_layout()
+    return png_bytes(fig)
+
+
+@literal_text
+def before_after(sides, target=None):
+    """Test accuracy before and after: each side's first run with its 95% interval, its other seeds
+    as small dots, and the target as a dashed line. sides: [(label, [accuracy per seed], (low, high))]."""
+    fig = Figure(figsize=(4.6, 2.6))
+    ax = fig.subplots()
+    for y, (_, values, (low, high)) in enumerate(sides):
+        ax.errorbar(
+            [values[0]],
+            [y],
+            xerr=[[values[0] - low], [high - values[0]]],
+            fmt="o",
+            capsize=4,
+            color=STAGE_COLOURS["coarse"] if y == 0 else STAGE_COLOURS["fine"],
+        )
+        if len(values) > 1:
+            ax.scatter(
+                values[1:],
+                [y] * (len(values) - 1),
+                s=12,
+                color="grey",
+                zorder=3,
+                label="other seeds" if y == 0 else None,
+            )
+    if target is not None:
+        ax.axvline(target, color="red", linestyle="--", linewidth=1, label=f"target {target:g}")
+    ax.set_yticks(range(len(sides)), [label for label, _, _ in sides])
+    ax.set_ylim(-0.6, len(sides) - 0.4)
+    ax.set_xlabel("test accuracy (95% interval)")
+    ax.grid(alpha=0.3, axis="x")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return png_bytes(fig)
+
+
+@literal_text
+def gradcam_grid(images, panels, captions, class_names, columns=3):
+    """Per image: the image, then each model's Grad-CAM heatmap over it, titled with its prediction.
+    panels: [(label, heatmaps in [0, 1] at the images' size, predicted class indices)]."""
+    from matplotlib import colormaps
+
+    width = 1 + len(panels)
+    rows = math.ceil(len(images) / columns) if len(images) else 1
+    fig = Figure(figsize=(1.6 * width * columns, 1.9 * rows))
+    axes = np.atleast_2d(fig.subplots(rows, width * columns))
+    for ax in axes.flat:
+        ax.axis("off")
+    jet = colormaps["jet"]
+    for i, image in enumerate(images):
+        row, first = divmod(i, columns)
+        ax = axes[row, first * width]
+        ax.imshow(image.astype("uint8"))
+        ax.set_title(captions[i], fontsize=7)
+        for k, (label, heat, predicted) in enumerate(panels, 1):
+            overlay = 0.55 * image / 255.0 + 0.45 * jet(heat[i])[..., :3]
+            ax = axes[row, first * width + k]
+            ax.imshow(np.clip(overlay, 0, 1))
+            ax.set_title(f"{label}: {class_names[predicted[i]]}", fontsize=7)
+    if not len(images):
+        _empty(axes[0, 0], "no images")
+    fig.tight_layout()
+    return png_bytes(fig)

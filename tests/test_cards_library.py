@@ -12,7 +12,7 @@ import yaml
 from conftest import make_image_folder, write_card
 
 from project.config import cards
-from project.config.schema import Dataset, Paper, Scratch
+from project.config.schema import POOLINGS, Dataset, Paper, Scratch, scratch_sizes
 from project.data.adapters import ADAPTERS, load_sources
 from project.data.augment import build_augmentation
 from project.data.split import make_split
@@ -142,12 +142,13 @@ def test_scratch_card_spells_out_every_scratch_option():
     data = yaml.safe_load(text)
     assert data["model"]["backbone"] == "scratch"
     assert set(data["model"]["scratch"]) == set(Scratch.model_fields), "every scratch option written out"
-    assert data["model"]["preprocessing"] in ("per_channel_mean", "mean_image")
-    for field in ("activation", "initializer", "normalization"):
+    assert data["model"]["preprocessing"] == "rescale" and data["model"]["scratch"]["padding"] == "valid"  # the paper's
+    for field in ("activation", "initializer", "normalization", "padding"):
         for value in typing.get_args(Scratch.model_fields[field].annotation):
             assert value in text, f"the card should name {field} choice {value!r}"
-    for value in ("per_channel_mean", "mean_image"):
+    for value in (*POOLINGS, "per_channel_mean", "mean_image", "rescale", "flatten"):
         assert value in text
+    assert not any("padding" in caveat or "1/255" in caveat for caveat in data["caveats"]), "no gap left to explain"
 
 
 def _stats(m):
@@ -157,14 +158,24 @@ def _stats(m):
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in PAPERS])
 def test_paper_card_builds_its_model_without_weights(name):
-    from project.model.classifier import build_model
+    """Each card's model builds, and each of its stages applies (unfreeze, train_batchnorm) and compiles
+    (its lr_multipliers) as fit_stages does, with the optimizer built."""
+    from project.model.classifier import apply_stage, backbone_of, build_model
+    from project.train.training import compile_model
 
     p = cards.validate(Paper, {**paper_data(name), "model": {**paper_data(name)["model"], "weights": "none"}}, name)
     model, weights = build_model(p.model, 3, _stats(p.model), l2=p.training.l2)
     assert model.input_shape == (None, *p.model.input_size, 3)
     assert model.output_shape == (None, 3)
     assert weights.kind == "random"
-    assert model.get_layer("backbone") is not None
+    if p.model.backbone == "scratch":
+        assert backbone_of(model).output_shape[1:3] == scratch_sizes(p.model.scratch, p.model.input_size)[-1][1:]
+    if p.training.l2:
+        assert any(v.regularizer is not None for v in backbone_of(model).weights), "training.l2 reaches the backbone"
+    for stage in p.training.stages:
+        apply_stage(model, stage.unfreeze, weights, stage.train_batchnorm)
+        compile_model(model, p, stage.learning_rate or p.training.learning_rate, 10, max(1, stage.epochs), stage=stage)
+        assert model.optimizer.built
 
 
 def test_model_input_sizes_are_the_cards():
@@ -207,35 +218,42 @@ def test_chest_xray_card_keeps_test_and_carves_val_from_train(tmp_path):
     assert set(np.asarray(sources.subsets)[subsets == "test"]) == {"test"}
 
 
-def test_oxford_pets_card_reads_the_list_file_layout(tmp_path):
+def test_oxford_pets_card_reads_the_official_split_from_its_list_files(tmp_path):
     d = dataset("oxford_pets")
-    manifest = tmp_path / d.options["manifest"]
-    images = manifest.parent / d.options["root"]
+    manifests = {subset: tmp_path / name for subset, name in d.options["manifests"].items()}
+    images = manifests["train"].parent / d.options["root"]
     images.mkdir(parents=True)
-    manifest.parent.mkdir(parents=True, exist_ok=True)
-    lines = ["#Image CLASS-ID SPECIES BREED ID", "#ID: 1:37 Class ids"]
     from PIL import Image
 
-    for class_id, breed in ((1, d.classes[0]), (2, d.classes[1]), (37, d.classes[36])):
-        for n in range(3):
-            Image.new("RGB", (8, 8), (class_id, n, 0)).save(images / f"{breed}_{n}.jpg")
-            lines.append(f"{breed}_{n} {class_id} 1 {n}")
-    manifest.write_text("\n".join(lines) + "\n")
+    for subset, manifest in manifests.items():
+        lines = []
+        for class_id, breed in ((1, d.classes[0]), (2, d.classes[1]), (37, d.classes[36])):
+            for n in range(10 if subset == "train" else 2):
+                Image.new("RGB", (8, 8), (class_id, n, 0)).save(images / f"{breed}_{subset}{n}.jpg")
+                lines.append(f"{breed}_{subset}{n} {class_id} 1 {n}")
+        manifest.write_text("\n".join(lines) + "\n")
     sources = load_sources(d.adapter, d.options, tmp_path, None)
-    assert len(sources) == 9 and all(item.endswith(".jpg") for item in sources.items)
-    assert all(os.path.exists(item) for item in sources.items)
-    assert sources.class_names == ["1", "2", "37"]
-    assert sorted(set(sources.labels.tolist())) == [0, 1, 2]
+    assert len(sources) == 36 and all(os.path.exists(item) and item.endswith(".jpg") for item in sources.items)
+    assert sources.class_names == ["1", "2", "37"] and sorted(set(sources.labels.tolist())) == [0, 1, 2]
+    subsets = make_split(sources.labels, d.split, sources.subsets)
+    assert (subsets == "test").sum() == 6 and set(np.asarray(sources.ids)[subsets == "test"]) == {
+        f"{breed}_test{n}.jpg" for breed in (d.classes[0], d.classes[1], d.classes[36]) for n in range(2)
+    }
 
 
-def test_intel_card_layout_is_a_presplit_tree(tmp_path):
+def test_intel_card_reads_the_kaggle_archive_as_it_unzips(tmp_path):
     d = dataset("intel_image_classification")
-    make_image_folder(
-        tmp_path / d.options["path"], classes={c: 0 for c in d.classes}, presplit={"train": 10, "test": 3}
-    )
+    root = tmp_path / d.options["path"]
+    for subset, folder in d.options["subsets"].items():
+        make_image_folder(root / folder, classes={c: {"train": 10, "test": 3}[subset] for c in d.classes})
+    (root / "seg_pred" / "seg_pred").mkdir(parents=True)  # unlabelled images: not read
+    from PIL import Image
+
+    for n in range(4):
+        Image.new("RGB", (8, 8)).save(root / "seg_pred" / "seg_pred" / f"{n}.jpg")
     sources = load_sources(d.adapter, d.options, tmp_path, d.classes)
     subsets = make_split(sources.labels, d.split, sources.subsets)
-    assert sources.class_names == d.classes
+    assert sources.class_names == d.classes and len(sources) == 6 * 13
     assert (subsets == "test").sum() == 18 and abs((subsets == "val").sum() - 6) <= 1
 
 

@@ -84,15 +84,15 @@ def write_cards(folder):
     return load_config(str(folder / "tiny.yaml"), str(folder / "digits.yaml"))
 
 
-def arguments(runs, reports, target=None):
-    return argparse.Namespace(runs_dir=str(runs), reports_dir=str(reports), target=target)
+def arguments(runs, reports, target=None, pdf=False):
+    return argparse.Namespace(runs_dir=str(runs), reports_dir=str(reports), target=target, pdf=pdf)
 
 
-def make_report(config, runs, reports, target=None):
+def make_report(config, runs, reports, target=None, pdf=False):
     """Run the `report` command's function; returns its printed output."""
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        report_module.cli(config, arguments(runs, reports, target))
+        report_module.cli(config, arguments(runs, reports, target, pdf))
     return out.getvalue()
 
 
@@ -207,12 +207,67 @@ def test_figures_are_valid_pngs(made):
         "trials_learning_rate.png",
         "trials_dropout.png",
         "trials_batch_size.png",
+        "reliability.png",
+        "trials_parallel.png",
+        "summary.png",
+        "gradcam.png",
     }
     assert expected <= set(names)
     for name in names:
         with Image.open(made["folder"] / "figures" / name) as image:
             image.verify()
             assert image.format == "PNG" and image.size[0] > 100
+
+
+def test_the_search_is_in_tensorboards_hparams_dashboard(made):
+    hparams = made["root"] / "tuning" / "hparams"
+    trials = pd.read_csv(made["root"] / "tuning" / "trials.csv", dtype={"trial_id": str})
+    assert sorted(p.name for p in hparams.iterdir() if p.is_dir()) == sorted(
+        f"{s}-{t}" for s, t in zip(trials["stage"], trials["trial_id"])
+    )
+    assert list(hparams.glob("events.out.tfevents.*"))
+
+
+def test_calibration_section_fits_the_temperature_on_val_and_keeps_the_accuracy(made):
+    from project.report.calibration import calibrate, probabilities_of
+
+    text = section(made["md"], report_module.SECTIONS.index("Calibration") + 1)
+    names = made["before"]["class_names"]
+    folder = made["root"] / "baseline"
+    read = lambda name: pd.read_csv(folder / name, dtype={"true": str})  # noqa: E731
+    expected = calibrate(
+        probabilities_of(read("predictions.csv"), names), probabilities_of(read("predictions_val.csv"), names)
+    )
+    assert (
+        f"**Before:** ECE {expected['ece']:.3f} → {expected['ece_scaled']:.3f} after temperature "
+        f"T = {expected['temperature']:.2f} fitted on val" in text
+    )
+    data = json.loads((made["folder"] / "metrics.json").read_text())
+    assert data["calibration"]["before"]["temperature"] == pytest.approx(expected["temperature"])
+    assert data["before"]["test_accuracy"] == made["before"]["test_accuracy"]  # a temperature changes no figure
+
+
+def test_where_the_model_looks_shows_the_same_images_before_and_after(made):
+    from project.report.explain import MISTAKES, chosen_images
+
+    text = section(made["md"], report_module.SECTIONS.index("Where the model looks") + 1)
+    assert "![Grad-CAM heatmaps of the same test images before and after optimisation](figures/gradcam.png)" in text
+    tuned = pd.read_csv(made["root"] / "tuned" / "predictions.csv", dtype={"source": str, "true": str})
+    chosen = chosen_images(tuned, made["after"]["class_names"])
+    wrong = int((tuned["true"] != tuned["predicted"]).sum())
+    right_classes = tuned.loc[tuned["true"] == tuned["predicted"], "true"].nunique()
+    assert len(chosen) == min(MISTAKES, wrong) + right_classes
+    with Image.open(made["folder"] / "figures" / "gradcam.png") as image:
+        assert image.size[1] > 100
+
+
+def test_calibration_of_a_run_without_val_predictions_says_so(made, tmp_path):
+    root = copy_root(made, tmp_path)
+    (root / "baseline" / "predictions_val.csv").unlink()
+    make_report(made["config"], tmp_path / "runs", tmp_path / "reports")
+    md = (tmp_path / "reports" / made["config"].run_name / "report.md").read_text()
+    text = section(md, report_module.SECTIONS.index("Calibration") + 1)
+    assert "baseline has no predictions_val.csv" in text and "**After:** ECE" in text
 
 
 def test_hyperparameters_before_after_changed_and_assumed(made):
@@ -384,7 +439,7 @@ def test_sanity_data_issues_and_diagnosis_when_present(made, tmp_path):
     make_report(made["config"], root.parent, tmp_path / "reports")
     folder = tmp_path / "reports" / made["config"].run_name
     md = (folder / "report.md").read_text()
-    sanity = section(md, 10)
+    sanity = section(md, report_module.SECTIONS.index("Sanity checks") + 1)
     assert "| 1 initial loss vs ln(C) | PASS | loss 2.305, ln_C 2.303, tolerance 0.25 | as expected |" in sanity
     assert (
         "| 4 learning-rate sweep | WARN | lr_explodes 0.5, suggested_range [0.0001, 0.01] | search 1e-4 to 1e-2 |"
@@ -393,7 +448,7 @@ def test_sanity_data_issues_and_diagnosis_when_present(made, tmp_path):
     assert "![sanity check: 4 learning-rate sweep](figures/sanity_lr_sweep.png)" in sanity
     assert "expects. Augmentation: the fill shifts the means: reflect the borders |" in sanity  # its own sentence
     assert (folder / "figures" / "sanity_lr_sweep.png").read_bytes() == (root / "sanity_lr_sweep.png").read_bytes()
-    data = section(md, 8)
+    data = section(md, report_module.SECTIONS.index("Data") + 1)
     assert (
         "**Images excluded:** 2" in data
         and "| excluded | corrupt | 2 |" in data
@@ -439,9 +494,13 @@ def test_summary_starts_with_the_headline_of_the_paired_comparison(made):
     comparison = json.loads((made["folder"] / "comparison.json").read_text())
     assert set(comparison) == COMPARISON_KEYS and comparison["folds"] is None  # no cross-validation here
     summary = section(made["md"], 1)
-    assert blocks(summary)[0] == comparison["headline"]
-    assert blocks(summary)[1].startswith("**Overall verdict against the paper: not comparable.**")
-    first = re.search(r"<h2>1\. Summary</h2>\n<p>(.*?)</p>", made["html"]).group(1)
+    assert (
+        blocks(summary)[0]
+        == "![test accuracy before and after optimisation, 95% intervals; other seeds as dots](figures/summary.png)"
+    )
+    assert blocks(summary)[1] == comparison["headline"]
+    assert blocks(summary)[2].startswith("**Overall verdict against the paper: not comparable.**")
+    first = re.search(r"<h2>1\. Summary</h2>\n<figure>.*?</figure>\n<p>(.*?)</p>", made["html"], re.S).group(1)
     assert first == str(escape(comparison["headline"]))
     # b and c counted here from the two predictions.csv, image by image
     before, after = correct_by_image(made["root"], "baseline"), correct_by_image(made["root"], "tuned")
@@ -495,7 +554,9 @@ def test_every_accuracy_stands_next_to_the_trivial_baseline(made):
         f"{share:.4f} |"
         in section(made["md"], 2).split("| digits (scikit-learn digits) | test accuracy |")[1].splitlines()[0]
     )
-    assert f"(trivial baseline, the majority class's share: {share:.4f})" in section(made["md"], 13)
+    assert f"(trivial baseline, the majority class's share: {share:.4f})" in section(
+        made["md"], report_module.SECTIONS.index("Model card") + 1
+    )
     assert comparison["imbalanced"] is False and comparison["lead_metrics"] == ["accuracy"]
     assert "**Lead metric:** accuracy" in summary and "imbalanced" not in summary
 
@@ -658,8 +719,8 @@ def test_several_seeds_on_both_sides_decide_the_headline(made, tmp_path):
     assert (seeds["before"]["n"], seeds["after"]["n"]) == (3, 3) and seeds["difference"] == pytest.approx(0.1)
     assert comparison["decision"]["by"] == "seeds"
     summary = section((folder / "report.md").read_text(), 1)
-    assert blocks(summary)[0].startswith("Optimisation improved test accuracy by +0.1000 (95 % CI [")
-    assert "mean over 3 vs 3 seeds, Welch's t-test" in blocks(summary)[0]
+    assert blocks(summary)[1].startswith("Optimisation improved test accuracy by +0.1000 (95 % CI [")
+    assert "mean over 3 vs 3 seeds, Welch's t-test" in blocks(summary)[1]
     assert "| test accuracy per seed | 0.8000, 0.8100, 0.8200 | 0.9000, 0.9100, 0.9200 |" in summary
     assert f"**Welch's t-test** (n = 3 before, 3 after): t = {welch.statistic:.3f}" in summary
     assert "cannot go below 0.1" in summary
@@ -822,3 +883,94 @@ def test_a_weights_fallback_is_told_by_the_recorded_kind_not_by_the_display_text
     make_report(made["config"], tmp_path / "runs", tmp_path / "reports")
     md = (tmp_path / "reports" / made["config"].run_name / "report.md").read_text()
     assert "ImageNet weights were unavailable: tuned trained from RANDOM initialisation" in md
+
+
+@pytest.mark.browser
+def test_report_pdf_holds_every_section_and_every_hyperparameter_column(made, tmp_path):
+    from pypdf import PdfReader
+
+    reports = tmp_path / "reports"
+    printed = make_report(made["config"], made["runs"], reports, pdf=True)
+    pdf = reports / made["config"].run_name / "report.pdf"
+    assert str(pdf) in printed
+    reader = PdfReader(pdf)
+    text = re.sub(r"\s+", " ", " ".join(page.extract_text() for page in reader.pages))
+    for number, title in enumerate(report_module.SECTIONS, 1):
+        assert f"{number}. {title}" in text
+    head = next(line for line in section(made["md"], 3).splitlines() if line.startswith("| hyperparameter"))
+    for column in [c.strip() for c in head.strip("|").split("|")]:
+        assert column in text, column
+    assert len(reader.pages) >= len(report_module.SECTIONS)  # a page break before every section
+    first = pdf.read_bytes()
+    make_report(made["config"], made["runs"], reports, pdf=True)
+    assert pdf.read_bytes() == first  # the print date is the report's own: the same runs, the same bytes
+
+
+def test_without_chromium_the_report_says_how_to_get_the_pdf(made, tmp_path, monkeypatch):
+    monkeypatch.setenv("CHROMIUM", str(tmp_path / "no-such-browser"))
+    printed = make_report(made["config"], made["runs"], tmp_path / "reports", pdf=True)
+    assert "no report.pdf: Chromium not found (apt-get install chromium" in printed
+    assert not (tmp_path / "reports" / made["config"].run_name / "report.pdf").exists()
+    assert (tmp_path / "reports" / made["config"].run_name / "report.html").exists()
+
+
+@pytest.mark.browser
+def test_wide_tables_wrap_instead_of_running_out_of_view(made, tmp_path):
+    wide = tmp_path / "wide.html"  # the old style, cells that never wrap: the same check catches it
+    cells = "".join(f"<td>{'long_augmentation_value_' * 4}{i}</td>" for i in range(8))
+    wide.write_text(
+        "<!DOCTYPE html><style>td { white-space: nowrap; }</style>"
+        f"<div class='scroll' style='overflow-x:auto'><table><tr><th>key</th>{cells}</tr></table></div>"
+    )
+    browser = Chromium(tmp_path / "profile")
+    try:
+        cut = {width: browser.cut_tables(made["folder"] / "report.html", width) for width in (1300, 800)}
+        broken = browser.cut_tables(wide, 1300)
+    finally:
+        browser.close()
+    assert cut == {1300: [], 800: []}
+    assert broken == ["key"]
+
+
+def test_make_check_repeats_the_report_exactly_and_fails_on_a_changed_number(made, tmp_path):
+    from project.commands import check as check_module
+
+    folder = tmp_path / "reports" / made["config"].run_name
+    shutil.copytree(made["folder"], folder)
+    rows, exact = check_module.check(folder, tmp_path / "runs")
+    assert exact  # the same machine, deterministic runs: nothing but identical numbers passes
+    assert {r[0] for r in rows} == {"baseline", "tuned"} and all(r[-1] and r[4] == 0 for r in rows), rows
+    assert not list((tmp_path / "runs").iterdir())  # the fresh runs are gone, the committed report untouched
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics["seeds"]["baseline"][0]["test_accuracy"] += 1e-6
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    args = argparse.Namespace(
+        reports_dir=str(tmp_path / "reports"), runs_dir=str(tmp_path / "runs"), quick=True, quiet=True
+    )
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        status = check_module.cli(made["config"], args)
+    assert status == 1
+    assert re.search(r"baseline\s+test_accuracy .* exact\s+NO", out.getvalue())
+    assert "1 of 4 numbers differ" in out.getvalue() and "tuned" not in out.getvalue().split("\n", 1)[1]
+
+
+def test_make_check_allows_the_seed_spread_on_another_machine():
+    from project.commands.check import TOLERANCE, compare
+
+    committed = {
+        "test_accuracy": 0.9,
+        "test_macro_f1": 0.9,
+        "test_loss": 0.3,
+        "val_accuracy": 0.9,
+        "deterministic": True,
+    }
+    group = [committed | {"test_accuracy": a} for a in (0.90, 0.92, 0.94)]
+    elsewhere = {"cpu": "another CPU", "tensorflow": "2.21.0 (CPU)", "onednn": True}
+    fresh = committed | {"test_accuracy": 0.93}
+    rows, exact = compare("baseline", committed | {"machine": {"cpu": "x"}}, fresh, group, elsewhere)
+    assert not exact and rows[0][-1] and rows[0][5] == pytest.approx(0.04)  # 2 x the seeds' std
+    rows, _ = compare(
+        "baseline", committed, committed | {"test_accuracy": 0.9 + 2 * TOLERANCE["test_accuracy"]}, [], elsewhere
+    )
+    assert not rows[0][-1]

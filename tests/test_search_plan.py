@@ -51,15 +51,20 @@ def test_the_progress_line_counts_best_and_eta():
             "best_val_accuracy": [0.5, None],
             "epochs_run": [2, 2],
             "status": ["completed", "exploded"],
+            "failure_reason": ["", "exploded: training loss nan in epoch 1, batch 2\n(a second line)"],
             "wall_seconds": [30.0, 10.0],
         }
     )
     progress = Progress({"coarse": (4, 2), "fine": (2, 5)}, retrain_epochs=10, objective="val_accuracy", start=0)
     line = progress.line("coarse", table, "1")
     # 2 coarse trials x 2 epochs + 2 fine x 5 + 10 retrain = 24 epochs left at 40 s / 4 epochs
-    assert line.startswith("[coarse] trial 2/4 exploded in 10s: best 0.5000 - elapsed ")
+    assert line.startswith("[coarse] trial 2/4 exploded (training loss nan in epoch 1, batch 2) in 10s: best 0.5000 - ")
     assert "about 4m00s left (ETA " in line
-    assert "val_accuracy 0.5000, best 0.5000" in progress.line("coarse", table, "0")
+    assert progress.line("coarse", table, "1", "t/error.log").startswith(
+        "[coarse] trial 2/4 exploded (training loss nan in epoch 1, batch 2; traceback in t/error.log) in 10s: "
+    )
+    completed = progress.line("coarse", table, "0", "t/error.log")  # a stale log of an earlier start is not named
+    assert completed.startswith("[coarse] trial 2/4 completed in 30s: val_accuracy 0.5000, best 0.5000 - elapsed ")
 
 
 def test_the_plan_line_says_what_make_all_runs(tmp_path):

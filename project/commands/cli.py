@@ -20,6 +20,7 @@ COMMANDS = {
     "tune": ("project.tune.tuning:cli", True, "random search coarse -> fine, then retrain the best"),
     "sanity": ("project.train.sanity:cli", True, "babysitting checks: initial loss, overfit 20, lr sweep, ..."),
     "report": ("project.report.render:cli", True, "write reports/<paper>__<dataset>/report.md and report.html"),
+    "check": ("project.commands.check:cli", True, "retrain what the committed report describes and compare"),
     "evaluate": ("project.train.evaluate:evaluate_cli", False, "recompute test metrics of a saved run (RUN=...)"),
     "predict": ("project.train.evaluate:predict_cli", False, "predict a folder or files with a saved run"),
     "check-data": ("project.data.datacheck:cli", True, "scan the dataset and list what cannot be used"),
@@ -31,6 +32,7 @@ COMMANDS = {
     "list": ("project.commands.library:list_cli", False, "list paper cards and dataset cards"),
     "new-paper": ("project.commands.library:new_paper_cli", False, "write a new paper card from a template"),
     "new-dataset": ("project.commands.new_dataset:new_dataset_cli", False, "scan data and write a new dataset card"),
+    "card-reference": ("project.commands.card_reference:cli", False, "write every card key into README.md's reference"),
     "bench": ("benchmarks.bench:cli", True, "measure pipeline, overhead and tuner figures"),
     "bench-data": ("benchmarks.bench:data_cli", False, "measure input pipeline throughput"),
 }

@@ -225,14 +225,24 @@ def data_status(card, base, name="..."):
             if prepared.exists()
             else (False, f"no: `make download DATASET={name}` prepares it in {root}")
         )
+    if card.adapter == "csv" and isinstance(options.get("manifests"), dict):  # one manifest per subset
+        paths = [_card_path(manifest, base) for manifest in options["manifests"].values()]
+        missing = [path for path in paths if not path.is_file()]
+        return (
+            (False, f"no: expected at {display(missing[0])}") if missing else (True, f"yes ({display(paths[0])}, ...)")
+        )
     option = PATH_OPTION.get(card.adapter)
     if option is None or option not in options:
         return False, "? (custom adapter: run `make check-data`)"
-    path = Path(os.path.expanduser(str(options[option])))
-    path = path if path.is_absolute() else Path(base) / path
+    path = _card_path(options[option], base)
     if path.is_dir() and any(path.iterdir()) or path.is_file():
         return True, f"yes ({display(path)})"
     return False, f"no: expected at {display(path)}"
+
+
+def _card_path(value, base):
+    path = Path(os.path.expanduser(str(value)))
+    return path if path.is_absolute() else Path(base) / path
 
 
 def _keras_home():

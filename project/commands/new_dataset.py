@@ -6,6 +6,7 @@ the next step, decodes every file. Nothing here imports TensorFlow unless an ada
 
 import datetime
 import os
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -27,7 +28,9 @@ def new_dataset_cli(args, datasets_dir=None):
     )
     adapter = args.adapter or "folder"
     options = dataset_options(adapter, args.path, getattr(args, "overrides", []), datasets_dir)
+    options, found = subset_layout(adapter, options, datasets_dir)
     scan = scan_dataset(adapter, options, datasets_dir)
+    scan["notes"] = found + scan["notes"]
     text = dataset_card_text(name, adapter, options, scan)
     write_new(target, text)
     log.info(summary_text(scan))
@@ -68,6 +71,77 @@ def dataset_options(adapter, path, overrides, datasets_dir):
         key, value = cards.parse_override(text)
         options[key.removeprefix("options.")] = value
     return options
+
+
+# a folder or manifest name part that names a subset: seg_train, trainval.txt, Testing, valid
+SUBSET_WORDS = {
+    "train": "train",
+    "training": "train",
+    "trainval": "train",
+    "test": "test",
+    "testing": "test",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+}
+MANIFEST_SUFFIXES = (".csv", ".txt", ".tsv")
+
+
+def subset_layout(adapter, options, datasets_dir):
+    """Options for data laid out per subset under other names: folders such as seg_train/ and
+    seg_test/ (the folder adapter's `subsets`), or a folder of manifests such as trainval.txt and
+    test.txt (the csv adapter's `manifests`). Returns (options, notes for the summary)."""
+    key = {"folder": "path", "csv": "manifest"}.get(adapter)
+    if key is None or key not in options or "subsets" in options or "manifests" in options:
+        return options, []
+    top = Path(os.path.expanduser(str(options[key])))
+    top = top if top.is_absolute() else Path(datasets_dir) / top
+    if not top.is_dir():
+        return options, []
+    if adapter == "folder":
+        entries = [p for p in sorted(top.iterdir()) if p.is_dir() and not p.name.startswith((".", "__"))]
+        if all(p.name.lower() in ("train", "val", "valid", "validation", "test") for p in entries):
+            return options, []  # a train/ val/ test/ tree: the folder adapter reads it as it is
+        entries = [_class_parent(p) for p in entries]
+        entries = [p for p in entries if any(c.is_dir() for c in p.iterdir())]
+    else:
+        entries = [p for p in sorted(top.iterdir()) if p.is_file() and p.suffix.lower() in MANIFEST_SUFFIXES]
+    found = {}
+    for entry in entries:
+        subset = _subset_word(entry.relative_to(top).parts[0])
+        if subset:
+            found.setdefault(subset, []).append(entry.relative_to(top).as_posix())
+    single = {s: names[0] for s, names in found.items() if len(names) == 1}
+    if "train" not in single or len(single) < 2 or len(single) != len(found):
+        if adapter == "csv":
+            raise UserError(
+                f"new-dataset --path {options[key]} is a folder: the csv adapter needs a manifest file, or a folder "
+                f"with one manifest per subset, one name each with train, val or test (found: {', '.join(p.name for p in entries) or 'none'})"
+            )
+        return options, []
+    option = {"folder": "subsets", "csv": "manifests"}[adapter]
+    prefix = "" if adapter == "folder" else f"{options[key]}/"
+    mapping = {s: f"{prefix}{single[s]}" for s in ("train", "val", "test") if s in single}
+    rest = {k: v for k, v in options.items() if not (adapter == "csv" and k == key)}
+    left = sorted({p.relative_to(top).parts[0] for p in entries} - {Path(n).parts[0] for n in single.values()})
+    kind = "folder" if adapter == "folder" else "manifest"
+    notes = [f"one {kind} per subset: options.{option}: {mapping}" + (f"; not read: {', '.join(left)}" if left else "")]
+    return {**rest, option: mapping}, notes
+
+
+def _subset_word(name):
+    """train / val / test when a word of `name` names a subset (seg_train, Testing), else None."""
+    words = re.split(r"[^a-z]+", Path(name).stem.lower())
+    return next((SUBSET_WORDS[w] for w in words if w in SUBSET_WORDS), None)
+
+
+def _class_parent(folder):
+    """Down single nested folders (Kaggle's seg_train/seg_train/) to the folder that holds the classes."""
+    while True:
+        children = [p for p in folder.iterdir() if not p.name.startswith(".")]
+        if len(children) != 1 or not children[0].is_dir() or not any(c.is_dir() for c in children[0].iterdir()):
+            return folder
+        folder = children[0]
 
 
 def scan_dataset(adapter, options, base):
@@ -267,8 +341,13 @@ def dataset_card_text(name, adapter, options, scan):
 
 
 def _layout_text(adapter, options, scan):
+    if adapter == "folder" and "subsets" in options:
+        folders = ", ".join(f"{s}: {f}/" for s, f in options["subsets"].items())
+        return f"{options['path']}/: subset folders ({folders}), each with one folder per class"
     if adapter == "folder":
         return f"{options['path']}/: {scan.get('layout', 'one folder per class')}"
+    if adapter == "csv" and "manifests" in options:
+        return f"one manifest per subset ({', '.join(f'{s}: {m}' for s, m in options['manifests'].items())}), one row per image"
     if adapter == "csv":
         return f"manifest {options['manifest']}: one row per image (path, label)"
     if adapter == "npz":

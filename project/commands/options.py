@@ -12,7 +12,8 @@ TAKES = {
     "train": (*CARDS, "--runs-dir", "--seeds", "--fresh"),
     "tune": (*CARDS, "--runs-dir", "--trials", "--epochs", "--stage", "--budget", "--seeds", "--fresh"),
     "sanity": (*CARDS, "--runs-dir", "--force"),
-    "report": (*CARDS, "--runs-dir", "--reports-dir", "--target"),
+    "report": (*CARDS, "--runs-dir", "--reports-dir", "--target", "--no-pdf"),
+    "check": (*CARDS, "--runs-dir", "--reports-dir", "--quick"),
     "evaluate": ("--run",),
     "predict": ("--run", "--images", "--output"),
     "check-data": (*CARDS, "--runs-dir"),
@@ -23,6 +24,7 @@ TAKES = {
     "list": (),
     "new-paper": ("--name", "--from"),
     "new-dataset": ("--name", "--adapter", "--path", "--set"),
+    "card-reference": ("--output",),
     "bench": (*CARDS, "--quick", "--output", "--reports-dir"),
     "bench-data": ("--quick", "--output", "--reports-dir"),
 }
@@ -63,6 +65,7 @@ def specs():
         "--adapter": {"default": "folder", "help": "the dataset's adapter (default: folder)"},
         "--path": {"default": None, "help": "the data's folder or manifest"},
         "--quick": {"action": "store_true", "help": "tiny sizes (seconds, for tests)"},
+        "--no-pdf": {"dest": "pdf", "action": "store_false", "help": "skip report.pdf (printed by headless Chromium)"},
     }
 
 

@@ -70,7 +70,7 @@ def download_cli(config, args):
     if d.adapter == "keras":
         from project.data.adapters import load_sources
 
-        sources = load_sources(d.adapter, d.options, base, d.classes)
+        sources = load_sources(d.adapter, d.options, base, d.classes, d.label_map)
         log.info(
             f"{name}: keras.datasets.{d.options['name']} is cached ({len(sources):,} images): {data_status(d, base, name)[1]}"
         )

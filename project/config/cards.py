@@ -3,12 +3,13 @@
 Errors name the file, the dotted key and what would be accepted, in one line each.
 """
 
+import os
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from project.config.schema import Config, Dataset, Paper, model_in
+from project.config.schema import Config, Dataset, Paper, Training, model_in
 from project.errors import UserError
 from project.paths import DATASETS_DIR, PAPERS_DIR
 
@@ -69,9 +70,11 @@ def set_dotted(data, key, value):
         if isinstance(node, list):
             node = node[_index(node, part, key)]
             continue
-        if not isinstance(node.get(part, {}), (dict, list)):
+        if node.get(part) is None:  # absent, or an optional section that is off (null): a new section
+            node[part] = {}
+        if not isinstance(node[part], (dict, list)):
             raise UserError(f"--set {key}: {'.'.join(parts[: i + 1])} is a value, not a section")
-        node = node.setdefault(part, {})
+        node = node[part]
     last = parts[-1]
     if isinstance(node, list):
         node[_index(node, last, key)] = value
@@ -121,11 +124,24 @@ def _fields_at(schema, loc):
     return sorted(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
 
 
+def pin_steps_batch_size(paper_data):
+    """A card that counts in steps counts them at its own batch size: pin it before any --set, so that
+    `--set training.batch_size=64` keeps the paper's number of images seen (Training fills it otherwise)."""
+    training = paper_data.get("training")
+    if not isinstance(training, dict) or training.get("steps_batch_size") is not None:
+        return
+    stages = training.get("stages") if isinstance(training.get("stages"), list) else []
+    if training.get("warmup_steps") or any(isinstance(s, dict) and s.get("steps") for s in stages):
+        training["steps_batch_size"] = training.get("batch_size", Training.model_fields["batch_size"].default)
+
+
 def load_config(paper="demo", dataset="digits", overrides=()):
-    """Read both cards, apply overrides (`paper.` or `dataset.` prefix optional), validate."""
+    """Read both cards, apply overrides (`paper.` or `dataset.` prefix optional), validate; a
+    weights file is resolved from the paper card's folder (with_weights_file)."""
     paper_path = find_card(paper, PAPERS_DIR, "paper")
     dataset_path = find_card(dataset, DATASETS_DIR, "dataset")
     paper_data, dataset_data = read_yaml(paper_path), read_yaml(dataset_path)
+    pin_steps_batch_size(paper_data)
     paper_fields, dataset_fields = set(Paper.model_fields), set(Dataset.model_fields)
     for text in overrides:
         key, value = parse_override(text)
@@ -149,10 +165,27 @@ def load_config(paper="demo", dataset="digits", overrides=()):
         dataset_name=dataset_path.stem,
         paper_file=str(paper_path),
         dataset_file=str(dataset_path),
-        paper=validate(Paper, paper_data, f"{paper_path}{where}"),
+        paper=with_weights_file(validate(Paper, paper_data, f"{paper_path}{where}"), paper_path, where),
         dataset=validate(Dataset, dataset_data, f"{dataset_path}{where}"),
         overrides=list(overrides),
     )
+
+
+def with_weights_file(paper, card_path, where=""):
+    """model.weights naming a file: resolved from the paper card's folder (as a dataset card's
+    paths are from its folder) to an absolute path, which every later step uses as it is; a file
+    that is not there is refused now, naming the path looked at, before anything is built."""
+    weights = paper.model.weights
+    if weights == "imagenet" or weights.lower() == "none":
+        return paper
+    path = Path(os.path.expanduser(weights))
+    path = Path(os.path.abspath(path if path.is_absolute() else Path(card_path).parent / path))
+    if not path.is_file():
+        raise UserError(
+            f"{card_path}{where}: model.weights: weights file {path} does not exist (a relative path is read from "
+            f"the paper card's folder; accepted: imagenet, none, or the path of a Keras weights file)"
+        )
+    return paper.model_copy(update={"model": paper.model.model_copy(update={"weights": str(path)})})
 
 
 def with_values(config, values):
@@ -166,7 +199,17 @@ def with_values(config, values):
 
 # what describes a card rather than what it trains: editing these never invalidates a run
 DESCRIPTIVE = {
-    "paper": {"citation", "reported", "summary", "caveats", "intended_use", "target_accuracy", "search", "assumed"},
+    "paper": {
+        "citation",
+        "reported",
+        "summary",
+        "caveats",
+        "intended_use",
+        "target_accuracy",
+        "search",
+        "assumed",
+        "report",
+    },
     "dataset": {"description", "source", "license", "num_classes", "num_images", "resolution", "layout"},
 }
 

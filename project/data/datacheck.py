@@ -229,15 +229,20 @@ def inside(path, folder):
 
 def walk(root, sources):
     """What the folder adapter skipped without a word: files it does not read, broken or
-    outside links, images outside class folders, class folders without images."""
+    outside links, images outside class folders, class folders without images, folders it did
+    not read (beside the `subsets` folders)."""
     root = Path(root)
     real_root = Path(os.path.realpath(root))
     listed = {os.path.abspath(p) for p in sources.items}
-    class_depth = 2 if sources.subsets is not None else 1
+    classes = {Path(os.path.abspath(p)) for p in sources.class_folders}
+    beside = {p.parent for p in classes}  # where class folders sit: a folder there is a class or empty
+    above = {parent for p in classes for parent in p.parents}
     issues = []
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not ignored(d))
+        here = Path(os.path.abspath(folder))
         rel = Path(folder).relative_to(root)
+        in_class = any(parent in beside for parent in here.parents)
         for name in list(dirs):
             path = Path(folder) / name
             if os.path.islink(path) and not any(p.startswith(f"{os.path.abspath(path)}{os.sep}") for p in listed):
@@ -251,13 +256,25 @@ def walk(root, sources):
                         + (", outside the dataset folder" if outside else ": links to folders are not followed"),
                     )
                 )
-            elif len(rel.parts) == class_depth - 1 and name not in sources.class_names:
+            elif in_class or here / name in classes or here / name in above:
+                continue
+            elif here in beside and name not in sources.class_names:
                 issues.append(
                     issue(
                         (rel / name).as_posix() + "/",
                         "empty_class",
                         "warning",
                         f"class folder {name!r} holds no images: not a class",
+                    )
+                )
+            elif here not in beside:
+                dirs.remove(name)
+                issues.append(
+                    issue(
+                        (rel / name).as_posix() + "/",
+                        "folder_not_read",
+                        "warning",
+                        "no class folder the adapter reads is under it: its files are not read (see options.subsets)",
                     )
                 )
         for name in sorted(files):
@@ -270,7 +287,7 @@ def walk(root, sources):
                 issues.append(
                     issue(source, "broken_link", "excluded", f"a link to {os.readlink(path)}, which does not exist")
                 )
-            elif len(rel.parts) < class_depth:
+            elif not in_class:
                 if suffix in IMAGE_EXTENSIONS:
                     issues.append(
                         issue(
@@ -541,7 +558,7 @@ def cli(config, args):
     base = (
         Path(config.dataset_file).parent if config.dataset_file else DATASETS_DIR
     )  # as data.dataset_base, without TensorFlow
-    sources = load_sources(d.adapter, d.options, base, d.classes)
+    sources = load_sources(d.adapter, d.options, base, d.classes, d.label_map)
     if sources.kind != "files":
         log.info(f"data check: the {d.adapter} adapter gives {len(sources)} images held in memory; no files to scan")
         return 0

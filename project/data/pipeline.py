@@ -2,7 +2,7 @@
 
 [train: shuffle the sources] -> decode (files or encoded bytes; grey and RGBA become RGB)
 -> resize to the model's input size -> cache as uint8 -> [train: shuffle] -> batch
--> [train: albumentations on the batch] -> float32 + one-hot -> prefetch.
+-> [train: albumentations on the batch] -> float32 + one-hot -> [train: mixup / CutMix] -> prefetch.
 
 Deterministic by construction: a training dataset spans a range of epochs, and each epoch's
 shuffle and each image's augmentation are seeded from (seed, epoch, batch index, position), never
@@ -28,6 +28,7 @@ import numpy as np
 
 from project import logs
 from project.data.augment_pool import batch_function
+from project.data.mixing import mix_batch_fn
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
@@ -150,6 +151,8 @@ def make_dataset(
     cache="memory",
     seed=0,
     epochs=(0, 1),
+    mixup=None,
+    cutmix=None,
 ):
     """A batched tf.data.Dataset of (float32 images 0-255, one-hot labels).
 
@@ -157,6 +160,7 @@ def make_dataset(
     Training: the epochs `range(*epochs)` one after the other (give model.fit steps_per_epoch); every
     random draw is a function of (seed, epoch, batch index), so a run's batches do not depend on the
     order in which threads or processes finish, and a resumed run can start at any epoch.
+    mixup, cutmix: their alpha (project.data.mixing), training only; the labels become soft.
     """
     size = tuple(int(s) for s in size)
     count = len(labels)
@@ -189,11 +193,13 @@ def make_dataset(
     else:
         data = source.batch(batch_size)
     augment = augment_batch_fn(augmentation, size) if training and augmentation is not None else None
+    mix = mix_batch_fn(mixup, cutmix) if training else None
 
     def finish(images, y, key=None):
         if augment is not None:
             images = augment(images, key)
-        return tf.cast(images, tf.float32), tf.one_hot(y, num_classes)
+        images, labels = tf.cast(images, tf.float32), tf.one_hot(y, num_classes)
+        return (images, labels) if mix is None else mix(images, labels, key)
 
     data = data.map(finish, num_parallel_calls=AUTOTUNE, deterministic=True)
     # tf.data's autotuner at times drops the maps to one call at a time and the pipeline runs

@@ -16,8 +16,9 @@ from project.errors import UserError
 @dataclass(frozen=True)
 class Feed:
     """What a run's tf.data pipelines take from its card: the model's input size, the batch size,
-    the seed, the augmentation (albumentations specs and their strength, applied to training
-    batches only) and where decoded images are cached (runtime.cache: memory, disk or none)."""
+    the seed, the augmentation (albumentations specs and their strength) and the mixup / CutMix
+    alphas, both applied to training batches only, and where decoded images are cached
+    (runtime.cache: memory, disk or none)."""
 
     size: tuple
     batch_size: int
@@ -25,6 +26,8 @@ class Feed:
     augmentation: tuple = ()
     strength: float = 1.0
     cache: str = "memory"
+    mixup: float | None = None
+    cutmix: float | None = None
 
 
 @dataclass
@@ -74,7 +77,7 @@ class Data:
 
     def dataset(self, subset, feed, training=None, batch_size=None, epochs=(0, 1)):
         """The tf.data pipeline of one subset fed as `feed` says (batch_size: another batch size);
-        augmentation only on train, which spans the epochs range(*epochs) (model.fit then needs
+        augmentation and mixing only on train, which spans the epochs range(*epochs) (model.fit then needs
         steps_per_epoch=self.steps(subset, batch_size))."""
         training = subset == "train" if training is None else training
         augmentation = build_augmentation(list(feed.augmentation), feed.strength, feed.seed) if training else None
@@ -90,6 +93,8 @@ class Data:
             cache=self.cache_for(subset, feed.cache, feed.size),
             seed=feed.seed,
             epochs=epochs,
+            mixup=feed.mixup if training else None,
+            cutmix=feed.cutmix if training else None,
         )
 
     def steps(self, subset, batch_size):
@@ -124,7 +129,7 @@ def prepare(config, root, fold=None):
     if fold is not None and not (k and 1 <= fold <= k):
         raise UserError(f"fold {fold} does not exist: the dataset card's split.folds is {k}")
     fold = (fold or 1) if k else None
-    sources = load_sources(d.adapter, d.options, dataset_base(config), d.classes)
+    sources = load_sources(d.adapter, d.options, dataset_base(config), d.classes, d.label_map)
     scanned = datacheck.check(config, sources, root) if sources.kind == "files" and config.paper.data.check else None
     if scanned:
         sources = scanned.sources

@@ -56,6 +56,8 @@ def preprocessing_layers(mode, mean=None, variance=None):
 
     if mode in ("builtin", "none"):
         return []
+    if mode == "rescale":  # x / 255, as most Keras papers of 2018-2022 feed their own networks
+        return [keras.layers.Rescaling(1 / 255, name="preprocess_rescale")]
     if mode == "tf":
         return [keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="preprocess_tf")]
     if mode == "torch":
@@ -89,9 +91,9 @@ def build_application(name, input_shape, weights, width=1.0):
     if name in WIDTH_MULTIPLIER:
         kwargs["alpha"] = width
     file = None
-    if weights not in (None, "imagenet"):
-        file, weights = weights, None
-        if not os.path.exists(file):
+    if weights not in (None, "imagenet"):  # a file: project.config.cards.load_config made its path absolute
+        file, weights = os.path.abspath(weights), None
+        if not os.path.isfile(file):
             raise UserError(f"model.weights: weights file {file} does not exist (accepted: imagenet, none, or a path)")
     constructor = getattr(keras.applications, name)
     try:
@@ -109,33 +111,73 @@ def build_application(name, input_shape, weights, width=1.0):
             f"or set model.weights_fallback: random"
         ) from None
     if file:
-        model.load_weights(file)
+        try:
+            model.load_weights(file)
+        except (ValueError, OSError) as error:  # another format, or another architecture's weights
+            raise UserError(
+                f"model.weights: {file} cannot be loaded into {name} without its top "
+                f"({' '.join(str(error).split())[:240] or type(error).__name__}); "
+                f"save it with model.save_weights from the same backbone, width and input size"
+            ) from None
     return model
 
 
-def build_scratch(input_shape, blocks, convs_per_block, kernel_size, activation, initializer, normalization, l2):
-    """A VGG-style CNN for papers that propose their own network: conv blocks, each halving the size."""
+def build_scratch(input_shape, s, l2):
+    """The card's scratch CNN (`s`: schema.Scratch) for papers that propose their own network: conv
+    blocks, the first convolution of each with the block's stride, each block ending in its 2x2
+    pooling (max, avg or none); `padding` for every convolution. Card validation has checked that the
+    feature map never shrinks to 0 (schema.scratch_sizes)."""
     import keras
 
-    init = keras.initializers.RandomNormal(stddev=0.01) if initializer == "normal_0.01" else initializer
+    init = keras.initializers.RandomNormal(stddev=0.01) if s.initializer == "normal_0.01" else s.initializer
     reg = keras.regularizers.L2(l2) if l2 else None
+    pools = {"max": keras.layers.MaxPooling2D, "avg": keras.layers.AveragePooling2D}  # 2x2, stride 2
     inputs = keras.Input(shape=tuple(input_shape))
     x = inputs
-    for b, filters in enumerate(blocks):
-        for c in range(convs_per_block):
+    for b, (filters, stride, pooling) in enumerate(zip(s.blocks, s.per_block("strides"), s.per_block("pooling"))):
+        for c in range(s.convs_per_block):
             x = keras.layers.Conv2D(
                 filters,
-                kernel_size,
-                padding="same",
+                s.kernel_size,
+                strides=stride if c == 0 else 1,
+                padding=s.padding,
                 kernel_initializer=init,
                 kernel_regularizer=reg,
-                use_bias=normalization == "none",
+                use_bias=s.normalization == "none",
                 name=f"block{b + 1}_conv{c + 1}",
             )(x)
-            x = normalization_layer(normalization, filters, f"block{b + 1}_norm{c + 1}")(x)
-            x = activation_layer(activation, f"block{b + 1}_act{c + 1}", conv=True)(x)
-        x = keras.layers.MaxPooling2D(name=f"block{b + 1}_pool")(x)
+            x = normalization_layer(s.normalization, filters, f"block{b + 1}_norm{c + 1}")(x)
+            x = activation_layer(s.activation, f"block{b + 1}_act{c + 1}", conv=True)(x)
+        if pooling != "none":
+            x = pools[pooling](2, name=f"block{b + 1}_pool")(x)
     return keras.Model(inputs, x, name="scratch_cnn")
+
+
+def regularize_kernels(model, l2):
+    """Add an L2 penalty `l2` (training.l2) to the kernel of every Conv and Dense layer of a built
+    model, nested models included, as building it with kernel_regularizer would: the layers that have
+    a `kernel`, not depthwise or separable convolutions (their kernels are depthwise_kernel and
+    pointwise_kernel), biases or BatchNormalization (so TF-slim's MobileNet training scope too). Keras 3 computes Layer.losses from each trainable variable's own
+    `regularizer` at every call, so setting it on the built variable is enough: no re-creation from
+    config, the weights stay; the layer's kernel_regularizer is set too, so the saved config says so.
+    Returns the number of kernels regularised."""
+    import keras
+
+    count = 0
+    for layer in _leaf_layers(model):
+        if hasattr(layer, "kernel_regularizer") and isinstance(getattr(layer, "kernel", None), keras.Variable):
+            layer.kernel_regularizer = keras.regularizers.L2(l2)
+            layer.kernel.regularizer = layer.kernel_regularizer
+            count += 1
+    return count
+
+
+def _leaf_layers(model):
+    for layer in model.layers:
+        if hasattr(layer, "layers"):  # a nested model (a functional block inside an application)
+            yield from _leaf_layers(layer)
+        else:
+            yield layer
 
 
 def normalization_layer(kind, channels, name):

@@ -15,6 +15,7 @@ from project.model.backbones import (
     build_application,
     build_scratch,
     preprocessing_layers,
+    regularize_kernels,
 )
 
 log = logs.get(__name__)
@@ -22,8 +23,8 @@ log = logs.get(__name__)
 
 def build_model(m, num_classes, stats=None, *, l2=0.0):
     """The paper card's model section `m` as a keras.Model taking raw 0-255 RGB, with an L2 penalty
-    `l2` (training.l2) on the kernels it builds; `stats`: training-set statistics for mean
-    preprocessing. Returns (model, WeightsSource)."""
+    `l2` (training.l2) on every Conv and Dense kernel, the backbone's included; `stats`: training-set
+    statistics for mean preprocessing. Returns (model, WeightsSource)."""
     shape = (*m.input_size, 3)
     backbone, weights = _backbone(m, shape, l2)
     inputs = keras.Input(shape=shape, name="image")
@@ -106,11 +107,7 @@ def _pooling(kind):
 
 def _backbone(m, shape, l2):
     if m.backbone == "scratch":
-        s = m.scratch
-        cnn = build_scratch(
-            shape, s.blocks, s.convs_per_block, s.kernel_size, s.activation, s.initializer, s.normalization, l2
-        )
-        return _named(cnn), WeightsSource("random", "from scratch")
+        return _named(build_scratch(shape, m.scratch, l2)), WeightsSource("random", "from scratch")
     weights = None if m.weights.lower() == "none" else m.weights
     try:
         model = build_application(m.backbone, shape, weights, m.width)
@@ -121,8 +118,11 @@ def _backbone(m, shape, l2):
             f"!!! WARNING: {error}\n!!! weights_fallback: random -> training {m.backbone} from RANDOM initialisation.\n"
         )
         source = WeightsSource("random_fallback", "imagenet weights unavailable")
-        return _named(build_application(m.backbone, shape, None, m.width), source), source
-    source = _source(weights)
+        model = build_application(m.backbone, shape, None, m.width)
+    else:
+        source = _source(weights)
+    if l2:
+        regularize_kernels(model, l2)
     return _named(model, source), source
 
 
@@ -153,10 +153,12 @@ def backbone_layers(model):
     return [layer for layer in backbone_of(model).layers if not isinstance(layer, keras.layers.InputLayer)]
 
 
-def apply_stage(model, unfreeze, weights):
+def apply_stage(model, unfreeze, weights, train_batchnorm=False):
     """Make the top `unfreeze` backbone layers trainable (0, a count, 'all', or the name of the
     first trainable layer). With pretrained `weights` (a WeightsSource) BatchNormalization stays
-    frozen, and frozen BatchNormalization layers run in inference mode (Keras 3)."""
+    frozen, and frozen BatchNormalization layers run in inference mode (Keras 3), unless
+    `train_batchnorm` (the stage's train_batchnorm): then the unfrozen ones train and update their
+    moving statistics. From random initialisation they always train with their layer."""
     backbone = backbone_of(model)
     layers = backbone_layers(model)
     if unfreeze == "all":
@@ -173,7 +175,7 @@ def apply_stage(model, unfreeze, weights):
     backbone.trainable = count > 0
     for i, layer in enumerate(layers):
         layer.trainable = i >= len(layers) - count
-        if weights.pretrained and isinstance(layer, keras.layers.BatchNormalization):
+        if weights.pretrained and not train_batchnorm and isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
     return count
 

@@ -51,6 +51,9 @@ class Counts(Strict):
 
 
 class StageInfo(Strict):
+    """One training stage; `epochs`: run (early stopping may end it before planned_epochs). A stage the
+    card gives in `steps` (at steps_batch_size) ran planned_epochs at batch_size (project.train.schedules)."""
+
     stage: str
     epochs: int
     unfrozen_layers: int
@@ -60,12 +63,25 @@ class StageInfo(Strict):
     learning_rate: float
     params_trainable: int
     params_frozen: int
+    planned_epochs: int | None = None
+    batch_size: int | None = None
+    steps: int | None = None
+    steps_batch_size: int | None = None
+    warmup_steps: int | None = None  # optimizer steps of the schedule's warmup at batch_size
 
 
 class Device(Strict):
     type: str
     name: str
     count: int
+
+
+class Machine(Strict):
+    """runtime.fingerprint(): what must match for make check to expect identical numbers."""
+
+    cpu: str
+    tensorflow: str
+    onednn: bool
 
 
 class RuntimeSettings(Strict):
@@ -102,6 +118,13 @@ class Diagnosis(Strict):
     findings: list[Finding]
 
 
+class TestTimeAugmentation(Strict):
+    """evaluation.tta: the test scores of the softmax averaged over the plain images and `views`."""
+
+    views: list[str]
+    test: Scores
+
+
 class Metrics(Record):
     FILE: ClassVar[str] = "metrics.json"
     COMMAND: ClassVar[str] = "make train"
@@ -110,6 +133,7 @@ class Metrics(Record):
     paper: str
     dataset: str
     test_accuracy: float
+    test_tta_accuracy: float | None = None  # with evaluation.tta: next to test_accuracy, never instead of it
     test_loss: float
     test_macro_f1: float
     val_accuracy: float
@@ -119,6 +143,7 @@ class Metrics(Record):
     val: Scores
     per_class: dict[str, ClassMetrics]
     confusion_matrix: list[list[int]]
+    tta: TestTimeAugmentation | None = None
     num_classes: int
     class_names: list[str]
     counts: Counts
@@ -142,6 +167,7 @@ class Metrics(Record):
     timing_fields: list[str]
     update_ratio: RatioSummary
     diagnosis: Diagnosis
+    machine: Machine | None = None  # runs trained before it was recorded have none
 
 
 # ------------------------------------------------------------------ history.csv

@@ -24,7 +24,8 @@ def dotted(node, prefix=""):
 
 
 def flatten(paper):
-    """The trained-on values of a paper card (a resolved-config dict): seed, model, training, augmentation."""
+    """The trained-on values of a paper card (a resolved-config dict): seed, model, training, augmentation,
+    evaluation (absent from runs made before it existed)."""
     model = dict(paper["model"])
     if model["backbone"] != "scratch":
         model.pop("scratch")
@@ -34,6 +35,7 @@ def flatten(paper):
         **dotted(paper["training"], "training"),
         **dotted(paper["augmentation"], "augmentation"),
         "augmentation_strength": paper["augmentation_strength"],
+        **dotted(paper.get("evaluation") or {}, "evaluation"),
     }
 
 

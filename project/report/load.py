@@ -37,15 +37,21 @@ def load_run(folder, command):
     predictions = folder / "predictions.csv"
     if not predictions.is_file():
         raise refused(predictions, "missing", command)
+    val_predictions = folder / "predictions_val.csv"  # runs trained before it existed have none
     return {
         "name": folder.name,
         "folder": folder,
         "metrics": metrics,
         "history": History.read(folder / History.FILE, command).frame(),
-        "predictions": pd.read_csv(predictions, dtype={"source": str, "true": str, "predicted": str}),
+        "predictions": _predictions(predictions),
+        "val_predictions": _predictions(val_predictions) if val_predictions.is_file() else None,
         "config": read_yaml(folder / "config.resolved.yaml"),
         "completed": (folder / COMPLETE).read_text(encoding="utf-8").strip(),
     }
+
+
+def _predictions(path):
+    return pd.read_csv(path, dtype={"source": str, "true": str, "predicted": str})
 
 
 def run_folders(root, name, folds=None):

@@ -14,13 +14,16 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
 
-from project import logs
+from project import figures, logs
 from project.artifacts import atomic_write, run_root, write_json
 from project.records import Comparison
 from project.report import summary as report_summary
-from project.report.blocks import accuracy_ci
+from project.report.blocks import accuracy_ci, figure
+from project.report.calibration import calibration_section
+from project.report.explain import gradcam_section
 from project.report.hyperparameters import hyperparameters
 from project.report.load import Tuning, best_hyperparameters, commands, load_runs, load_tuning, rank_agreement
+from project.report.pdf import HOW_TO_GET, write_pdf
 from project.report.sections_provenance import compute_section, model_card_section, reproduce_section, sanity_section
 from project.report.sections_runs import (
     curves_section,
@@ -41,7 +44,9 @@ SECTIONS = [
     "Search",
     "Learning curves",
     "Per-class results",
+    "Calibration",
     "Examples",
+    "Where the model looks",
     "Data",
     "Model",
     "Sanity checks",
@@ -65,6 +70,8 @@ def metric_summary(m):
         "test_count": m.test.count,
         "test_majority_share": m.test.majority_share,
         "val_accuracy": m.val_accuracy,
+        "deterministic": m.deterministic,
+        "machine": m.machine.model_dump() if m.machine else None,
         "per_class": {name: scores.model_dump() for name, scores in m.per_class.items()},
         "confusion_matrix": m.confusion_matrix,
     } | ({"fold": m.fold, "test_subset": m.test_subset} if m.fold else {})
@@ -84,14 +91,30 @@ def build(config, root, target=None, ranks=None):
     figs = {}
     compared = report_summary.comparison(runs, card, config)
     hyper_blocks, hyper_data = hyperparameters(runs, card, config, best)
+    calibration_blocks, calibration = calibration_section(runs, figs)
+    figs["summary.png"] = figures.before_after(
+        [
+            (
+                f"{label}\n({name})",
+                [r["metrics"].test_accuracy for r in runs[name]],
+                accuracy_ci(runs[name][0]["metrics"]),
+            )
+            for label, name in (("before", "baseline"), ("after", "tuned"))
+            if runs[name]
+        ],
+        goal,
+    )
     bodies = [
-        report_summary.summary(compared, runs, goal, goal_source, cmd),
+        [figure("summary.png", "test accuracy before and after optimisation, 95% intervals; other seeds as dots")]
+        + report_summary.summary(compared, runs, goal, goal_source, cmd),
         report_summary.paper_section(compared, card, config, runs),
         hyper_blocks,
         search_section(runs, root, tuning, best, cmd, figs, ranks),
         curves_section(runs, goal, figs),
         per_class_section(runs, figs),
+        calibration_blocks,
         examples_section(runs, root, figs),
+        gradcam_section(runs, root, figs, card.report.gradcam_layer),
         data_section(runs, root),
         model_section(runs),
         sanity_section(root, cmd, figs),
@@ -116,6 +139,7 @@ def build(config, root, target=None, ranks=None):
         if after
         else None,
         "target": {"accuracy": goal, "source": goal_source, "met": (after or before).test_accuracy >= goal},
+        "calibration": calibration,
         "seeds": {name: [metric_summary(r["metrics"]) | {"folder": r["name"]} for r in runs[name]] for name in runs},
     }
     return {
@@ -129,12 +153,29 @@ def build(config, root, target=None, ranks=None):
         "metrics": metrics,
         "comparison": compared,
         "trials_file": root / "tuning" / "trials.csv" if tuning.trials is not None else None,
+        "run_configs": {r["name"]: r["folder"] / "config.resolved.yaml" for g in runs.values() for r in g},
         "summary_table": next(b for b in sections[0]["blocks"] if b["type"] == "table" and b["head"][0] == "metric"),
     }
 
 
+def md_line(text):
+    """Text on one Markdown line: a line break in a class name, a file name or a card's text would
+    end the heading, paragraph, list item or table row it stands in."""
+    return re.sub(r"\r\n|\r|\n", " ", str(text))
+
+
 def md_cell(text):
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """One Markdown table cell: on one line, each '|' escaped, and the backslashes before a '|'
+    doubled, so that they cannot escape the escape ('a\\|b' stays one cell, as GitHub splits cells)."""
+    return re.sub(r"(\\*)\|", lambda m: m.group(1) * 2 + "\\|", md_line(text))
+
+
+def markdown_table(block):
+    """A table block as Markdown: the one writer of every table of report.md and of the console."""
+    head = block["head"]
+    lines = ["| " + " | ".join(md_cell(c) for c in head) + " |", "|" + " --- |" * len(head)]
+    lines += ["| " + " | ".join(md_cell(c) for c in row) + " |" for row in block["rows"]]
+    return "\n".join(lines)
 
 
 def inline_html(text):
@@ -154,8 +195,9 @@ def environment():
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["md_cell"] = md_cell
+    env.filters["md_line"] = md_line
     env.filters["inline"] = inline_html
+    env.globals["markdown_table"] = markdown_table
     return env
 
 
@@ -183,20 +225,20 @@ def write(report, folder):
     Comparison.model_validate(report["comparison"]).write(folder / Comparison.FILE)
     if report["trials_file"] is not None:
         atomic_write(folder / "trials.csv", report["trials_file"].read_bytes())
+    for name, path in sorted(report["run_configs"].items()):  # what `make check` retrains
+        atomic_write(folder / "configs" / f"{name}.yaml", path.read_bytes())
     return folder / "report.md", folder / "report.html"
-
-
-def markdown_table(block):
-    lines = ["| " + " | ".join(block["head"]) + " |", "|" + " --- |" * len(block["head"])]
-    lines += ["| " + " | ".join(md_cell(c) for c in row) + " |" for row in block["rows"]]
-    return "\n".join(lines)
 
 
 def cli(config, args):
     root = run_root(config, args.runs_dir)
     report = build(config, root, target=args.target, ranks=rank_agreement(args.reports_dir, config))
     md_path, html_path = write(report, Path(args.reports_dir) / config.run_name)
-    log.info(f"report: {md_path}\n        {html_path}\n")
+    log.info(f"report: {md_path}\n        {html_path}")
+    if getattr(args, "pdf", True):
+        pdf_path = write_pdf(html_path, html_path.with_suffix(".pdf"), report["generated_at"])
+        log.info(f"        {pdf_path}" if pdf_path else f"        no report.pdf: Chromium not found ({HOW_TO_GET})")
+    log.info("")
     log.info(report["comparison"]["headline"] + "\n")
     log.info(markdown_table(report["summary_table"]))
     verdict = next(b for b in report["sections"][0]["blocks"] if b["type"] == "p" and b["text"].startswith("**Target"))

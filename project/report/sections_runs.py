@@ -289,6 +289,14 @@ def data_issues(path):
 # ------------------------------------------------------------------ model
 
 
+def steps_text(stage):
+    """How a stage the card gives in steps became epochs (records.StageInfo), or ''."""
+    if stage.steps is None:
+        return ""
+    stated = f"{stage.steps:,} steps at batch {stage.steps_batch_size}"
+    return f" of {stage.planned_epochs} planned ({stated}, run at batch {stage.batch_size})"
+
+
 def model_section(runs):
     run = runs["baseline"][0]
     model = run["config"]["paper"]["model"]
@@ -325,7 +333,7 @@ def model_section(runs):
                     [
                         label,
                         s.stage,
-                        str(s.epochs),
+                        str(s.epochs) + steps_text(s),
                         str(s.unfrozen_layers),
                         plain(s.learning_rate),
                         f"{s.params_trainable:,}",

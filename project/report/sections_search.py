@@ -8,6 +8,7 @@ import pandas as pd
 from project import figures
 from project.config.schema import SEARCHABLE
 from project.report.blocks import f4, figure, h3, p, plain, py, span, table, ul, warning
+from project.report.search_insight import insight_blocks
 
 TOP_TRIALS = 10
 NO_TEST_SELECTION = (
@@ -160,6 +161,7 @@ def search_section(runs, root, tuning, best, cmd, figs, ranks=None):
             )
         )
     blocks += (search_time_blocks(tuning.summary) if tuning.summary is not None else []) + rank_blocks(ranks)
+    blocks += [h3("Every trial, and what mattered")] + insight_blocks(view, space, search["objective"], figs)
     blocks += [h3("Objective against each hyperparameter")]
     for name, param in space.items():
         if name not in view or not _numeric(param):

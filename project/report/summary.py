@@ -399,8 +399,27 @@ def metric_table(data, runs):
                 ]
                 + blank
             )
+    if before.tta or (after and after.tta):
+        rows.append(tta_row(before, after) + blank)
     rows.append(["test images", str(before.test.count), str(after.test.count) if after else MISSING, "", ""] + blank)
     return table(head, rows)
+
+
+def tta_row(before, after):
+    """evaluation.tta's figure, a row of its own under the plain test accuracy (which it never replaces)."""
+    views = (before.tta or after.tta).views
+
+    def shown(metrics):
+        return f4(metrics.test_tta_accuracy) if metrics.tta else "—"
+
+    both = before.tta and after and after.tta
+    return [
+        f"test accuracy with test-time augmentation (softmax averaged over the plain image, {', '.join(views)})",
+        shown(before),
+        (shown(after) if after else MISSING),
+        signed(after.test_tta_accuracy - before.test_tta_accuracy) if both else "",
+        "",
+    ]
 
 
 def target_text(final, after, target, target_source):

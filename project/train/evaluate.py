@@ -45,6 +45,8 @@ def open_run(path):
 def load_model(run):
     import keras
 
+    import project.model.classifier  # noqa: F401  registers the template's own layers (HeadDropout, ...)
+
     return keras.saving.load_model(run / "model.keras", compile=False, safe_mode=True)
 
 
@@ -80,7 +82,8 @@ def _show(value):
 
 def evaluate_cli(args):
     from project.data.prepare import prepare
-    from project.train.training import evaluate
+    from project.train.training import evaluate, feed_of
+    from project.train.tta import tta_scores
 
     run = open_run(args.run)
     config = saved_config(run)
@@ -90,9 +93,16 @@ def evaluate_cli(args):
         raise UserError(
             f"the dataset's classes {data.class_names} differ from the run's {stored['class_names']} ({run / 'metrics.json'})"
         )
+    model = load_model(run)
     subset = "val" if stored.get("test_subset") == "held_out_fold" else "test"  # split.test 0: the held-out fold
-    fresh, _, _ = evaluate(load_model(run), data, config.paper, subset)
+    fresh, _, _ = evaluate(model, data, config.paper, subset)
     rows = compare(stored["test"], fresh)
+    if stored.get("tta"):  # evaluation.tta: the averaged views' figures too
+        views = stored["tta"]["views"]
+        again = tta_scores(model, data, feed_of(config.paper), views, subset)["test"]
+        rows += [
+            (f"tta_{key}", *rest) for key, *rest in compare(stored["tta"]["test"], again) if key != "confusion_matrix"
+        ]
     where = f"held-out fold {stored['fold']}" if subset == "val" else "test subset"
     log.info(f"{run}: {where} of {run.parent / 'split.csv'}")
     log.info(f"{'metric':<18}{'metrics.json':>16}{'recomputed':>16}  equal")

@@ -10,7 +10,9 @@ layers) so that CSVLogger puts it into history.csv.
 A schedule lowers the learning rate on purpose (cosine ends near 0), and the ratio falls with it.
 So each epoch is judged at the stage's peak rate: `update_ratio_at_peak_lr` = the ratio x peak
 rate / the rate scheduled at the sampled steps (an update is proportional to the rate for SGD and
-Adam alike). A rate 100x too low is too low at its peak too; a cosine tail is not.
+Adam alike). A rate 100x too low is too low at its peak too; a cosine tail is not. Likewise under a
+stage's lr_multipliers each layer's ratio is divided by its part's factor (a part at 0 does not train
+and is left out): a backbone trained at a tenth of the rate on purpose is not "too slow".
 """
 
 import math
@@ -21,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from project import logs
+from project.train.knobs import part_optimizers
 
 log = logs.get(__name__)
 
@@ -53,9 +56,11 @@ class UpdateRatio(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         # stages change what is trainable: list the layers again at every fit
-        layers = [layer.trainable_weights for layer in leaf_layers(self.model) if layer.trainable_weights]
+        trained = [layer for layer in leaf_layers(self.model) if layer.trainable_weights]
+        layers = [layer.trainable_weights for layer in trained]
         self._snapshot, self._measure = ratio_functions(self.model, layers)
         self._count = len(layers)
+        self._factors = rate_factors(self.model, trained)
         params = self.params or {}
         steps = params.get("steps") or 40
         self._every = max(1, steps // self.samples)
@@ -77,8 +82,8 @@ class UpdateRatio(keras.callbacks.Callback):
         if self._before is None:
             return
         change, norm = (keras.ops.convert_to_numpy(v) for v in self._measure(self._before))
-        counted = norm != 0  # a NaN norm counts: the weights blew up
-        self._sums[counted] += change[counted] / norm[counted]
+        counted = (norm != 0) & (self._factors > 0)  # a NaN norm counts: the weights blew up
+        self._sums[counted] += change[counted] / norm[counted] / self._factors[counted]
         self._counts[counted] += 1
         self._before = None
 
@@ -110,8 +115,23 @@ class UpdateRatio(keras.callbacks.Callback):
         return ratio_summary(self.epoch_values)
 
 
+def rate_factors(model, layers):
+    """Each layer's factor of the stage's rate: its part's lr multiplier (the backbone layer's or the
+    head's optimizer, project.train.training.stage_optimizer), 1 for all under one optimizer."""
+    parts = part_optimizers(model.optimizer)
+    if not parts:
+        return np.ones(len(layers))
+    inside = {id(layer) for layer in leaf_layers(model.get_layer("backbone"))}
+    return np.array([parts["backbone" if id(layer) in inside else "head"].lr_multiplier for layer in layers])
+
+
 def current_learning_rate(optimizer):
-    """The rate the optimizer applies at its current step (a schedule evaluated, or the variable)."""
+    """The rate the optimizer applies at its current step (a schedule evaluated, or the variable); for a
+    stage with lr_multipliers (a MultiOptimizer), the stage's own rate: a part's rate over its factor."""
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # under a LossScaleOptimizer
+    for part in getattr(optimizer, "optimizers", ()):
+        if getattr(part, "lr_multiplier", 0):
+            return float(keras.ops.convert_to_numpy(part.learning_rate)) / part.lr_multiplier
     return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
 

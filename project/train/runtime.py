@@ -69,3 +69,23 @@ def set_determinism(on):
         tf.config.experimental.enable_op_determinism()
     else:
         config.disable_op_determinism()
+
+
+def fingerprint():
+    """What decides whether another machine gives the same numbers bit for bit: the CPU model,
+    TensorFlow's version and build, and whether oneDNN's kernels are on (they pick different
+    kernels on different CPUs). make check compares runs exactly only when these match."""
+    import os
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    build = tf.sysconfig.get_build_info()
+    kind = f"CUDA {build.get('cuda_version')}" if build.get("is_cuda_build") else "CPU"
+    default = "1" if platform.machine().lower() in ("x86_64", "amd64") else "0"
+    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", default).lower() not in ("0", "false")
+    return {"cpu": cpu, "tensorflow": f"{tf.__version__} ({kind})", "onednn": onednn}

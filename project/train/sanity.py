@@ -14,9 +14,10 @@ What "regularisation off" means here: training.l2 0, head dropout 0, weight deca
 smoothing 0, no augmentation (the card's copy used for the model of checks 1 to 5 and for their
 batches; the sweep alone trains on the card's own augmented batches, and check 6 judges plain
 batches and reports what augmentation does to them on a line of its own). training.l2 is an
-L2 penalty on the kernels of the layers the template builds: the head's Dense layers and the
-scratch CNN's convolutions. keras.applications backbones carry none (their weights are only
-decayed through training.weight_decay, which acts in the optimizer, not in the loss).
+L2 penalty in the loss on the kernel of every Conv and Dense layer, a keras.applications backbone's
+included (project.model.backbones.regularize_kernels); only trainable kernels count, so check 2 sees
+the backbone's when the first stage trains it. training.weight_decay, by contrast, acts in the
+optimizer, not in the loss.
 """
 
 import time
@@ -58,7 +59,8 @@ PLOTS = {"lr_sweep": figures.lr_sweep, "activations": figures.activations, "over
 
 
 def clean_config(config):
-    """The card with regularisation, dropout and augmentation off, and a constant learning rate."""
+    """The card with regularisation, dropout, augmentation, mixing and weight averaging off, and a
+    constant learning rate (without a warmup)."""
     return with_values(
         config,
         {
@@ -66,6 +68,11 @@ def clean_config(config):
             "training.weight_decay": 0.0,
             "training.label_smoothing": 0.0,
             "training.schedule": "constant",
+            "training.warmup_epochs": None,
+            "training.warmup_steps": None,
+            "training.mixup": None,
+            "training.cutmix": None,
+            "training.ema": None,
             "model.head.dropout": 0.0,
             "augmentation": [],
         },
@@ -101,8 +108,9 @@ def tiny_batch(data, input_size, seed, size=OVERFIT_EXAMPLES):
 
 def run_checks(config, root):
     """All six checks on one model built from the card, trainable as in its first stage (and at
-    that stage's learning rate); returns the results in checklist order and the backbone's
-    WeightsSource (pretrained weights get the shorter sweep and never FAIL on activations).
+    that stage's learning rate, one rate for the whole model: the sweep needs one to sweep, so a
+    stage's lr_multipliers are not applied here); returns the results in checklist order and the
+    backbone's WeightsSource (pretrained weights get the shorter sweep and never FAIL on activations).
 
     The sweep trains on the card's own (augmented) batches and measures on a held batch of plain
     ones. Its length follows Smith (2017), who runs the range test for several epochs: fastai's 100
@@ -114,8 +122,8 @@ def run_checks(config, root):
     data = prepare(config, root)
     stats = training_stats(data, paper)
     model, weights = build_model(clean.paper.model, data.num_classes, stats, l2=clean.paper.training.l2)
-    first = next(s for s in paper.training.stages if s.epochs > 0)
-    apply_stage(model, first.unfreeze, weights)  # train what the first stage trains
+    first = next(s for s in paper.training.stages if s.epochs or s.steps)
+    apply_stage(model, first.unfreeze, weights, first.train_batchnorm)  # train what the first stage trains
     initial = model.get_weights()
     plain = _numpy_batches(data.dataset("train", feed_of(clean.paper), training=True), 3)
     held = tuple(np.concatenate(parts) for parts in zip(*plain))
@@ -128,7 +136,7 @@ def run_checks(config, root):
 
     timed("initial_loss", check_initial_loss, model, plain, data.num_classes)
     l2_model, _ = build_model(clean.paper.model, data.num_classes, stats, l2=L2_FACTOR)
-    apply_stage(l2_model, first.unfreeze, weights)
+    apply_stage(l2_model, first.unfreeze, weights, first.train_batchnorm)
     l2_model.set_weights(initial)
     timed("regularisation", check_regularisation, model, l2_model, plain[:2])
     del l2_model

@@ -128,12 +128,13 @@ def check_regularisation(model, model_l2, batches, l2=L2_FACTOR):
         "regularised_weights": regularised,
     }
     if increase > 0.01 * max(without, 1e-6):
+        in_backbone = len(backbone_kernels(model_l2, regularised))
         return result(
             "regularisation",
             "PASS",
             numbers,
-            f"L2 {l2:g} raises the loss by {increase:.3g}; it acts on {len(regularised)} kernels (the head and any "
-            f"scratch convolutions; keras.applications backbones only get training.weight_decay)",
+            f"L2 {l2:g} raises the loss by {increase:.3g}; it acts on the {len(regularised)} trainable kernels "
+            f"({in_backbone} of them in the backbone)",
         )
     if not regularised:
         return result(
@@ -149,6 +150,13 @@ def check_regularisation(model, model_l2, batches, l2=L2_FACTOR):
         numbers,
         "weights carry a regularizer but the loss does not rise: the penalty is not wired into the loss (model.losses)",
     )
+
+
+def backbone_kernels(model, paths):
+    """The `paths` that are variables of the model's backbone layer (none without one)."""
+    layers = {layer.name: layer for layer in model.layers}
+    inside = {v.path for v in layers["backbone"].trainable_weights} if "backbone" in layers else set()
+    return [path for path in paths if path in inside]
 
 
 # ---------------------------------------------------------------- 3 overfit a tiny subset

@@ -143,6 +143,7 @@ EXPECTED = {
     "torch": {"text": "ImageNet-normalised values in about [-2.2, 2.7]", "range": (-2.2, 2.7), "min_std": 0.05},
     "caffe": {"text": "BGR minus the ImageNet mean, about [-124, 152]", "range": (-124.0, 152.0), "min_std": 5.0},
     "builtin": {"text": "raw 0-255 (the backbone rescales itself)", "range": (0.0, 255.0), "min_std": 2.0},
+    "rescale": {"text": "values in [0, 1] (x / 255)", "range": (0.0, 1.0), "min_std": 0.004},
     "centred": {"text": "zero-centred, about unit std", "centred": True},
 }
 

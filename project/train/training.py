@@ -9,6 +9,7 @@ import contextlib
 import json
 import math
 import platform
+import re
 import time
 from pathlib import Path
 
@@ -23,13 +24,16 @@ from project.config.cards import recipe, resolved_yaml
 from project.data.prepare import Feed, prepare
 from project.errors import UserError
 from project.model.backbones import WeightsSource
-from project.model.classifier import apply_stage, backbone_layers, build_model, count_params
+from project.model.classifier import apply_stage, backbone_layers, backbone_of, build_model, count_params
 from project.paths import REPO_ROOT
 from project.records import History, Metrics
 from project.train import runtime
+from project.train.averaging import ema_callbacks, judged_weights
 from project.train.knobs import ScheduledRate, decoupled_weight_decay, set_knobs, smoothed_crossentropy
 from project.train.metrics import class_weights, classification_metrics
 from project.train.monitors import diagnose, monitor_callbacks, ratio_summary
+from project.train.schedules import conversion_text, plain_schedule, stage_epochs, warmup_steps
+from project.train.tta import tta_scores
 
 log = logs.get(__name__)
 
@@ -38,46 +42,72 @@ TIMING_FIELDS = ["wall_seconds", "train_images_per_second", "stages.*.seconds", 
 RANDOM_WEIGHTS = WeightsSource("random")  # fit_stages' default: BatchNormalization trains with the layers
 
 
-def make_optimizer(t, learning_rate, steps_per_epoch, epochs, knobs=None):
-    """The card's optimizer with its learning-rate schedule (plateau is a callback instead).
+def make_optimizer(t, learning_rate, steps_per_epoch, epochs, knobs=None, warmup_steps=0, scale=None):
+    """The card's optimizer with its learning-rate schedule (plateau is a callback instead), gradient
+    clipping (clipnorm) and the weights' moving average (ema: project.train.averaging).
     With `knobs` (a tuner trial, project.train.knobs) the schedule and the weight decay read variables,
-    so a later trial sets its own values without retracing."""
-    lr = learning_rate
-    steps = max(1, steps_per_epoch)
-    wd = t.weight_decay or None
+    so a later trial sets its own values without retracing. `warmup_steps`: optimizer steps of the
+    warmup (project.train.schedules.warmup_steps). `scale` multiplies the whole schedule (one part's
+    lr multiplier: a number, or with knobs the Knobs variable)."""
     if knobs is not None:
         lr = (
             float(learning_rate)
             if t.schedule in ("constant", "plateau")
-            else ScheduledRate(t.schedule, knobs, t.step_every, t.decay)
+            else ScheduledRate(t.schedule, knobs, t.step_every, t.decay, scale)
         )
         wd = knobs.weight_decay
-    elif t.schedule == "step":
-        lr = keras.optimizers.schedules.ExponentialDecay(learning_rate, t.step_every * steps, t.decay, staircase=True)
-    elif t.schedule == "exponential":
-        lr = keras.optimizers.schedules.ExponentialDecay(learning_rate, steps, t.decay)
-    elif t.schedule == "cosine":
-        lr = keras.optimizers.schedules.CosineDecay(learning_rate, max(1, epochs * steps))
+    else:
+        base = learning_rate * scale if scale is not None else learning_rate
+        lr = plain_schedule(t, base, steps_per_epoch, epochs, warmup_steps)
+        wd = decoupled_weight_decay(t) if t.optimizer == "adamw" else t.weight_decay or None
+    options = {"weight_decay": wd, "clipnorm": t.clipnorm}
+    if t.ema is not None:
+        options.update(use_ema=True, ema_momentum=t.ema)
     if t.optimizer == "sgd":
-        return keras.optimizers.SGD(lr, weight_decay=wd)
+        return keras.optimizers.SGD(lr, **options)
     if t.optimizer in ("momentum", "nesterov"):
-        return keras.optimizers.SGD(lr, momentum=t.momentum, nesterov=t.optimizer == "nesterov", weight_decay=wd)
+        return keras.optimizers.SGD(lr, momentum=t.momentum, nesterov=t.optimizer == "nesterov", **options)
     if t.optimizer == "rmsprop":
-        return keras.optimizers.RMSprop(lr, rho=0.9, momentum=t.momentum, weight_decay=wd)
+        return keras.optimizers.RMSprop(lr, rho=0.9, momentum=t.momentum, **options)
     if t.optimizer == "adamw":
-        return keras.optimizers.AdamW(lr, weight_decay=wd if knobs is not None else decoupled_weight_decay(t))
-    return keras.optimizers.Adam(lr, weight_decay=wd)
+        return keras.optimizers.AdamW(lr, **options)
+    return keras.optimizers.Adam(lr, **options)
 
 
-def compile_model(model, paper, learning_rate, steps_per_epoch, epochs, jit_compile=False, knobs=None):
+def stage_optimizer(model, t, learning_rate, steps_per_epoch, epochs, knobs=None, multipliers=None, warmup_steps=0):
+    """The optimizer of a stage: the card's, or with `multipliers` (the stage's lr_multipliers)
+    Keras' MultiOptimizer over two of them, "backbone" for the variables of the backbone layer and
+    "head" for the rest, each at the stage's schedule times its factor and with its own state. So the
+    rates truly differ (scaling gradients would do nothing under Adam, which divides the scale away),
+    decoupled weight decay follows each part's rate, and fit, BackupAndRestore (the inner optimizers'
+    variables are the MultiOptimizer's), ReduceLROnPlateau and TensorBoard handle it as Keras does."""
+    if multipliers is None:
+        return make_optimizer(t, learning_rate, steps_per_epoch, epochs, knobs, warmup_steps)
+    parts = {}
+    for part in ("backbone", "head"):
+        factor = getattr(multipliers, part)
+        scale = factor if knobs is None else getattr(knobs, f"lr_{part}")
+        parts[part] = make_optimizer(t, learning_rate, steps_per_epoch, epochs, knobs, warmup_steps, scale)
+        parts[part].name, parts[part].lr_multiplier = part, factor  # lr_multiplier: read by the monitors
+    backbone = {id(v) for v in backbone_of(model).weights}
+    # the head's variables by exact path (escaped: OptimizerMap reads keys as patterns), the rest default
+    head = {re.escape(v.path): parts["head"] for v in model.weights if id(v) not in backbone}
+    return keras.optimizers.MultiOptimizer(keras.optimizers.OptimizerMap(parts["backbone"], head))
+
+
+def compile_model(
+    model, paper, learning_rate, steps_per_epoch, epochs, jit_compile=False, knobs=None, stage=None, warmup_steps=0
+):
+    """Compile for one `stage` (its lr_multipliers; None: one optimizer for everything)."""
     t = paper.training
+    multipliers = stage.lr_multipliers if stage is not None else None
     loss = (
         keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing)
         if knobs is None
         else smoothed_crossentropy(knobs)
     )
     model.compile(
-        optimizer=make_optimizer(t, learning_rate, steps_per_epoch, epochs, knobs),
+        optimizer=stage_optimizer(model, t, learning_rate, steps_per_epoch, epochs, knobs, multipliers, warmup_steps),
         loss=loss,
         # macro-F1 over the epoch (argmax predictions): what an imbalanced dataset is better judged by
         metrics=["accuracy", keras.metrics.F1Score(average="macro", name="macro_f1")],
@@ -89,7 +119,7 @@ def compile_model(model, paper, learning_rate, steps_per_epoch, epochs, jit_comp
     with model.distribute_strategy.scope():
         model.optimizer.build(model.trainable_variables)
     if knobs is not None:
-        set_knobs(model, knobs, t, learning_rate, steps_per_epoch, epochs)
+        set_knobs(model, knobs, t, learning_rate, steps_per_epoch, epochs, multipliers, warmup_steps)
 
 
 def feed_of(paper):
@@ -101,6 +131,8 @@ def feed_of(paper):
         augmentation=tuple(t.model_dump() for t in paper.augmentation),
         strength=paper.augmentation_strength,
         cache=paper.runtime.cache,
+        mixup=paper.training.mixup,
+        cutmix=paper.training.cutmix,
     )
 
 
@@ -171,7 +203,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         if value is None or not math.isfinite(value):
             return
         if self.best is None or (value > self.best if self.mode == "max" else value < self.best):
-            self.best, self.weights = value, self.model.get_weights()
+            self.best, self.weights = value, judged_weights(self.model)  # the moving average's, with training.ema
 
     def flush(self):
         if self.weights is None:
@@ -271,8 +303,9 @@ def fit_stages(
     (the backbone's WeightsSource) decides whether BatchNormalization stays frozen (apply_stage).
     trial=True (a tuner trial): no resume state, and the last stage's final weights stay in the
     model, unchecked (only the trial's logs are kept). compile_stage(model, paper,
-    learning_rate, steps_per_epoch, epochs, jit_compile) prepares each stage (a tuner trial
-    reuses a compiled model: project.tune.reuse).
+    learning_rate, steps_per_epoch, epochs, jit_compile, stage=, warmup_steps=) prepares each stage (a tuner
+    trial reuses a compiled model: project.tune.reuse). A stage in steps runs them as whole epochs
+    at this batch size (project.train.schedules); `epochs` replaces every stage's length.
 
     Returns one info dict per stage (epochs run, seconds, images/s, parameter counts).
     """
@@ -286,13 +319,16 @@ def fit_stages(
     steps = data.steps("train", batch_size)
     per_class = class_weights(data.labels("train"), data.num_classes) if t.class_weight == "auto" else None
     infos = []
-    stages = [s for s in t.stages if (s.epochs if epochs is None else epochs)]
+    lengths = {s.name: stage_epochs(t, s, steps, batch_size) if epochs is None else epochs for s in t.stages}
+    stages = [s for s in t.stages if lengths[s.name]]
+    # every stage's warmup checked before the first one trains
+    warmups = {s.name: warmup_steps(t, s, steps, batch_size, lengths[s.name]) for s in stages}
     offset = 0  # epochs are numbered across stages: each stage draws its own shuffles and augmentations
     for stage in stages:
-        stage_epochs = stage.epochs if epochs is None else epochs
-        first_epoch, offset = offset, offset + stage_epochs
+        stage_length = lengths[stage.name]
+        first_epoch, offset = offset, offset + stage_length
         last = stage is stages[-1]
-        unfrozen = apply_stage(model, stage.unfreeze, weights)
+        unfrozen = apply_stage(model, stage.unfreeze, weights, stage.train_batchnorm)
         params = count_params(model)
         best = folder / "checkpoints" / f"{stage.name}.weights.h5"
         done = folder / "checkpoints" / f"{stage.name}.done.json"
@@ -300,22 +336,34 @@ def fit_stages(
             model.load_weights(best)
             infos.append(read_json(done))  # json, not pandas: exact floats and plain ints
             continue
-        compile_stage(model, paper, stage.learning_rate or t.learning_rate, steps, stage_epochs, jit_compile)
+        compile_stage(
+            model,
+            paper,
+            stage.learning_rate or t.learning_rate,
+            steps,
+            stage_length,
+            jit_compile,
+            stage=stage,
+            warmup_steps=warmups[stage.name],
+        )
+        if stage.steps is not None and epochs is None:
+            log.info(f"[{stage.name}] {conversion_text(t, stage, steps, batch_size)}")
         resumed = backed_up_epochs(folder, stage.name)
         train = data.dataset(
-            "train", feed, batch_size=batch_size, epochs=(first_epoch + resumed, first_epoch + stage_epochs)
+            "train", feed, batch_size=batch_size, epochs=(first_epoch + resumed, first_epoch + stage_length)
         )
         start = time.perf_counter()
         with out_of_memory_advice(batch_size):
             history = model.fit(
                 train,
                 validation_data=val,
-                epochs=stage_epochs,
+                epochs=stage_length,
                 steps_per_epoch=steps,
                 class_weight=per_class,
                 shuffle=False,
                 # monitors first: they add update_ratio to the epoch logs before CSVLogger writes them
                 callbacks=monitor_callbacks(stage.learning_rate or t.learning_rate)
+                + ema_callbacks(model)
                 + stage_callbacks(paper, folder, stage.name, not (trial and last), not trial)
                 + list(extra_callbacks),
                 verbose=verbose,
@@ -333,6 +381,11 @@ def fit_stages(
             "images_per_second": round(len(data.indices("train")) * ran / seconds, 1) if ran else 0.0,
             "learning_rate": stage.learning_rate or t.learning_rate,
             **{f"params_{k}": v for k, v in params.items()},
+            "planned_epochs": stage_length,
+            "batch_size": batch_size,
+            "steps": stage.steps,
+            "steps_batch_size": t.steps_batch_size if stage.steps is not None else None,
+            "warmup_steps": warmups[stage.name],
         }
         write_json(done, info)
         infos.append(info)
@@ -489,17 +542,24 @@ def train_run(config, root, name="baseline", seed=None, fresh=False, verbose=1, 
     test, probabilities, labels = (
         evaluate(model, data, paper, "test") if scored == "test" else (val, val_probabilities, val_labels)
     )
+    tta = tta_scores(model, data, feed_of(paper), paper.evaluation.tta, scored)  # None without evaluation.tta
     wall = time.perf_counter() - start
     model.save(folder / "model.keras")
     history = combined_history(folder, [s["stage"] for s in stages])
     History.from_frame(history).write(folder / "history.csv")
     atomic_write(folder / "predictions.csv", predictions_table(data, scored, probabilities, labels).to_csv(index=False))
+    # val's too: the report fits a calibration temperature on val only, never on test
+    atomic_write(
+        folder / "predictions_val.csv",
+        predictions_table(data, "val", val_probabilities, val_labels).to_csv(index=False),
+    )
     train_seconds = sum(s["seconds"] for s in stages)
     metrics = {
         "run": name,
         "paper": config.paper_name,
         "dataset": config.dataset_name,
         "test_accuracy": test["accuracy"],
+        "test_tta_accuracy": tta["test"]["accuracy"] if tta else None,
         "test_loss": test["loss"],
         "test_macro_f1": test["macro_f1"],
         "val_accuracy": val["accuracy"],
@@ -509,6 +569,7 @@ def train_run(config, root, name="baseline", seed=None, fresh=False, verbose=1, 
         "val": {k: v for k, v in val.items() if k not in ("per_class", "confusion_matrix")},
         "per_class": test["per_class"],
         "confusion_matrix": test["confusion_matrix"],
+        "tta": tta,
         "num_classes": data.num_classes,
         "class_names": data.class_names,
         "counts": data.counts(),
@@ -528,6 +589,7 @@ def train_run(config, root, name="baseline", seed=None, fresh=False, verbose=1, 
         "versions": versions(),
         "runtime": settings,
         "deterministic": settings["deterministic"],
+        "machine": runtime.fingerprint(),
         "git_commit": git_commit(),
         "timing_fields": TIMING_FIELDS,
     }
@@ -535,7 +597,11 @@ def train_run(config, root, name="baseline", seed=None, fresh=False, verbose=1, 
     metrics["diagnosis"] = diagnose(history, target=paper.target_accuracy, frozen_layers=stages[-1]["frozen_layers"])
     Metrics.model_validate(metrics).write(folder / "metrics.json")
     mark_complete(folder)
-    log.info(f"[{name}] test accuracy {test['accuracy']:.4f} (val {val['accuracy']:.4f}), {wall:.0f}s -> {folder}")
+    log.info(
+        f"[{name}] test accuracy {test['accuracy']:.4f}"
+        + (f" (with TTA {tta['test']['accuracy']:.4f})" if tta else "")
+        + f" (val {val['accuracy']:.4f}), {wall:.0f}s -> {folder}"
+    )
     for finding in metrics["diagnosis"]["findings"]:
         log.info(f"[{name}] diagnosis: {finding['problem']} ({finding['evidence']}): {finding['advice']}")
     return metrics

@@ -158,12 +158,27 @@ class CardHyperModel(keras_tuner.HyperModel):
         self.built = TrialModel(model, config, weights, knobs, key, reused, initial)
         return model
 
-    def compile_stage(self, built, model, paper, learning_rate, steps_per_epoch, epochs, jit_compile):
+    def compile_stage(
+        self, built, model, paper, learning_rate, steps_per_epoch, epochs, jit_compile, stage=None, warmup_steps=0
+    ):
         """fit_stages' compile step: a reused model only takes the trial's values."""
         if built.reused:
-            set_knobs(model, built.knobs, paper.training, learning_rate, steps_per_epoch, epochs)
+            multipliers = stage.lr_multipliers if stage is not None else None
+            set_knobs(
+                model, built.knobs, paper.training, learning_rate, steps_per_epoch, epochs, multipliers, warmup_steps
+            )
             return
-        compile_model(model, paper, learning_rate, steps_per_epoch, epochs, jit_compile, knobs=built.knobs)
+        compile_model(
+            model,
+            paper,
+            learning_rate,
+            steps_per_epoch,
+            epochs,
+            jit_compile,
+            knobs=built.knobs,
+            stage=stage,
+            warmup_steps=warmup_steps,
+        )
         if built.key is not None:
             self.cache.keep(built.key, paper.seed, model, built.knobs, built.initial)
 

@@ -4,14 +4,16 @@ Compiling a Keras model throws its traced train, test and predict functions away
 MobileNetV2's costs ~16 s here, most of a short trial. So the hyperparameters a trial may change
 without changing the graph are values the compiled functions read at run time:
 
-- learning rate, its schedule's steps per epoch and length, weight decay and label smoothing are
+- learning rate, its schedule's steps per epoch, length and warmup, weight decay and label smoothing are
   Keras variables (`Knobs`) read by the optimizer, `ScheduledRate` and `smoothed_crossentropy`;
 - head dropout is a variable inside the model (project.model.classifier.HeadDropout): set with the weights;
-- batch size and augmentation strength only change the tf.data pipeline (its batch dimension is
-  None, so another batch size is the same signature).
+- batch size, augmentation strength and the mixup / CutMix alphas only change the tf.data pipeline
+  (its batch dimension is None, so another batch size is the same signature).
 
-Everything else (backbone, head, trained layers, optimizer type, momentum, L2, input size) is the
-architecture: `architecture_key` tells two trials apart. A trial with a known key takes the cached
+The factors of a stage's lr_multipliers are Knobs too (whether the stage has them is architecture:
+two optimizers instead of one). Everything else (backbone, head, trained layers and whether their
+BatchNormalization trains, optimizer type, momentum, gradient clipping, the weights' moving average,
+L2, input size) is the architecture: `architecture_key` tells two trials apart. A trial with a known key takes the cached
 model, the weights and dropout seeds of a model freshly built from its own seed, the optimizer's
 initial state and its own knob values; it then trains exactly as a fresh process would.
 The initial state depends only on the architecture and the seed, so it is kept too: a trial with a
@@ -52,7 +54,9 @@ def architecture_key(paper):
             t.schedule,
             t.step_every,
             t.decay,
-            [(s.name, s.unfreeze) for s in t.stages],
+            t.clipnorm,  # constants of the optimizer's traced update
+            t.ema,
+            [(s.name, s.unfreeze, s.train_batchnorm, s.lr_multipliers is not None) for s in t.stages],
             paper.runtime.model_dump(mode="json"),
         )
     )

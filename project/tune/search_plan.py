@@ -65,17 +65,21 @@ class Progress:
         trials = sum(max(0, n - done[stage]) * epochs for stage, (n, epochs) in self.counts.items())
         return trials + self.retrain_epochs
 
-    def line(self, stage, table, trial_id):
-        """The line for trial `trial_id` of `stage`, which has just ended; `table` is trials.csv."""
+    def line(self, stage, table, trial_id, error_log=None):
+        """The line for trial `trial_id` of `stage`, which has just ended; `table` is trials.csv.
+        A trial that failed or exploded gets its reason, and `error_log`, where its traceback is."""
         ended = table[table["status"] != "running"]
         seconds, epochs = ended["wall_seconds"].sum(), ended["epochs_run"].sum()
         scores = pd.to_numeric(table[f"best_{self.objective}"], errors="coerce")
-        row = table[(table["stage"] == stage) & (table["trial_id"].astype(str) == str(trial_id))].iloc[0]
+        row = trial_row(table, stage, trial_id)
         score = scores[row.name]
         eta = self.epochs_left(table) * seconds / epochs if epochs else None
+        why = headline(row["failure_reason"]).removeprefix(f"{row['status']}: ") if row["status"] != "completed" else ""
+        where = f"traceback in {error_log}" if error_log and row["status"] != "completed" else ""
         return (
-            f"[{stage}] trial {int((ended['stage'] == stage).sum())}/{self.counts[stage][0]} {row['status']} in "
-            f"{row['wall_seconds']:.0f}s: "
+            f"[{stage}] trial {int((ended['stage'] == stage).sum())}/{self.counts[stage][0]} {row['status']}"
+            + (f" ({'; '.join(t for t in (why, where) if t)})" if why or where else "")
+            + f" in {row['wall_seconds']:.0f}s: "
             + (f"{self.objective} {score:.4f}, " if pd.notna(score) else "")
             + (f"best {scores.max():.4f}" if scores.notna().any() else "no score yet")
             + f" - elapsed {duration(time.monotonic() - self.start)}"
@@ -87,12 +91,29 @@ class Progress:
         )
 
 
+def trial_row(table, stage, trial_id):
+    """The row of trials.csv of one trial."""
+    return table[(table["stage"] == stage) & (table["trial_id"].astype(str) == str(trial_id))].iloc[0]
+
+
+def headline(reason, limit=300):
+    """A failure reason on one console line: its first non-blank line (TensorFlow's errors run to
+    many), shortened; trials.csv and the trial's error.log keep all of it."""
+    lines = [line.strip() for line in str(reason if isinstance(reason, str) else "").splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def plan_text(config, seeds=1, budget=None):
     """What `make all` runs, in one line."""
     paper, split = config.paper, config.dataset.split
-    epochs = sum(s.epochs for s in paper.training.stages)
+    stages = paper.training.stages
+    if all(s.steps is None for s in stages):
+        epochs = f"{sum(s.epochs for s in stages)} epochs"
+    else:  # steps become epochs only once the data is known
+        epochs = " + ".join(s.length for s in stages if s.epochs != 0)
     folds = f" x {split.folds} folds" if split.folds else ""
-    runs = f"{epochs} epochs x {seeds} seed{'s' if seeds > 1 else ''}{folds}"
+    runs = f"{epochs} x {seeds} seed{'s' if seeds > 1 else ''}{folds}"
     text = f"make all on {config.paper_name} x {config.dataset_name}: sanity (6 checks) -> baseline ({runs})"
     search = paper.search
     if not split.has_test:
@@ -104,7 +125,7 @@ def plan_text(config, seeds=1, budget=None):
             f"{search.fine.trials} x {search.fine.epochs}"
             + (f", within {budget}" if budget else "")
             + (f", each trial on {search.folds} folds" if search.folds else "")
-            + f") -> final round ({search.finalists} finalists x {epochs} epochs, the best is tuned)"
+            + f") -> final round ({search.finalists} finalists x {epochs}, the best is tuned)"
             + (f" -> tuned, {seeds - 1} more seed{'s' if seeds > 2 else ''}" if seeds > 1 else "")
             + (f" -> tuned on all {split.folds} folds" if split.folds else "")
         )

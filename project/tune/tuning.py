@@ -6,6 +6,7 @@ runs/<paper>__<dataset>/tuning/
     fine_space.json         the narrowed space, fixed when the fine stage first starts
     trials.csv              every trial of both stages, rewritten whenever a trial ends
     budget.json             the trial counts a time budget fixed (project.tune.search_plan)
+    <stage>/trial_*/error.log   a failed or exploded trial's full traceback (the console gets one line)
     summary.json            the spaces, the budget, the finalists, the final round, the edge-of-range warnings
     config.resolved.yaml    the configuration searched (another one moves tuning/ aside)
 runs/<paper>__<dataset>/finalists/   the top trials trained at full length (project.tune.final_round)
@@ -19,6 +20,7 @@ round; workers run the trials. Every process must see the same runs/ folder (a s
 filesystem), as Keras Tuner's own trial checkpoints do.
 """
 
+import logging
 import os
 import time
 from contextlib import contextmanager, nullcontext
@@ -36,18 +38,22 @@ from project.data.prepare import prepare
 from project.errors import UserError
 from project.records import FineSpace
 from project.train import runtime
+from project.train.schedules import card_epochs
 from project.train.training import training_stats
 from project.tune.final_round import final_round, retrain, summarize
+from project.tune.hparams_log import write_hparams
 from project.tune.hypermodel import CardHyperModel, FitClock, TrialExploded, fold_histories
 from project.tune.reuse import ModelCache
 from project.tune.search_check import check_search, require_test, trial_folds
-from project.tune.search_plan import BUDGET, Progress, check_budget, duration, plan_budget
+from project.tune.search_plan import BUDGET, Progress, check_budget, duration, headline, plan_budget, trial_row
 from project.tune.search_space import narrow
 from project.tune.trials import META, STAGES, ended, fixed_seconds, ranked, read_trials, write_trials_csv
 
 log = logs.get(__name__)
 
 NO_LIMIT = 10**9  # max_consecutive_failed_trials: failed trials never end the search
+ERROR_LOG = "error.log"  # in a failed trial's folder: the traceback Keras Tuner caught
+FAILED = (keras_tuner.engine.trial.TrialStatus.FAILED, keras_tuner.engine.trial.TrialStatus.INVALID)
 
 
 @contextmanager
@@ -68,6 +74,28 @@ def released_step_graphs():
             for key in set(registry) - before:
                 if key.startswith("CustomGradient-"):
                     del registry[key]
+
+
+@contextmanager
+def tracebacks_to_trial_logs():
+    """Keras Tuner prints the whole traceback of every failed trial to stderr while its config
+    flag DEBUG is on (the default), expected explosions included. It also keeps that traceback
+    as the trial's message, which StageTuner.on_trial_end writes to the trial's error.log, and the
+    progress line says why the trial failed: the print is turned off for the search (the flag is
+    Keras Tuner's only switch for it; were it gone, the tracebacks would just print again)."""
+    from keras_tuner.src import config as keras_tuner_config
+
+    before = getattr(keras_tuner_config, "DEBUG", None)
+    keras_tuner_config.DEBUG = False
+    try:
+        yield
+    finally:
+        keras_tuner_config.DEBUG = before
+
+
+def trial_log(folder, stage, trial_id):
+    """A trial's error.log (Keras Tuner names a trial's folder trial_<id> in the stage's project)."""
+    return Path(folder) / stage / f"trial_{trial_id}" / ERROR_LOG
 
 
 # ------------------------------------------------------------------ who runs what
@@ -125,7 +153,10 @@ class StageOracle(keras_tuner.oracles.RandomSearchOracle):
             self.max_trials = plan_search(self.folder, self.budget, self.progress)["coarse"]
         table = write_trials_csv(self.folder, self.objective.name)
         if self.progress is not None:
-            log.info(self.progress.line(self.stage, table, trial.trial_id))
+            path = trial_log(self.folder, self.stage, trial.trial_id)
+            line = self.progress.line(self.stage, table, trial.trial_id, path if path.exists() else None)
+            surprise = trial_row(table, self.stage, trial.trial_id)["status"] == "failed"  # not an explosion
+            log.log(logging.WARNING if surprise else logging.INFO, line)
 
 
 class StageTuner(keras_tuner.Tuner):
@@ -181,6 +212,20 @@ class StageTuner(keras_tuner.Tuner):
             meta["fixed_seconds"] = fixed_seconds(meta)
             meta.update(outcome(folder, model, meta["status"] == "exploded"))
             write_json(path, meta)
+
+    def on_trial_end(self, trial):
+        """Keras Tuner's hook once a trial has run, before the oracle records its end: a failed
+        trial's traceback (trial.message, Keras Tuner's own) goes to its error.log. The oracle's
+        progress line gives the reason; a worker, which prints no progress line, says it here."""
+        if trial.status in FAILED and trial.message:
+            path = Path(self.get_trial_dir(trial.trial_id)) / ERROR_LOG
+            atomic_write(path, trial.message)
+            if role() == "worker":
+                meta = read_json(path.with_name(META))
+                log.info(
+                    f"[{self.stage}] trial {trial.trial_id} {meta['status']}: {headline(meta['reason'])} (traceback in {path})"
+                )
+        super().on_trial_end(trial)
 
     def strategy_scope(self):
         return self.distribution_strategy.scope() if self.distribution_strategy else nullcontext()
@@ -296,7 +341,8 @@ def run_stage(stage, model, folder, search, trials, verbose, strategy=None, prog
         )
         log.info(f"[{stage}] {trials} trials of {model.epochs} epochs, {worker_id()}")
         try:
-            tuner.search(verbose=verbose)
+            with tracebacks_to_trial_logs():
+                tuner.search(verbose=verbose)
         except keras_tuner.errors.FatalError as error:
             if isinstance(error.__cause__, UserError):
                 raise error.__cause__ from None
@@ -339,7 +385,7 @@ def tune(config, root, *, trials=None, epochs=None, stage="all", fresh=False, se
     objective, cache = keras_tuner.Objective(search.objective, search.direction), ModelCache()
     counts = {s: (trials or getattr(search, s).trials, epochs or getattr(search, s).epochs) for s in STAGES}
     counts = planned_counts(folder, counts, budget_seconds)
-    full = sum(s.epochs for s in config.paper.training.stages)
+    full = card_epochs(config.paper.training, len(data.indices("train")))
     full_runs = full * (search.finalists * k + seeds * split_folds - k)  # the winner's first k runs are its finalist's
     progress = Progress({s: (n, e * k) for s, (n, e) in counts.items()}, full_runs, search.objective)
     planning = budget_seconds if budget_seconds is not None and not (folder / BUDGET).exists() else None
@@ -379,6 +425,7 @@ def tune(config, root, *, trials=None, epochs=None, stage="all", fresh=False, se
         log.info(f"worker {worker_id()}: no trials left")
         return None
     table = write_trials_csv(folder, search.objective)
+    write_hparams(folder, table, space, search.objective)
     stages = ["coarse"] if stage == "coarse" else list(STAGES)
     summary = summarize(folder, config, space, stages, table.wall_seconds.sum())
     if stage != "coarse":

@@ -78,22 +78,38 @@ class Chromium:
                 *messages, self.buffer = self.buffer.split(b"\0")
                 self.events += [json.loads(m) for m in messages if m]
 
-    def open(self, path):
-        """Load a page; return (naturalWidth of each <img>, console errors, requests to other hosts)."""
+    def _load(self, path, width=None):
         target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
         session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         for domain in ("Page", "Runtime", "Log", "Network"):
             self.send(f"{domain}.enable", session=session)
+        if width:
+            metrics = {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False}
+            self.send("Emulation.setDeviceMetricsOverride", metrics, session=session)
         self.send("Page.navigate", {"url": Path(path).resolve().as_uri()}, session=session)
         self.wait(lambda m: m.get("method") == "Page.loadEventFired" and m.get("sessionId") == session)
-        widths = self.send(
-            "Runtime.evaluate",
-            {
-                "expression": "Array.from(document.images).map(i => i.complete ? i.naturalWidth : -1)",
-                "returnByValue": True,
-            },
-            session=session,
-        )["result"]["value"]
+        return target, session
+
+    def _evaluate(self, session, expression):
+        reply = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True}, session=session)
+        return reply["result"]["value"]
+
+    def cut_tables(self, path, width):
+        """The first header cell of every table whose columns run out of view at `width` pixels."""
+        target, session = self._load(path, width)
+        cut = self._evaluate(
+            session,
+            "Array.from(document.querySelectorAll('table')).filter(t => t.getBoundingClientRect().right > "
+            "document.documentElement.clientWidth + 1 || (t.parentElement.scrollWidth > t.parentElement.clientWidth + 1))"
+            ".map(t => t.querySelector('th') ? t.querySelector('th').textContent : '?')",
+        )
+        self.send("Target.closeTarget", {"targetId": target})
+        return cut
+
+    def open(self, path):
+        """Load a page; return (naturalWidth of each <img>, console errors, requests to other hosts)."""
+        target, session = self._load(path)
+        widths = self._evaluate(session, "Array.from(document.images).map(i => i.complete ? i.naturalWidth : -1)")
         errors, requests = [], []
         for m in [m for m in self.events if m.get("sessionId") == session]:
             method, params = m.get("method"), m.get("params", {})
