@@ -352,7 +352,7 @@ def test_the_report_shows_each_fold_mean_std_and_interval(cross_validated):
 
 
 def test_without_a_test_subset_the_figure_is_cross_validated_and_labelled_optimistic(tmp_path):
-    paper = write_tiny_paper_card(tmp_path, search=TINY_SEARCH)
+    paper = write_tiny_paper_card(tmp_path, search=TINY_SEARCH, evaluation={"tta": ["hflip"]})
     digits = write_card(tmp_path / "digits.yaml", {**DIGITS_DATASET, "split": {"test": 0, "folds": 2, "seed": 0}})
     cards = ["--paper", str(paper), "--dataset", str(digits), "--runs-dir", str(tmp_path / "runs")]
     root = tmp_path / "runs" / "tiny__digits"
@@ -362,6 +362,8 @@ def test_without_a_test_subset_the_figure_is_cross_validated_and_labelled_optimi
     metrics = [json.loads((root / f"baseline-fold{k}" / "metrics.json").read_text()) for k in (1, 2)]
     assert [m["test_subset"] for m in metrics] == ["held_out_fold"] * 2 and metrics[0]["counts"]["test"]["3"] == 0
     assert metrics[0]["test_accuracy"] == metrics[0]["val_accuracy"]
+    assert metrics[0]["tta"]["test"]["count"] == metrics[0]["val"]["count"]  # TTA on the held-out fold too
+    assert main(["evaluate", "--run", str(root / "baseline-fold2"), "--quiet"]) == 0  # recomputed on its fold
     predicted = pd.concat([pd.read_csv(root / f"baseline-fold{k}" / "predictions.csv") for k in (1, 2)])
     assert sorted(predicted["source"]) == sorted(pd.read_csv(root / "split.csv")["source"])  # each image once
     comparison = json.loads((tmp_path / "reports" / "tiny__digits" / "comparison.json").read_text())
