@@ -351,6 +351,16 @@ def test_the_report_shows_each_fold_mean_std_and_interval(cross_validated):
     assert "2 cross-validation folds of the rest" in report and "No test subset" not in report
 
 
+def test_make_check_retrains_each_fold_on_its_own_fold(cross_validated, tmp_path):
+    from project.commands import check as check_module
+
+    rows, exact = check_module.check(cross_validated["report"], tmp_path / "runs")
+    assert exact and {r[0] for r in rows} == {"baseline-fold1", "baseline-fold2"}
+    assert all(r[-1] and r[4] == 0 for r in rows), rows  # fold 2 retrained on fold 1 would not repeat its numbers
+    saved = json.loads((cross_validated["report"] / "metrics.json").read_text())["seeds"]["baseline"]
+    assert [(r["folder"], r["fold"]) for r in saved] == [("baseline-fold1", 1), ("baseline-fold2", 2)]
+
+
 def test_without_a_test_subset_the_figure_is_cross_validated_and_labelled_optimistic(tmp_path):
     paper = write_tiny_paper_card(tmp_path, search=TINY_SEARCH, evaluation={"tta": ["hflip"]})
     digits = write_card(tmp_path / "digits.yaml", {**DIGITS_DATASET, "split": {"test": 0, "folds": 2, "seed": 0}})
