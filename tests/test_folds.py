@@ -395,6 +395,8 @@ def test_make_tune_without_a_test_subset_names_split_test(tmp_path, capsys):
     assert (
         err.count("\n") == 1 and "split.test is 0, so there is no held-out test subset, and make tune needs one" in err
     )
+    assert main(["plan", "--paper", str(paper), "--dataset", str(digits), "--seeds", "2"]) == 0
+    assert "-> baseline (1 epochs x 2 seeds x 2 folds) -> report (split.test 0: no tuning)" in capsys.readouterr().out
 
 
 def test_grouped_folds_of_an_image_folder(tmp_path):
