@@ -80,7 +80,7 @@ def both_schedules(kind, peak, steps_per_epoch, epochs, warmup):
     """The plain schedule and a tuner trial's (variables), for the same stage."""
     t = training(schedule=kind, warmup_steps=warmup)
     knobs = Knobs()
-    knobs.set(t, peak, steps_per_epoch, epochs, warmup)
+    knobs.set(t, peak, steps_per_epoch, epochs, warmup_steps=warmup)
     return schedules.plain_schedule(t, peak, steps_per_epoch, epochs, warmup), ScheduledRate(kind, knobs)
 
 
