@@ -12,8 +12,10 @@ import os
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
+from project import faults
 from project.errors import UserError
 
 RUNS_DIR = Path(os.environ.get("PROJECT_RUNS", "runs"))
@@ -38,6 +40,7 @@ def atomic_write(path, data):
             handle.write(data.encode("utf-8") if isinstance(data, str) else data)
             handle.flush()
             os.fsync(handle.fileno())
+        faults.checkpoint(f"write.{path.name}")
         os.replace(tmp, path)
     except BaseException as error:  # an interrupt too: never leave the temporary file behind
         if tmp and os.path.exists(tmp):
@@ -47,6 +50,29 @@ def atomic_write(path, data):
                 f"cannot write {path}: {error.strerror or error} (is the folder writable, is the disk full?)"
             ) from None
         raise
+
+
+@contextmanager
+def atomic_path(path, point=None):
+    """A temporary path beside `path`, with its name's suffixes (Keras wants .weights.h5, .keras), for a
+    library that writes files itself (model.save_weights, model.save): renamed onto `path` once
+    written, so `path` is the old file or the new one, never a part. `point`: a project.faults kill
+    point between the write and the rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes))
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        if point:
+            faults.checkpoint(point)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def write_json(path, data):

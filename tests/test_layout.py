@@ -18,6 +18,7 @@ LEVELS = {
     "figures": 0,
     "records": 0,
     "logs": 0,
+    "faults": 0,
     "config": 1,
     "data": 2,
     "model": 3,

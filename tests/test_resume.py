@@ -4,6 +4,7 @@ partial file."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -103,7 +104,10 @@ def test_train_killed_mid_epoch_resumes_with_continuous_epochs(tmp_path):
     assert history["global_epoch"].tolist() == list(range(1, 7))
     metrics = json.loads((run / "metrics.json").read_text())
     assert [s["stage"] for s in metrics["stages"]] == ["warm", "main"]
-    assert metrics["stages"][1]["epochs"] == 3, "the rerun trains only main's 3 remaining epochs"
+    assert [s["epochs"] for s in metrics["stages"]] == [2, 4], "epochs before and after the kill, as if never killed"
+    assert re.findall(r"Epoch (\d+)/(\d+)", second.stdout) == [("2", "4"), ("3", "4"), ("4", "4")], (
+        "the rerun trains only main's 3 remaining epochs"
+    )
     # the final weights are main's best epoch over both runs (the checkpoint threshold survived the kill)
     best = history[history.stage == "main"]["val_accuracy"].max()
     assert metrics["val_accuracy"] == pytest.approx(best, abs=1e-6)

@@ -1,13 +1,11 @@
 """Training: the card's stages with Keras callbacks, evaluation on val and test, and the
 artifacts of a run (model.keras, history.csv, predictions.csv, metrics.json, config.resolved.yaml).
 
-A killed run resumes: each stage keeps a Keras BackupAndRestore state and a CSV log, and a
+A killed run resumes: each stage keeps a resume state and a CSV log (project.train.callbacks), and a
 finished stage leaves its best weights and a marker, so a rerun skips it.
 """
 
 import contextlib
-import json
-import math
 import platform
 import re
 import time
@@ -19,7 +17,7 @@ import pandas as pd
 import yaml
 
 from project import logs
-from project.artifacts import archive, atomic_write, is_complete, mark_complete, read_json, write_json
+from project.artifacts import archive, atomic_path, atomic_write, is_complete, mark_complete, read_json, write_json
 from project.config.cards import recipe, resolved_yaml
 from project.data.prepare import Feed, prepare
 from project.errors import UserError
@@ -28,7 +26,8 @@ from project.model.classifier import apply_stage, backbone_layers, backbone_of, 
 from project.paths import REPO_ROOT
 from project.records import History, Metrics
 from project.train import runtime
-from project.train.averaging import ema_callbacks, judged_weights
+from project.train.averaging import ema_callbacks
+from project.train.callbacks import kill_points, resume_log, resume_state, seed_states, set_seed_states, stage_callbacks
 from project.train.knobs import ScheduledRate, decoupled_weight_decay, set_knobs, smoothed_crossentropy
 from project.train.metrics import class_weights, classification_metrics
 from project.train.monitors import diagnose, monitor_callbacks, ratio_summary
@@ -143,132 +142,6 @@ def training_stats(data, paper):
     )
 
 
-def monitor_of(paper):
-    monitor = paper.training.early_stopping.monitor if paper.training.early_stopping else "val_accuracy"
-    return monitor, "min" if "loss" in monitor else "max"
-
-
-def stage_callbacks(paper, folder, stage, checkpoint=True, backup=True):
-    """Early stopping, NaN guard, CSV history, TensorBoard, the best-on-val `checkpoint` and the
-    resume state (`backup`: a tuner trial has none, Keras Tuner reruns an interrupted trial; nor a
-    checkpoint of its last stage, whose final weights are dropped).
-
-    After a kill, the epochs logged so far (trimmed to the last backup) restore what the callbacks
-    knew: the checkpoint's best value and early stopping's patience, as if never interrupted.
-    The CSV log is written before the backup, so an epoch is never missing from the log."""
-    t = paper.training
-    monitor, mode = monitor_of(paper)
-    logged = resume_log(folder, stage)
-    seen = logged[monitor].dropna().tolist() if monitor in logged else []
-    callbacks = [
-        keras.callbacks.CSVLogger(str(folder / "logs" / f"history_{stage}.csv"), append=True),
-        keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.TensorBoard(str(folder / "logs" / "tensorboard" / stage), write_graph=False),
-    ]
-    best = None
-    if checkpoint:
-        best = BestCheckpoint(
-            folder / "checkpoints" / f"{stage}.weights.h5",
-            monitor,
-            mode,
-            (max(seen) if mode == "max" else min(seen)) if seen else None,
-        )
-        callbacks.insert(1, best)
-    if backup:
-        callbacks.insert(2, ThrottledBackup(str(folder / "backup" / stage), paper.runtime.backup_seconds, best))
-    if t.early_stopping:
-        e = t.early_stopping
-        early = ResumedEarlyStopping(monitor=e.monitor, mode=mode, patience=e.patience, min_delta=e.min_delta)
-        early.logged = logged[e.monitor].tolist() if e.monitor in logged else []
-        callbacks.append(early)
-    if t.schedule == "plateau":
-        callbacks.append(
-            keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=t.decay, patience=t.plateau_patience)
-        )
-    return callbacks
-
-
-class BestCheckpoint(keras.callbacks.Callback):
-    """The best-on-val weights: copied in memory at every improvement (~0.05 s for MobileNetV2) and
-    written to `path` only with the resume state and when training ends (~0.7 s a write), so the
-    file always matches the epochs a resumed run keeps. `threshold`: the best value before a restart."""
-
-    def __init__(self, path, monitor, mode, threshold=None):
-        super().__init__()
-        self.path, self.monitor, self.mode, self.best = Path(path), monitor, mode, threshold
-        self.weights = None
-
-    def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is None or not math.isfinite(value):
-            return
-        if self.best is None or (value > self.best if self.mode == "max" else value < self.best):
-            self.best, self.weights = value, judged_weights(self.model)  # the moving average's, with training.ema
-
-    def flush(self):
-        if self.weights is None:
-            return
-        now = self.model.get_weights()
-        self.model.set_weights(self.weights)
-        self.model.save_weights(self.path)
-        self.model.set_weights(now)
-        self.weights = None
-
-    def on_train_end(self, logs=None):
-        self.flush()
-
-
-class ThrottledBackup(keras.callbacks.BackupAndRestore):
-    """BackupAndRestore that writes the resume state at an epoch end only when `seconds` have passed
-    since its last write (0: every epoch), after flushing the best checkpoint. Writing MobileNetV2's
-    state takes ~0.7 s, a third of a demo epoch; a kill then costs at most `seconds` of training,
-    rerun to the same numbers (every random draw comes from the seed and the epoch)."""
-
-    def __init__(self, backup_dir, seconds, best=None):
-        super().__init__(backup_dir, double_checkpoint=True)
-        self.seconds, self.written, self.best = seconds, time.monotonic(), best
-
-    def on_epoch_end(self, epoch, logs=None):
-        self._current_epoch = epoch + 1
-        if time.monotonic() - self.written >= self.seconds:
-            if self.best is not None:
-                self.best.flush()
-            self._save_model()
-            self.written = time.monotonic()
-
-
-def resume_log(folder, stage):
-    """The stage's CSV log cut back to the epochs its BackupAndRestore state holds (a killed run
-    may have logged an epoch it did not back up: that epoch runs again, so its row goes)."""
-    log = Path(folder) / "logs" / f"history_{stage}.csv"
-    backed_up = backed_up_epochs(folder, stage)
-    if not log.exists() or not log.stat().st_size:
-        return pd.DataFrame()
-    frame = pd.read_csv(log)
-    kept = frame[frame["epoch"] < backed_up]
-    if len(kept) < len(frame):
-        atomic_write(log, kept.to_csv(index=False))
-    return kept
-
-
-def backed_up_epochs(folder, stage):
-    """Epochs of a stage its BackupAndRestore state holds: where Keras resumes it."""
-    meta = Path(folder) / "backup" / stage / "training_metadata.json"
-    return json.loads(meta.read_text())["epoch"] if meta.exists() else 0
-
-
-class ResumedEarlyStopping(keras.callbacks.EarlyStopping):
-    """EarlyStopping that replays the epochs logged before a restart, so patience carries over."""
-
-    logged = ()
-
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        for epoch, value in enumerate(self.logged):
-            self.on_epoch_end(epoch, {self.monitor: value})
-        self.model.stop_training = False
-
-
 @contextlib.contextmanager
 def out_of_memory_advice(batch_size):
     """An accelerator out of memory becomes one line naming the batch size and a smaller one."""
@@ -333,8 +206,11 @@ def fit_stages(
         best = folder / "checkpoints" / f"{stage.name}.weights.h5"
         done = folder / "checkpoints" / f"{stage.name}.done.json"
         if done.exists():  # finished before an interruption: reuse it
-            model.load_weights(best)
-            infos.append(read_json(done))  # json, not pandas: exact floats and plain ints
+            if best.exists():  # a trial's last stage has none: only its logs count
+                model.load_weights(best)
+            info = read_json(done)  # json, not pandas: exact floats and plain ints
+            set_seed_states(model, info.pop("seed_states", None))  # where the stage left dropout's draws
+            infos.append(info)
             continue
         compile_stage(
             model,
@@ -348,7 +224,9 @@ def fit_stages(
         )
         if stage.steps is not None and epochs is None:
             log.info(f"[{stage.name}] {conversion_text(t, stage, steps, batch_size)}")
-        resumed = backed_up_epochs(folder, stage.name)
+        state = None if trial else resume_state(folder, stage.name)
+        resumed = state["epoch"] if state else 0
+        resume_log(folder, stage.name, resumed)
         train = data.dataset(
             "train", feed, batch_size=batch_size, epochs=(first_epoch + resumed, first_epoch + stage_length)
         )
@@ -362,9 +240,10 @@ def fit_stages(
                 class_weight=per_class,
                 shuffle=False,
                 # monitors first: they add update_ratio to the epoch logs before CSVLogger writes them
-                callbacks=monitor_callbacks(stage.learning_rate or t.learning_rate)
+                callbacks=kill_points(trial)
+                + monitor_callbacks(stage.learning_rate or t.learning_rate)
                 + ema_callbacks(model)
-                + stage_callbacks(paper, folder, stage.name, not (trial and last), not trial)
+                + stage_callbacks(paper, folder, stage.name, not (trial and last), not trial, state)
                 + list(extra_callbacks),
                 verbose=verbose,
             )
@@ -374,7 +253,7 @@ def fit_stages(
             model.load_weights(best)
         info = {
             "stage": stage.name,
-            "epochs": ran,
+            "epochs": resumed + ran,  # before and after an interruption: as if never interrupted
             "unfrozen_layers": unfrozen,
             "frozen_layers": len(backbone_layers(model)) - unfrozen,
             "seconds": round(seconds, 3),
@@ -387,7 +266,7 @@ def fit_stages(
             "steps_batch_size": t.steps_batch_size if stage.steps is not None else None,
             "warmup_steps": warmups[stage.name],
         }
-        write_json(done, info)
+        write_json(done, {**info, "seed_states": seed_states(model)})
         infos.append(info)
         log.info(
             f"[{stage.name}] {ran} epochs, {seconds:.1f}s, {info['images_per_second']:.0f} images/s, "
@@ -544,7 +423,8 @@ def train_run(config, root, name="baseline", seed=None, fresh=False, verbose=1, 
     )
     tta = tta_scores(model, data, feed_of(paper), paper.evaluation.tta, scored)  # None without evaluation.tta
     wall = time.perf_counter() - start
-    model.save(folder / "model.keras")
+    with atomic_path(folder / "model.keras") as tmp:  # Keras writes it in place: here beside, then renamed
+        model.save(tmp)
     history = combined_history(folder, [s["stage"] for s in stages])
     History.from_frame(history).write(folder / "history.csv")
     atomic_write(folder / "predictions.csv", predictions_table(data, scored, probabilities, labels).to_csv(index=False))

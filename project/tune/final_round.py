@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from project import logs
-from project.artifacts import archive, is_complete, read_json
+from project.artifacts import COMPLETE, archive, is_complete, mark_complete, read_json
 from project.config.cards import with_values
 from project.errors import UserError
 from project.records import Candidate, FineSpace, Metrics, TuningSummary
@@ -114,7 +114,7 @@ def final_round(config, root, summary, space, fresh, verbose):
         log.warning(f"!!! warning: {warning}")
     runs = finalist_runs(config, f"finalists/{best['stage']}-{best['trial_id']}")
     for (run, _), (tuned, _, _) in zip(runs, tuned_runs(config, 1)):
-        install(Path(root) / run, Path(root) / tuned)
+        install(Path(root) / run, Path(root) / tuned, best)
     return best
 
 
@@ -123,18 +123,26 @@ def tuned_runs(config, seeds):
     return fold_runs("tuned", config.paper.seed, seeds, config.dataset.split.folds)
 
 
-def install(source, target):
-    """The winning finalist's run as tuned/ (a copy: finalists/ keeps every finalist's record)."""
+def install(source, target, best):
+    """The winning finalist's run as tuned/ (a copy: finalists/ keeps every finalist's record) with
+    its trial `best` (best_hyperparameters.json): copied beside, marked complete, then renamed into
+    place, so a kill never leaves a tuned/ marked complete that is not (copytree copies the marker
+    in no particular order)."""
     if (
         is_complete(target)
         and (target / "config.resolved.yaml").read_text() == (source / "config.resolved.yaml").read_text()
     ):
         return
+    partial = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)  # a copy a kill cut short: made again
+    shutil.copytree(source, partial, ignore=shutil.ignore_patterns(COMPLETE))
+    metrics = Metrics.read(partial / "metrics.json")
+    metrics.model_copy(update={"run": target.name}).write(partial / "metrics.json")
+    Candidate.model_validate(best).write(partial / Candidate.FILE)
+    mark_complete(partial)
     if target.exists():
         log.info(f"previous tuned run moved to {archive(target)}")
-    shutil.copytree(source, target)
-    metrics = Metrics.read(target / "metrics.json")
-    metrics.model_copy(update={"run": target.name}).write(target / "metrics.json")
+    partial.rename(target)
 
 
 def retrain(config, root, best, fresh, seeds, verbose):

@@ -26,11 +26,16 @@ def fixed_seconds(meta):
 
 
 def read_trials(folder, stage):
-    """(trial.json, meta.json) of each trial of a stage, in trial order."""
+    """(trial.json, meta.json) of each trial of a stage, in trial order. A trial.json cut short is
+    left out: the resumed search rebuilds it (project.tune.tuner_state) and runs the trial again."""
     found = []
     for path in sorted((Path(folder) / stage).glob("trial_*/trial.json")):
         meta_path = path.with_name(META)
-        found.append((read_json(path), read_json(meta_path) if meta_path.exists() else {}))
+        try:
+            trial = read_json(path)
+        except ValueError:
+            continue
+        found.append((trial, read_json(meta_path) if meta_path.exists() else {}))
     return found
 
 

@@ -20,6 +20,7 @@ round; workers run the trials. Every process must see the same runs/ folder (a s
 filesystem), as Keras Tuner's own trial checkpoints do.
 """
 
+import json
 import logging
 import os
 import time
@@ -32,7 +33,7 @@ import pandas as pd
 import tensorflow as tf
 import yaml
 
-from project import logs
+from project import faults, logs
 from project.artifacts import archive, atomic_write, read_json, run_root, write_json
 from project.data.prepare import prepare
 from project.errors import UserError
@@ -48,6 +49,7 @@ from project.tune.search_check import check_search, require_test, trial_folds
 from project.tune.search_plan import BUDGET, Progress, check_budget, duration, headline, plan_budget, trial_row
 from project.tune.search_space import narrow
 from project.tune.trials import META, STAGES, ended, fixed_seconds, ranked, read_trials, write_trials_csv
+from project.tune.tuner_state import reload
 
 log = logs.get(__name__)
 
@@ -140,11 +142,23 @@ def stage_port(offset):
 class StageOracle(keras_tuner.oracles.RandomSearchOracle):
     """Keras Tuner's random search oracle, rewriting trials.csv and printing the progress line
     whenever a trial ends: the oracle is the one place that sees every trial end, locally and as the
-    distributed chief. With a time budget, the first coarse trial's end fixes the trial counts."""
+    distributed chief. With a time budget, the first coarse trial's end fixes the trial counts.
+    Its files are written atomically and read back even when cut short (project.tune.tuner_state);
+    `declared`: the hypermodel's space, which a search whose oracle.json is unreadable starts from."""
 
-    def __init__(self, folder, stage=None, progress=None, budget=None, **kwargs):
+    def __init__(self, folder, stage=None, progress=None, budget=None, declared=None, **kwargs):
         super().__init__(**kwargs)
         self.folder, self.stage, self.progress, self.budget = Path(folder), stage, progress, budget
+        self.declared = declared or keras_tuner.HyperParameters()
+
+    def save(self):
+        atomic_write(self._get_oracle_fname(), json.dumps(self.get_state()))
+
+    def _save_trial(self, trial):
+        atomic_write(Path(self._get_trial_dir(trial.trial_id)) / "trial.json", json.dumps(trial.get_state()))
+
+    def reload(self):
+        reload(self, META)
 
     @keras_tuner.synchronized
     def end_trial(self, trial):
@@ -166,6 +180,16 @@ class StageTuner(keras_tuner.Tuner):
         self.stage = stage
         super().__init__(*args, **kwargs)
 
+    def save(self):
+        """Keras Tuner's save, atomically (its tuner file holds an empty state, so reload never reads it)."""
+        if not self._is_worker():
+            self.oracle.save()
+        atomic_write(self._get_tuner_fname(), json.dumps(self.get_state()))
+
+    def reload(self):
+        if not self._is_worker():
+            self.oracle.reload()
+
     def run_trial(self, trial, *args, **kwargs):
         model = self.hypermodel  # the stage's CardHyperModel
         folder = Path(self.get_trial_dir(trial.trial_id))
@@ -173,6 +197,7 @@ class StageTuner(keras_tuner.Tuner):
         meta = read_json(path) if path.exists() else {"starts": 0, "wall_seconds": 0.0}
         meta.update(
             stage=self.stage,
+            values=dict(trial.hyperparameters.values),  # what rebuilds the trial if its trial.json is lost
             worker=worker_id(),
             seed=model.config.paper.seed,
             status="running",
@@ -226,6 +251,7 @@ class StageTuner(keras_tuner.Tuner):
                     f"[{self.stage}] trial {trial.trial_id} {meta['status']}: {headline(meta['reason'])} (traceback in {path})"
                 )
         super().on_trial_end(trial)
+        faults.checkpoint("trial.end")  # between two trials: this one recorded, the next not begun
 
     def strategy_scope(self):
         return self.distribution_strategy.scope() if self.distribution_strategy else nullcontext()
@@ -319,11 +345,14 @@ def run_stage(stage, model, folder, search, trials, verbose, strategy=None, prog
         log.info(f"[{stage}] all {trials} trials done (rerun with --fresh to search again)")
         return
     offset = STAGES.index(stage)
+    declared = keras_tuner.HyperParameters()
+    model.declare_hyperparameters(declared)
     oracle = StageOracle(
         folder,
         stage,
         progress,
         budget,
+        declared,
         objective=keras_tuner.Objective(search.objective, search.direction),
         max_trials=trials,
         seed=search.seed + offset,
