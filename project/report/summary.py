@@ -4,11 +4,17 @@
 statistics); `summary` and `paper_section` turn it into blocks. A run's metrics are a records.Metrics.
 """
 
-import pandas as pd
-
 from project.records import Metrics
 from project.report import compare
-from project.report.blocks import MISSING, accuracy_ci, ci_text, f4, mean_std, p, signed, table, warning
+from project.report.blocks import MISSING, accuracy_ci, ci_text, f4, mean_std, p, p4, signed, table, warning
+from project.report.folds import (
+    OPTIMISTIC,
+    cross_validated,
+    cross_validated_headline,
+    fold_blocks,
+    fold_data,
+    runs_label,
+)
 from project.train.metrics import IMBALANCED, SCALAR, imbalance_ratio, wilson_interval
 
 SUMMARY_METRICS = [
@@ -97,58 +103,6 @@ def comparison(runs, card, config):
     elif data["folds"] and data["folds"]["measured_on"] == "held_out_fold":
         data["headline"] = cross_validated_headline(data["folds"])
     return data
-
-
-def cross_validated(runs):
-    """True when the runs are cross-validation folds (split.folds)."""
-    return any(r["metrics"].fold for r in runs["baseline"])
-
-
-def fold_data(runs):
-    """comparison.json's folds: every fold's run on each side, mean ± std and 95% t interval of each
-    side, the runs both sides trained paired by (seed, fold); without a test subset (split.test 0) also
-    the accuracy of the first seed's held-out folds pooled: every image predicted once, by the model
-    that did not train on it."""
-
-    def units(group):
-        return {(r["metrics"].seed, r["metrics"].fold): r["metrics"].test_accuracy for r in group}
-
-    first = runs["baseline"][0]["metrics"]
-    result = compare.fold_comparison(units(runs["baseline"]), units(runs["tuned"]) or None)
-    result |= {
-        "folds": first.folds,
-        "seeds": len({r["metrics"].seed for r in runs["baseline"]}),
-        "measured_on": first.test_subset,
-        "runs": {
-            side: [
-                {
-                    "run": r["name"],
-                    "seed": r["metrics"].seed,
-                    "fold": r["metrics"].fold,
-                    "val_accuracy": r["metrics"].val_accuracy,
-                    "test_accuracy": r["metrics"].test_accuracy,
-                }
-                for r in runs[name]
-            ]
-            for side, name in (("before", "baseline"), ("after", "tuned"))
-        },
-        "pooled": None,
-    }
-    if first.test_subset == "held_out_fold":
-        pooled = pd.concat([r["predictions"] for r in runs["baseline"] if r["metrics"].seed == first.seed])
-        right, count = int((pooled["true"] == pooled["predicted"]).sum()), len(pooled)
-        result["pooled"] = {"accuracy": right / count, "count": count, "ci95": list(wilson_interval(right, count))}
-    return result
-
-
-def cross_validated_headline(folds):
-    b, pooled = folds["before"], folds["pooled"]
-    return (
-        f"Cross-validated accuracy over {folds['folds']} folds (no test subset: split.test 0): "
-        f"{b['mean']:.4f} ± {b['std'] or 0:.4f}, 95 % t interval {ci_text(b['ci95'])}; pooled over the held-out "
-        f"folds {pooled['accuracy']:.4f} {ci_text(pooled['ci95'])} on {pooled['count']} images. Each fold's figure is "
-        f"measured on the fold that also chose its checkpoint: optimistic, not a held-out test result."
-    )
 
 
 def selection(paper):
@@ -295,67 +249,6 @@ def summary(data, runs, target, target_source, cmd):
     return blocks
 
 
-OPTIMISTIC = (
-    "**No test subset (split.test: 0).** Every *test* figure in this report is measured on a run's held-out "
-    "fold, the same images that chose its checkpoint (and early stopping): a cross-validated figure, "
-    "optimistic, not a held-out test result. Keep a test subset apart (split.test > 0) for a fair one."
-)
-
-
-def fold_blocks(folds):
-    """The cross-validation table: each fold's run, then each side's mean ± std and the 95% t interval of
-    its mean; with a tuned side, the paired t-test over the folds both sides trained."""
-    measured = "held-out-fold accuracy" if folds["measured_on"] == "held_out_fold" else "test accuracy"
-    before, after = folds["runs"]["before"], folds["runs"]["after"]
-    tuned = {(r["seed"], r["fold"]): r for r in after}
-    head = ["run", "seed", "fold", "val accuracy", f"{measured} before"]
-    head += [f"{measured} after (tuned)", "change"] if after else []
-    rows = []
-    for r in before:
-        a = tuned.get((r["seed"], r["fold"]))
-        row = [r["run"], str(r["seed"]), str(r["fold"]), f4(r["val_accuracy"]), f4(r["test_accuracy"])]
-        if after:
-            row += [f4(a["test_accuracy"]), signed(a["test_accuracy"] - r["test_accuracy"])] if a else [MISSING, ""]
-        rows.append(row)
-    sides = [folds["before"]] + ([folds["after"]] if after else [])
-    extra = [""] if after else []
-    rows.append(["mean ± std", "", "", "", *(_spread(side) for side in sides), *extra])
-    rows.append(["95% t interval of the mean", "", "", "", *(_ci(side["ci95"]) for side in sides), *extra])
-    blocks = [table(head, rows)]
-    seeds = f" × {folds['seeds']} seeds" if folds["seeds"] > 1 else ""
-    text = (
-        f"**Cross-validation:** {folds['folds']} folds{seeds} (split.folds); each run trains on the other folds and "
-        f"validates on its own. The interval is Student's t over the runs (n = {folds['before']['n']}), so few folds give a wide one."
-    )
-    if folds["pooled"]:
-        pooled = folds["pooled"]
-        text += (
-            f" Pooled over the held-out folds of the first seed: {f4(pooled['accuracy'])} {ci_text(pooled['ci95'])} "
-            f"(Wilson, {pooled['count']} images, each predicted once by the run that did not train on it)."
-        )
-    paired = folds["paired"]
-    if paired:
-        test = (
-            f"t = {paired['t']:.3f}, df = {paired['df']:.0f}, p = {p4(paired['p_value'])}"
-            if paired["p_value"] is not None
-            else f"not computed: {paired['reason']}"
-        )
-        text += (
-            f" **Paired by fold** ({len(paired['differences'])} runs both sides trained, the same training and "
-            f"validation images): mean change {signed(paired['difference'])}, 95% t interval {_ci(paired['ci95'])}; "
-            f"paired t-test {test}."
-        )
-    return blocks + [p(text)]
-
-
-def _spread(side):
-    return f"{side['mean']:.4f} ± {side['std']:.4f}" if side["std"] is not None else f"{side['mean']:.4f} (one run)"
-
-
-def _ci(interval):
-    return ci_text(interval) if interval else "—"
-
-
 def metric_table(data, runs):
     before = runs["baseline"][0]["metrics"]
     after = runs["tuned"][0]["metrics"] if runs["tuned"] else None
@@ -370,8 +263,8 @@ def metric_table(data, runs):
     ]
     if seeds:
         head += [
-            f"before, mean ± std ({_seeds(runs['baseline'])})",
-            f"after, mean ± std ({_seeds(runs['tuned'])})",
+            f"before, mean ± std ({runs_label(runs['baseline'])})",
+            f"after, mean ± std ({runs_label(runs['tuned'])})",
         ]
     blank = ["", ""] if seeds else []
     order = SUMMARY_METRICS if not data["imbalanced"] else [SUMMARY_METRICS[i] for i in (1, 2, 0, 3)]
@@ -456,10 +349,6 @@ def imbalance_text(data, final, which):
     )
 
 
-def p4(p_value):
-    return f"{p_value:.4f}" if p_value >= 1e-4 else f"{p_value:.1e}"
-
-
 def paired_table(paired, bootstrap):
     return table(
         [f"paired comparison on the same {bootstrap['images']} test images", "value"],
@@ -535,15 +424,6 @@ def _mean_std_text(group, key):
     return f"{mean:.4f} ± {std:.4f}"
 
 
-def _seeds(group):
-    """How many runs a group holds: '3 seeds', '3 folds' or '2 seeds × 3 folds'."""
-    seeds, folds = len({r["metrics"].seed for r in group}), len({r["metrics"].fold for r in group if r["metrics"].fold})
-    text = f"{seeds} seed{'s' if seeds != 1 else ''}"
-    if folds:
-        text = f"{folds} folds" if seeds == 1 else f"{text} × {folds} folds"
-    return text
-
-
 def _per_seed_table(runs):
     rows = [
         [
@@ -570,8 +450,8 @@ def paper_section(data, card, config, runs):
     blocks = [p(overall_text(data["paper"])), p(citation_text(card.citation))]
     if card.summary.strip():
         blocks.append(p(card.summary.strip()))
-    runs_label = _seeds(runs["tuned"] or runs["baseline"])
-    rows = [_paper_row(row, runs_label) for row in data["paper"]["rows"]]
+    label = runs_label(runs["tuned"] or runs["baseline"])
+    rows = [_paper_row(row, label) for row in data["paper"]["rows"]]
     if rows:
         blocks += [
             table(
@@ -625,13 +505,13 @@ def paper_section(data, card, config, runs):
     return blocks
 
 
-def _paper_row(row, runs_label):
+def _paper_row(row, label):
     metric = METRIC_NAMES[row["metric"]] + (f" ({row['class_name']})" if row["class_name"] else "")
     size = row["test_size"]
     theirs = f"{ci_text(wilson_interval(round(row['value'] * size), size))} ({size})" if size else "—"
     ours = "—" if row["ours"] is None else f"{row['ours']:.4f} {ci_text(row['ci95'])}"
     if row["seeds"]:
-        ours += f"; {runs_label}: {row['seeds']['mean']:.4f} ± {row['seeds']['std']:.4f}"
+        ours += f"; {label}: {row['seeds']['mean']:.4f} ± {row['seeds']['std']:.4f}"
     return [
         row["dataset"],
         metric,
