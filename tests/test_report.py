@@ -486,12 +486,13 @@ COMPARISON_KEYS = {
     "lead_metrics",
     "selection",
     "paper",
+    "folds",
 }
 
 
 def test_summary_starts_with_the_headline_of_the_paired_comparison(made):
     comparison = json.loads((made["folder"] / "comparison.json").read_text())
-    assert set(comparison) == COMPARISON_KEYS
+    assert set(comparison) == COMPARISON_KEYS and comparison["folds"] is None  # no cross-validation here
     summary = section(made["md"], 1)
     assert (
         blocks(summary)[0]

@@ -88,7 +88,8 @@ def check(report_folder, runs_dir, quick=False, verbose=0):
         for name, seed, entry, config_path in runs:
             config = validate(Config, read_yaml(config_path), config_path)
             log.info(f"[check] retraining {name} (seed {seed}) from {config_path}")
-            fresh = train_run(config, Path(tmp) / config.run_name, name, seed=seed, verbose=verbose)
+            fold = entry.get("fold")  # a cross-validated run: its own fold of split.csv (split.folds)
+            fresh = train_run(config, Path(tmp) / config.run_name, name, seed=seed, verbose=verbose, fold=fold)
             group = groups["tuned" if name.startswith("tuned") else "baseline"]
             found, same = compare(name, entry, fresh, group, here)
             rows += found

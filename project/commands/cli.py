@@ -84,6 +84,11 @@ def load(args):
 def run_all(config, args):
     """`make all` in one process: TensorFlow starts once, and a FAIL in sanity stops it (unless --force)."""
     for name in options.ALL_STAGES:
+        if name == "tune" and not config.dataset.split.has_test:  # make tune would refuse: no test subset
+            logs.get(__name__).info(
+                "[all] split.test is 0 (cross-validation only): no tuning, which needs a test subset"
+            )
+            continue
         status = command_function(name)(config, args)
         if status:
             return status

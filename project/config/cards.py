@@ -215,7 +215,12 @@ DESCRIPTIVE = {
 
 
 def recipe(resolved):
-    """The part of a resolved config (as a dict) that decides what a training run produces."""
+    """The part of a resolved config (as a dict) that decides what a training run produces. It is
+    validated first, so a file written before a key existed has that key at its default, as now."""
+    try:
+        resolved = Config.model_validate(resolved).model_dump(mode="json")
+    except ValidationError:
+        pass  # compared as it is: a file this schema refuses never matches a valid config
     return {
         part: {k: v for k, v in resolved.get(part, {}).items() if k not in DESCRIPTIVE[part]}
         for part in ("paper", "dataset")

@@ -4,6 +4,7 @@ Every model forbids unknown keys, so a typo is an error that names the key. Noth
 imports TensorFlow: a bad card is reported in well under a second.
 """
 
+import re
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -539,6 +540,11 @@ class Search(Strict):
     finalists: int = Field(
         default=2, ge=1, description="best trials retrained for the full epochs; the best on val is the tuned run"
     )
+    folds: int | None = Field(
+        default=None,
+        ge=2,
+        description="score each trial on the mean val over this many of the split's folds (k times the cost)",
+    )
 
     @field_validator("budget")
     @classmethod
@@ -616,17 +622,58 @@ class Paper(Strict):
 
 
 class Split(Strict):
-    val: float = Field(default=0.15, gt=0.0, lt=1.0, description="fraction for validation (of train, when provided)")
-    test: float = Field(default=0.15, gt=0.0, lt=1.0, description="fraction for test (unused when provided)")
-    seed: int = Field(default=0, description="seed of the stratified split")
+    """Fractions of the data held out (or `provided` subsets), and optionally k-fold cross-validation
+    (`folds`: each fold's val is one k-th of the non-test data; `val` is then unused) and groups that
+    must stay within one subset and one fold (`group_by`: project.data.split.groups_of)."""
+
+    val: float = Field(
+        default=0.15, gt=0.0, lt=1.0, description="fraction for validation (of train, when provided; unused with folds)"
+    )
+    test: float = Field(
+        default=0.15, ge=0.0, lt=1.0, description="fraction for test (unused when provided); 0: none, only with folds"
+    )
+    seed: int = Field(default=0, description="seed of the stratified split and of the folds")
     provided: bool = Field(default=False, description="the data comes pre-split (train/val/test)")
     val_from_train: bool = Field(
         default=False, description="with provided: carve val from train anyway (e.g. a tiny val set)"
     )
+    folds: int | None = Field(
+        default=None, ge=2, description="k-fold cross-validation: train k runs, each validated on one fold"
+    )
+    group_by: str | None = Field(
+        default=None,
+        description="a regular expression searched in each source id (group: its first capture group, else the "
+        "match), or column:NAME of the csv manifest; a group never spans two subsets or folds",
+    )
+
+    @field_validator("group_by")
+    @classmethod
+    def _pattern(cls, value):
+        if value is None or value.startswith("column:"):
+            if value is not None and not value.removeprefix("column:").strip():
+                raise ValueError("column: needs a manifest column name, e.g. column:patient_id")
+            return value
+        try:
+            re.compile(value)
+        except re.error as error:
+            raise ValueError(
+                f"not a regular expression ({error}); e.g. '^(person\\d+)_' or column:patient_id"
+            ) from None
+        return value
+
+    @property
+    def has_test(self):
+        """False with test: 0 (cross-validation only); pre-split data keeps its own test subset."""
+        return self.provided or self.test > 0
 
     @model_validator(mode="after")
     def _fractions(self):
-        if self.val + self.test >= 0.9:
+        if self.test == 0 and not self.folds and not self.provided:
+            raise ValueError(
+                "test: 0 holds no test subset apart, which only cross-validation allows: set folds (e.g. 5), "
+                "or a test fraction > 0"
+            )
+        if self.folds is None and self.val + self.test >= 0.9:
             raise ValueError(f"val + test = {self.val + self.test:g} leaves too little to train on (must be < 0.9)")
         return self
 

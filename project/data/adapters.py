@@ -29,7 +29,8 @@ class Sources:
     ids: a stable name per item, written to split.csv. subsets: 'train'/'val'/'test' when pre-split.
     root: the dataset folder (files must not lead out of it). issues: (source, reason, detail) of the
     entries the adapter rejected, listed by the data check. class_folders: the folders the folder adapter
-    read as classes (the data check's walk tells them from folders it did not read)."""
+    read as classes (the data check's walk tells them from folders it did not read). columns: every
+    column of a manifest by name, one value per item (split.group_by: column:NAME reads them)."""
 
     items: object
     labels: np.ndarray
@@ -40,6 +41,7 @@ class Sources:
     root: str | None = None
     issues: list = field(default_factory=list)
     class_folders: list = field(default_factory=list)  # the folder adapter's class folders with images
+    columns: dict = field(default_factory=dict)
 
     def __len__(self):
         return len(self.labels)
@@ -212,6 +214,11 @@ def csv_manifest(
         subsets=None if table["subset"].isna().all() else table["subset"].to_numpy().astype(str),
         root=common,
         issues=issues,
+        columns={
+            key.removeprefix("column:"): table[key].fillna("").astype(str).str.strip().tolist()
+            for key in table.columns
+            if key.startswith("column:")
+        },
     )
 
 
@@ -263,6 +270,7 @@ def _manifest_columns(file, read, columns):
             picked[option] = table.iloc[:, column]
         else:
             raise UserError(f"dataset option {option}: no column {column!r} in {file}; columns: {list(table.columns)}")
+    picked.update({f"column:{name}": table[name] for name in table.columns})  # every column, for split.group_by
     return picked
 
 

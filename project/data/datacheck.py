@@ -357,9 +357,13 @@ class Check:
                 )
         return rows, dict(sorted(pairs.items())), spanning
 
-    def report(self, subsets):
-        """Write data_issues.csv and print the counts per reason; returns (table, leakage pairs)."""
+    def report(self, subsets, groups=None, where=None):
+        """Write data_issues.csv and print the counts per reason; returns (table, leakage pairs).
+        groups (split.group_by's, per item): each group found in more than one of `where` (the subset
+        or fold of each item, default `subsets`) is reported as group_leakage."""
         rows, pairs, spanning = self.leakage(np.asarray(subsets))
+        if groups is not None:
+            rows += straddling(groups, subsets if where is None else where)
         table = pd.DataFrame(self.issues + rows, columns=ISSUE_COLUMNS)
         path = self.folder / "data_issues.csv"
         atomic_write(path, table.to_csv(index=False))
@@ -374,6 +378,11 @@ class Check:
                 note = (
                     f": {spanning} groups of identical images span subsets ({', '.join(f'{k} {v}' for k, v in pairs.items())}); "
                     f"--set data.drop_duplicates=true keeps one copy of each"
+                )
+            if reason == "group_leakage":
+                note = (
+                    ": groups (split.group_by) in more than one subset or fold, so a model is tested on groups it "
+                    "trained on; a provided split mixes them (or split.csv was edited): see the detail per group"
                 )
             log.info(f"  {count:5d}  {action:9s} {reason}{note}")
         for row in self.issues:
@@ -446,6 +455,23 @@ def check(config, sources, root):
     return result
 
 
+def straddling(groups, where):
+    """One group_leakage warning per group found in more than one place of `where` (subset or fold per item)."""
+    order = {"train": 0, "val": 1, "test": 2}
+    table = pd.DataFrame({"group": np.asarray(groups, dtype=str), "where": np.asarray(where, dtype=str)})
+    rows = []
+    for group, places in table.groupby("group", sort=True)["where"]:
+        counts = places.value_counts()
+        if len(counts) > 1:
+            spread = ", ".join(
+                f"{n} in {w}" for w, n in sorted(counts.items(), key=lambda c: (order.get(c[0], 3), c[0]))
+            )
+            rows.append(
+                issue(group, "group_leakage", "warning", f"group {group!r} spans {len(counts)} parts: {spread}")
+            )
+    return rows
+
+
 def drop_duplicates(keep, hashes, sources, issues):
     """One copy per content hash: the one in test, else val, else train, else the first listed."""
     groups = defaultdict(list)
@@ -479,6 +505,7 @@ def subset_sources(sources, keep, items):
         ids=[sources.ids[i] for i in keep],
         subsets=None if sources.subsets is None else np.asarray(sources.subsets)[index],
         issues=[],
+        columns={name: [values[i] for i in keep] for name, values in sources.columns.items()},
     )
 
 
@@ -525,7 +552,7 @@ def small_classes(sources):
 
 def cli(config, args):
     """`check-data`: scan, then report with the split train would use (computed, not written)."""
-    from project.data.split import load_or_make_split, make_split
+    from project.data.split import assign, fold_view, groups_of, load_or_make_assignment, parts
 
     d = config.dataset
     base = (
@@ -539,8 +566,10 @@ def cli(config, args):
     result = check(config, sources, root)
     split_file = root / "split.csv"
     if split_file.exists():
-        subsets = load_or_make_split(split_file, result.sources, d.split)
+        subsets, folds, groups = load_or_make_assignment(split_file, result.sources, d.split)
     else:
-        subsets = make_split(result.sources.labels, d.split, result.sources.subsets)
-    result.report(subsets)
+        s = result.sources
+        groups = groups_of(s, d.split.group_by)
+        subsets, folds = assign(s.labels, d.split, s.subsets, groups, list(s.class_names))
+    result.report(fold_view(subsets, folds), groups, parts(subsets, folds))
     return 0

@@ -52,6 +52,7 @@ def apply_label_map(sources, label_map, classes=None):
         ids=[sources.ids[i] for i in keep],
         subsets=None if sources.subsets is None else np.asarray(sources.subsets)[keep],
         issues=list(sources.issues) + dropped,
+        columns={name: [values[i] for i in keep] for name, values in sources.columns.items()},
     )
 
 

@@ -1,6 +1,6 @@
 """Data for a run: adapter -> split (saved once) -> tf.data pipelines per subset."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +9,7 @@ from project.config.cards import DATASETS_DIR
 from project.data import datacheck, pipeline
 from project.data.adapters import load_sources
 from project.data.augment import build_augmentation
-from project.data.split import load_or_make_split
+from project.data.split import fold_view, load_or_make_assignment, parts
 from project.errors import UserError
 
 
@@ -32,9 +32,19 @@ class Feed:
 
 @dataclass
 class Data:
+    """The sources and the subsets one run sees. With cross-validation (split.folds) `fold` is the
+    run's fold (its val set) and `folds` the fold of every item (0: test); `for_fold` gives another's."""
+
     sources: object
     subsets: np.ndarray
     root: Path = Path(".")
+    fold: int | None = None
+    folds: np.ndarray | None = None
+
+    def for_fold(self, fold):
+        """The same data as fold `fold`'s run sees it (its val set is that fold)."""
+        base = np.where(self.folds > 0, "train", self.subsets)
+        return replace(self, subsets=fold_view(base, self.folds, fold), fold=fold)
 
     @property
     def class_names(self):
@@ -110,18 +120,25 @@ def dataset_base(config):
     return Path(config.dataset_file).parent if config.dataset_file else DATASETS_DIR
 
 
-def prepare(config, root):
+def prepare(config, root, fold=None):
     """Load the sources through the card's adapter, check the files (excluded ones are dropped,
-    converted ones replaced by their copies), then the split saved in `root`."""
+    converted ones replaced by their copies), then the split saved in `root`, as run `fold` sees it
+    (with split.folds: 1..k, default 1; without: None). With split.test 0 there is no test subset."""
     d = config.dataset
+    k = d.split.folds
+    if fold is not None and not (k and 1 <= fold <= k):
+        raise UserError(f"fold {fold} does not exist: the dataset card's split.folds is {k}")
+    fold = (fold or 1) if k else None
     sources = load_sources(d.adapter, d.options, dataset_base(config), d.classes, d.label_map)
     scanned = datacheck.check(config, sources, root) if sources.kind == "files" and config.paper.data.check else None
     if scanned:
         sources = scanned.sources
-    subsets = load_or_make_split(Path(root) / "split.csv", sources, d.split)
+    assigned, folds, groups = load_or_make_assignment(Path(root) / "split.csv", sources, d.split)
+    subsets = fold_view(assigned, folds, fold)
     if scanned:
-        scanned.report(subsets)
-    for subset in ("train", "val", "test"):
+        scanned.report(subsets, groups, parts(assigned, folds))
+    held_out = ("train", "val", "test") if d.split.has_test else ("train", "val")
+    for subset in held_out:
         if not np.any(subsets == subset):
             raise UserError(f"the split has no {subset} images; check the dataset card's split section")
-    return Data(sources=sources, subsets=np.asarray(subsets), root=Path(root))
+    return Data(sources=sources, subsets=np.asarray(subsets), root=Path(root), fold=fold, folds=folds if k else None)

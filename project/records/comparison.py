@@ -52,8 +52,54 @@ class Seeds(Strict):
     note: str
 
 
+class FoldSide(SeedSide):
+    ci95: list[float] | None  # 95% t interval of the mean over the runs
+
+
+class FoldPaired(Strict):
+    """The runs both sides trained (the same seed and fold), paired."""
+
+    units: list[list[int]]  # [seed, fold] of each pair
+    differences: list[float]
+    difference: float
+    ci95: list[float] | None
+    t: float | None
+    df: float | None
+    p_value: float | None
+    reason: str
+
+
+class FoldRun(Strict):
+    run: str
+    seed: int
+    fold: int
+    val_accuracy: float
+    test_accuracy: float  # on the test subset, or (measured_on: held_out_fold) on the run's held-out fold
+
+
+class Pooled(Strict):
+    """split.test 0: the first seed's held-out folds pooled, every image predicted once."""
+
+    accuracy: float
+    count: int
+    ci95: list[float]
+
+
+class Folds(Strict):
+    """Cross-validation (split.folds): every fold's run and the statistics over them."""
+
+    folds: int
+    seeds: int
+    measured_on: Literal["test", "held_out_fold"]
+    runs: dict[Literal["before", "after"], list[FoldRun]]
+    before: FoldSide
+    after: FoldSide | None
+    paired: FoldPaired | None
+    pooled: Pooled | None
+
+
 class Decision(Strict):
-    by: Literal["seeds", "paired"]
+    by: Literal["seeds", "paired", "folds"]
     test: str
     difference: float
     ci95: list[float]
@@ -116,3 +162,4 @@ class Comparison(Record):
     lead_metrics: list[str]
     selection: Selection
     paper: PaperVerdict
+    folds: Folds | None = None

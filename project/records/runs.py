@@ -152,6 +152,11 @@ class Metrics(Record):
     weights_kind: Literal["imagenet", "file", "random", "random_fallback"]  # what the report decides by
     seed: int
     split_seed: int
+    fold: int | None = None  # the cross-validation fold this run validated on (split.folds)
+    folds: int | None = None
+    # what the `test` scores were measured on: the test subset, or (split.test 0) the held-out fold,
+    # which also chose the checkpoint (an optimistic, cross-validated figure)
+    test_subset: Literal["test", "held_out_fold"] = "test"
     wall_seconds: float
     train_images_per_second: float
     device: Device

@@ -81,7 +81,8 @@ class Finalist(Strict):
     stage: Literal["coarse", "fine"]
     trial_id: str
     search_score: float
-    run: str
+    run: str  # with folds: its first fold's run
+    folds: int | None = None  # split.folds: the metric is the mean over this many folds' runs (search.folds)
 
 
 class FinalRound(Strict):

@@ -73,6 +73,10 @@ def accuracy_ci(metrics):
     return wilson_interval(int(round(metrics.test_accuracy * count)), count)
 
 
+def p4(p_value):
+    return f"{p_value:.4f}" if p_value >= 1e-4 else f"{p_value:.1e}"
+
+
 def ci_text(interval):
     return f"[{interval[0]:.4f}, {interval[1]:.4f}]"
 

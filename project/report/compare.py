@@ -142,6 +142,70 @@ def uses_seeds(seeds):
     return bool(seeds) and seeds["before"]["n"] >= 2 and seeds["after"]["n"] >= 2
 
 
+# ------------------------------------------------------------------ cross-validation (split.folds)
+
+
+def t_interval(values):
+    """95% t interval of the mean of `values` (folds are few: the t distribution, not the normal); None below 2."""
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return None
+    half = stats.t.ppf(1 - ALPHA / 2, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values))
+    return [float(values.mean() - half), float(values.mean() + half)]
+
+
+def paired_t(before, after):
+    """Student's paired t-test of after against before (the same folds); p is None, with the reason, when undefined."""
+    differences = np.asarray(after, dtype=float) - np.asarray(before, dtype=float)
+    if len(differences) < 2:
+        return {
+            "t": None,
+            "df": None,
+            "p_value": None,
+            "reason": "a paired t-test needs at least 2 folds on both sides",
+        }
+    if np.ptp(differences) == 0:
+        return {
+            "t": None,
+            "df": None,
+            "p_value": None,
+            "reason": "every fold changed by the same amount (zero variance of the differences): t is undefined",
+        }
+    result = stats.ttest_rel(after, before)
+    return {
+        "t": float(result.statistic),
+        "df": float(len(differences) - 1),
+        "p_value": float(result.pvalue),
+        "reason": "",
+    }
+
+
+def fold_comparison(before, after=None):
+    """Cross-validated accuracies, {(seed, fold): accuracy} per side: each side's mean ± std and the 95% t
+    interval of its mean; with an after side, the runs both sides have (the same seed and fold: the same
+    training and validation images) paired, the mean difference, its t interval and the paired t-test."""
+    result = {"before": _side(list(before.values())) | {"ci95": t_interval(list(before.values()))}}
+    result |= {"after": None, "paired": None}
+    if after:
+        result["after"] = _side(list(after.values())) | {"ci95": t_interval(list(after.values()))}
+        common = sorted(set(before) & set(after))
+        if common:
+            b, a = [before[u] for u in common], [after[u] for u in common]
+            differences = np.subtract(a, b)
+            result["paired"] = {
+                "units": [list(u) for u in common],
+                "differences": [float(d) for d in differences],
+                "difference": float(differences.mean()),
+                "ci95": t_interval(differences),
+                **paired_t(b, a),
+            }
+    return result
+
+
+def uses_folds(folds):
+    return bool(folds) and bool(folds["paired"]) and len(folds["paired"]["differences"]) >= 2
+
+
 def decision(ci95, p_value):
     """improved / worse when the interval excludes 0 and p < 0.05; else within noise."""
     if p_value is not None and p_value < ALPHA:
@@ -162,11 +226,22 @@ def p_text(p_value):
     return "p < 0.001" if p_value < 0.001 else f"p = {p_value:.3f}"
 
 
-def deciding(paired, bootstrap, seeds=None):
-    """What the headline rests on: with n >= 2 seeds on both sides the difference of mean accuracies, its
-    bootstrap interval and Welch's p; otherwise the paired result on the shared test images (bootstrap
-    interval, McNemar's exact p)."""
-    if uses_seeds(seeds):
+def deciding(paired, bootstrap, seeds=None, folds=None):
+    """What the headline rests on: with 2+ folds both sides trained (split.folds) the paired difference
+    over those folds, its t interval and the paired t-test's p; else with n >= 2 seeds on both sides the
+    difference of mean accuracies, its bootstrap interval and Welch's p; otherwise the paired result on
+    the shared test images (bootstrap interval, McNemar's exact p)."""
+    if uses_folds(folds):
+        f = folds["paired"]
+        chosen = {
+            "by": "folds",
+            "test": "paired t-test over folds",
+            "difference": f["difference"],
+            "ci95": f["ci95"],
+            "p_value": f["p_value"],
+            "basis": f"paired by fold over the {len(f['differences'])} runs both sides trained, paired t-test",
+        }
+    elif uses_seeds(seeds):
         chosen = {
             "by": "seeds",
             "test": "Welch's t-test",
@@ -187,9 +262,9 @@ def deciding(paired, bootstrap, seeds=None):
     return chosen | {"result": decision(chosen["ci95"], chosen["p_value"])}
 
 
-def headline(paired, bootstrap, seeds=None):
+def headline(paired, bootstrap, seeds=None, folds=None):
     """The Summary's first sentence: improved, within noise, or worse (see `deciding`)."""
-    d = deciding(paired, bootstrap, seeds)
+    d = deciding(paired, bootstrap, seeds, folds)
     stated = f"95 % CI [{_number(d['ci95'][0])}, {_number(d['ci95'][1])}], {p_text(d['p_value'])}; {d['basis']}"
     difference = _number(d["difference"], sign=True)
     if d["result"] == "improved":

@@ -7,6 +7,7 @@ The runs a report reads: baseline (required), tuned (optional) and the extra see
 config (config.resolved.yaml as a dict), completed (the COMPLETE marker's time)}.
 """
 
+import re
 from pathlib import Path
 from typing import NamedTuple
 
@@ -53,24 +54,44 @@ def _predictions(path):
     return pd.read_csv(path, dtype={"source": str, "true": str, "predicted": str})
 
 
-def _seed_folders(root, name):
-    def seed_of(folder):
-        tail = folder.name.rsplit("seed", 1)[-1]
-        return (int(tail) if tail.isdigit() else 0, folder.name)
-
-    return sorted((f for f in root.glob(f"{name}-seed*") if f.is_dir()), key=seed_of)
+def run_folders(root, name, folds=None):
+    """The run folders of one side in (seed, fold) order: <name>, <name>-seed<s>; with cross-validation
+    (split.folds) <name>-fold<k>, <name>-seed<s>-fold<k> (project.train.training.fold_runs names them)."""
+    pattern = re.compile(rf"{name}(?:-seed(\d+))?" + (r"-fold(\d+)" if folds else ""))
+    found = []
+    for folder in Path(root).glob(f"{name}*"):
+        match = pattern.fullmatch(folder.name)
+        if match and folder.is_dir():
+            found.append(((int(match.group(1) or 0), int(match.group(2)) if folds else 0), folder))
+    return [folder for _, folder in sorted(found)]
 
 
 def load_runs(config, root):
-    """baseline (required), tuned (optional) and the extra seeds of each; incomplete runs are refused."""
+    """baseline (required), tuned (optional) and the extra seeds of each, and every fold with split.folds;
+    incomplete runs are refused, and so is a cross-validated side missing a fold of its first seed."""
     root = Path(root)
     cmd = commands(config)
-    if not (root / "baseline").exists():
-        raise UserError(f"no baseline run at {root / 'baseline'}: create it with `{cmd['train']}` (or `{cmd['all']}`)")
+    folds = config.dataset.split.folds
+    first = root / ("baseline-fold1" if folds else "baseline")
+    if not first.exists():
+        other = run_folders(root, "baseline", not folds)
+        hint = (
+            f" ({other[0].name} exists: {'without' if folds else 'with'} split.folds; report with the cards it was trained with)"
+            if other
+            else ""
+        )
+        raise UserError(f"no baseline run at {first}: create it with `{cmd['train']}` (or `{cmd['all']}`){hint}")
     runs = {}
     for name, command in (("baseline", cmd["train"]), ("tuned", cmd["tune"])):
-        first = [root / name] if (root / name).exists() else []
-        runs[name] = [load_run(require_complete(f, command), command) for f in first + _seed_folders(root, name)]
+        folders = run_folders(root, name, folds)
+        missing = [
+            f"{name}-fold{k}" for k in range(1, (folds or 0) + 1) if folders and not (root / f"{name}-fold{k}").exists()
+        ]
+        if missing:
+            raise UserError(
+                f"{root}: {', '.join(missing)} missing (split.folds is {folds}): run `{command}` to train every fold"
+            )
+        runs[name] = [load_run(require_complete(f, command), command) for f in folders]
     return runs
 
 

@@ -74,7 +74,7 @@ def metric_summary(m):
         "machine": m.machine.model_dump() if m.machine else None,
         "per_class": {name: scores.model_dump() for name, scores in m.per_class.items()},
         "confusion_matrix": m.confusion_matrix,
-    }
+    } | ({"fold": m.fold, "test_subset": m.test_subset} if m.fold else {})
 
 
 def build(config, root, target=None, ranks=None):

@@ -140,7 +140,7 @@ def reproduce_section(runs, root, config, target_arg, tuning):
     cmd = commands(config)
     overrides = runs["baseline"][0]["config"]["overrides"]
     args = (" ARGS='" + " ".join(f"--set {o}" for o in overrides) + "'") if overrides else ""
-    seeds = max(len(runs["baseline"]), len(runs["tuned"]))
+    seeds = max(len({r["metrics"].seed for r in group}) for group in runs.values() if group)
     extra = (f" SEEDS={seeds}" if seeds > 1 else "") + args
     tune_extra = ""
     search = runs["baseline"][0]["config"]["paper"]["search"]
@@ -157,7 +157,7 @@ def reproduce_section(runs, root, config, target_arg, tuning):
     if runs["tuned"]:
         lines.append(f"make tune {cmd['cards']}{tune_extra}{extra}")
     lines.append(f"make report {cmd['cards']}{target}{args}")
-    run = "tuned" if runs["tuned"] else "baseline"
+    run = (runs["tuned"] or runs["baseline"])[0]["name"]
     lines.append(f"make evaluate RUN={Path(root) / run}")
     return [
         p("The commands that produced this report (on a fresh clone they install the pinned environment first):"),
@@ -197,7 +197,12 @@ def model_card_section(card, runs, target):
                 f"**Training data:** {final['config']['dataset_name']}"
                 + (f" ({d['description'].rstrip('.')})" if d["description"] else "")
                 + f", {sum(m.counts.train.values())} training and {sum(m.counts.val.values())} validation images.",
-                f"**Evaluation data:** the held-out test subset, {m.test.count} images, the same for before and after.",
+                (
+                    f"**Evaluation data:** the held-out test subset, {m.test.count} images, the same for before and after."
+                    if m.test_subset == "test"
+                    else f"**Evaluation data:** no test subset (split.test 0): the run's held-out fold, {m.test.count} "
+                    f"images, which also chose its checkpoint (optimistic)."
+                ),
                 f"**Metrics:** test accuracy {f4(m.test_accuracy)} {ci_text((lo, hi))} (trivial baseline, the majority class's share: "
                 f"{f4(m.test.majority_share)}), macro-F1 {f4(m.test_macro_f1)}, "
                 f"balanced accuracy {f4(m.test.balanced_accuracy)}; "

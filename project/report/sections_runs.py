@@ -233,6 +233,18 @@ def data_section(runs, root):
                     "provided by the data"
                     if split["provided"]
                     else f"stratified, val {split['val']:g}, test {split['test']:g}"
+                    if not split.get("folds")
+                    else f"stratified, test {split['test']:g}"
+                )
+                + (
+                    f", {split['folds']} cross-validation folds of the rest (each run validates on one)"
+                    if split.get("folds")
+                    else ""
+                )
+                + (
+                    f", grouped by `{split['group_by']}` (no group in two subsets or folds)"
+                    if split.get("group_by")
+                    else ""
                 )
                 + f", seed {split['seed']} "
                 "(`split.csv`, the same for every run)",

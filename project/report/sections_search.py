@@ -117,8 +117,16 @@ def search_section(runs, root, tuning, best, cmd, figs, ranks=None):
             f"full epoch budget (the tuned run)."
         ),
         p(
-            f"**Objective:** {search['objective']} ({search['direction']}imise), on the validation subset. "
-            f"**Search seed:** {search['seed']}."
+            f"**Objective:** {search['objective']} ({search['direction']}imise), on the validation subset"
+            + (
+                f", the mean over the first {search['folds']} cross-validation folds (search.folds) for every trial "
+                f"and finalist"
+                if search.get("folds")
+                else ", fold 1's under cross-validation"
+                if runs["baseline"][0]["metrics"].fold
+                else ""
+            )
+            + f". **Search seed:** {search['seed']}."
         ),
         p(f"**{NO_TEST_SELECTION}**"),
         h3("Search space"),

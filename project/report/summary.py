@@ -6,7 +6,15 @@ statistics); `summary` and `paper_section` turn it into blocks. A run's metrics 
 
 from project.records import Metrics
 from project.report import compare
-from project.report.blocks import MISSING, accuracy_ci, ci_text, f4, mean_std, p, signed, table, warning
+from project.report.blocks import MISSING, accuracy_ci, ci_text, f4, mean_std, p, p4, signed, table, warning
+from project.report.folds import (
+    OPTIMISTIC,
+    cross_validated,
+    cross_validated_headline,
+    fold_blocks,
+    fold_data,
+    runs_label,
+)
 from project.train.metrics import IMBALANCED, SCALAR, imbalance_ratio, wilson_interval
 
 SUMMARY_METRICS = [
@@ -71,6 +79,7 @@ def comparison(runs, card, config):
         "lead_metrics": ["macro_f1", "balanced_accuracy"] if imbalanced else ["accuracy"],
         "selection": selection((after or before)["config"]["paper"]),
         "paper": paper_rows(card, config, runs),
+        "folds": fold_data(runs) if cross_validated(runs) else None,
     }
     if after:
         correct = compare.paired_correct(
@@ -84,13 +93,15 @@ def comparison(runs, card, config):
             **compare.mcnemar_exact(*correct),
         }
         data["bootstrap"] = compare.paired_bootstrap(*correct)
-        if len(runs["baseline"]) > 1 or len(runs["tuned"]) > 1:
+        if (len(runs["baseline"]) > 1 or len(runs["tuned"]) > 1) and not data["folds"]:
             data["seeds"] = compare.seed_comparison(
                 [r["metrics"].test_accuracy for r in runs["baseline"]],
                 [r["metrics"].test_accuracy for r in runs["tuned"]],
             )
-        data["decision"] = compare.deciding(data["paired"], data["bootstrap"], data["seeds"])
-        data["headline"] = compare.headline(data["paired"], data["bootstrap"], data["seeds"])
+        data["decision"] = compare.deciding(data["paired"], data["bootstrap"], data["seeds"], data["folds"])
+        data["headline"] = compare.headline(data["paired"], data["bootstrap"], data["seeds"], data["folds"])
+    elif data["folds"] and data["folds"]["measured_on"] == "held_out_fold":
+        data["headline"] = cross_validated_headline(data["folds"])
     return data
 
 
@@ -213,7 +224,10 @@ def summary(data, runs, target, target_source, cmd):
     before = runs["baseline"][0]["metrics"]
     after = runs["tuned"][0]["metrics"] if runs["tuned"] else None
     blocks = [p(data["headline"]), p(overall_text(data["paper"]))]
-    if not after:
+    optimistic = bool(data["folds"]) and data["folds"]["measured_on"] == "held_out_fold"
+    if optimistic:
+        blocks.append(warning(OPTIMISTIC))
+    elif not after:
         blocks.append(
             warning(f"No tuned run yet: the after column is missing. Run `{cmd['tune']}` and then this report again.")
         )
@@ -223,12 +237,14 @@ def summary(data, runs, target, target_source, cmd):
         blocks.append(paired_table(data["paired"], data["bootstrap"]))
     if data["seeds"]:
         blocks += seed_blocks(data["seeds"])
+    if data["folds"]:
+        blocks += fold_blocks(data["folds"])
     blocks += [
         p(selection_text(data)),
         metric_table(data, runs),
         p(target_text(after or before, after, target, target_source)),
     ]
-    if len(runs["baseline"]) > 1 or len(runs["tuned"]) > 1:
+    if (len(runs["baseline"]) > 1 or len(runs["tuned"]) > 1) and not data["folds"]:
         blocks.append(_per_seed_table(runs))
     return blocks
 
@@ -240,15 +256,15 @@ def metric_table(data, runs):
     seeds = len(runs["baseline"]) > 1 or len(runs["tuned"]) > 1
     head = [
         "metric",
-        "before (baseline)",
-        "after (tuned)",
+        f"before ({runs['baseline'][0]['name']})",  # with folds: the first fold's run (the folds: their own table)
+        f"after ({runs['tuned'][0]['name'] if runs['tuned'] else 'tuned'})",
         "change",
         f"trivial baseline (always predicting class {trivial['predicts']})",
     ]
     if seeds:
         head += [
-            f"before, mean ± std ({_seeds(len(runs['baseline']))})",
-            f"after, mean ± std ({_seeds(len(runs['tuned']))})",
+            f"before, mean ± std ({runs_label(runs['baseline'])})",
+            f"after, mean ± std ({runs_label(runs['tuned'])})",
         ]
     blank = ["", ""] if seeds else []
     order = SUMMARY_METRICS if not data["imbalanced"] else [SUMMARY_METRICS[i] for i in (1, 2, 0, 3)]
@@ -333,10 +349,6 @@ def imbalance_text(data, final, which):
     )
 
 
-def p4(p_value):
-    return f"{p_value:.4f}" if p_value >= 1e-4 else f"{p_value:.1e}"
-
-
 def paired_table(paired, bootstrap):
     return table(
         [f"paired comparison on the same {bootstrap['images']} test images", "value"],
@@ -412,10 +424,6 @@ def _mean_std_text(group, key):
     return f"{mean:.4f} ± {std:.4f}"
 
 
-def _seeds(count):
-    return f"{count} seed{'s' if count != 1 else ''}"
-
-
 def _per_seed_table(runs):
     rows = [
         [
@@ -442,7 +450,8 @@ def paper_section(data, card, config, runs):
     blocks = [p(overall_text(data["paper"])), p(citation_text(card.citation))]
     if card.summary.strip():
         blocks.append(p(card.summary.strip()))
-    rows = [_paper_row(row) for row in data["paper"]["rows"]]
+    label = runs_label(runs["tuned"] or runs["baseline"])
+    rows = [_paper_row(row, label) for row in data["paper"]["rows"]]
     if rows:
         blocks += [
             table(
@@ -496,13 +505,13 @@ def paper_section(data, card, config, runs):
     return blocks
 
 
-def _paper_row(row):
+def _paper_row(row, label):
     metric = METRIC_NAMES[row["metric"]] + (f" ({row['class_name']})" if row["class_name"] else "")
     size = row["test_size"]
     theirs = f"{ci_text(wilson_interval(round(row['value'] * size), size))} ({size})" if size else "—"
     ours = "—" if row["ours"] is None else f"{row['ours']:.4f} {ci_text(row['ci95'])}"
     if row["seeds"]:
-        ours += f"; {row['seeds']['n']} seeds: {row['seeds']['mean']:.4f} ± {row['seeds']['std']:.4f}"
+        ours += f"; {label}: {row['seeds']['mean']:.4f} ± {row['seeds']['std']:.4f}"
     return [
         row["dataset"],
         metric,

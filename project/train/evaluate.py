@@ -88,21 +88,23 @@ def evaluate_cli(args):
     run = open_run(args.run)
     config = saved_config(run)
     stored = read_json(run / "metrics.json")
-    data = prepare(config, run.parent)
+    data = prepare(config, run.parent, stored.get("fold"))  # a cross-validated run: its own fold
     if data.class_names != stored["class_names"]:
         raise UserError(
             f"the dataset's classes {data.class_names} differ from the run's {stored['class_names']} ({run / 'metrics.json'})"
         )
     model = load_model(run)
-    fresh, _, _ = evaluate(model, data, config.paper, "test")
+    subset = "val" if stored.get("test_subset") == "held_out_fold" else "test"  # split.test 0: the held-out fold
+    fresh, _, _ = evaluate(model, data, config.paper, subset)
     rows = compare(stored["test"], fresh)
     if stored.get("tta"):  # evaluation.tta: the averaged views' figures too
         views = stored["tta"]["views"]
-        again = tta_scores(model, data, feed_of(config.paper), views)["test"]
+        again = tta_scores(model, data, feed_of(config.paper), views, subset)["test"]
         rows += [
             (f"tta_{key}", *rest) for key, *rest in compare(stored["tta"]["test"], again) if key != "confusion_matrix"
         ]
-    log.info(f"{run}: test subset of {run.parent / 'split.csv'}")
+    where = f"held-out fold {stored['fold']}" if subset == "val" else "test subset"
+    log.info(f"{run}: {where} of {run.parent / 'split.csv'}")
     log.info(f"{'metric':<18}{'metrics.json':>16}{'recomputed':>16}  equal")
     for key, a, b, equal in rows:
         log.info(f"{key:<18}{_show(a):>16}{_show(b):>16}  {'yes' if equal else 'NO'}")

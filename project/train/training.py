@@ -384,8 +384,11 @@ def prepare_run_folder(folder, config_text, fresh=False):
     atomic_write(saved, config_text)
 
 
-def train_run(config, root, name="baseline", seed=None, fresh=False, verbose=1, extra_callbacks=()):
-    """Train, evaluate once on test, write every artifact to root/name, then the COMPLETE marker."""
+def train_run(config, root, name="baseline", seed=None, fresh=False, verbose=1, extra_callbacks=(), fold=None):
+    """Train, evaluate once on test, write every artifact to root/name, then the COMPLETE marker.
+    fold: the cross-validation fold whose val set this run validates on (split.folds; default 1).
+    Without a test subset (split.test 0) the `test` figures are the held-out fold's, which also
+    chose the checkpoint: metrics.json says so (test_subset: held_out_fold)."""
     paper = config.paper
     seed = paper.seed if seed is None else seed
     folder = Path(root) / name
@@ -395,7 +398,7 @@ def train_run(config, root, name="baseline", seed=None, fresh=False, verbose=1, 
         return read_json(folder / "metrics.json")
     keras.utils.set_random_seed(seed)
     start = time.perf_counter()
-    data = prepare(config, root)
+    data = prepare(config, root, fold)
     stats = training_stats(data, paper)
     r = paper.runtime
     settings, scope = runtime.apply(r.mixed_precision, r.jit_compile, r.distribution, r.deterministic)
@@ -414,13 +417,16 @@ def train_run(config, root, name="baseline", seed=None, fresh=False, verbose=1, 
             jit_compile=settings["jit_compile"],
         )
     val, val_probabilities, val_labels = evaluate(model, data, paper, "val")
-    test, probabilities, labels = evaluate(model, data, paper, "test")
-    tta = tta_scores(model, data, feed_of(paper), paper.evaluation.tta)  # None without evaluation.tta
+    scored = "test" if config.dataset.split.has_test else "val"
+    test, probabilities, labels = (
+        evaluate(model, data, paper, "test") if scored == "test" else (val, val_probabilities, val_labels)
+    )
+    tta = tta_scores(model, data, feed_of(paper), paper.evaluation.tta, scored)  # None without evaluation.tta
     wall = time.perf_counter() - start
     save_keras(folder / "model.keras", model.save)
     history = combined_history(folder, [s["stage"] for s in stages])
     History.from_frame(history).write(folder / "history.csv")
-    atomic_write(folder / "predictions.csv", predictions_table(data, "test", probabilities, labels).to_csv(index=False))
+    atomic_write(folder / "predictions.csv", predictions_table(data, scored, probabilities, labels).to_csv(index=False))
     # val's too: the report fits a calibration temperature on val only, never on test
     atomic_write(
         folder / "predictions_val.csv",
@@ -451,6 +457,9 @@ def train_run(config, root, name="baseline", seed=None, fresh=False, verbose=1, 
         "weights_kind": weights.kind,
         "seed": seed,
         "split_seed": config.dataset.split.seed,
+        "fold": data.fold,
+        "folds": config.dataset.split.folds,
+        "test_subset": "test" if scored == "test" else "held_out_fold",
         "wall_seconds": round(wall, 2),
         "train_images_per_second": round(sum(s["images_per_second"] * s["seconds"] for s in stages) / train_seconds, 1)
         if train_seconds
@@ -482,9 +491,35 @@ def seed_runs(name, seed, count):
     return [(name if k == 0 else f"{name}-seed{seed + k}", seed + k) for k in range(count)]
 
 
+def fold_runs(name, seed, count, folds):
+    """(folder name, seed, fold) of every run: `count` seeds (seed_runs), each on every fold 1..`folds`
+    as <name>-fold<k> (baseline-fold1, baseline-seed43-fold1, ...); without folds (None) fold is None."""
+    return [
+        (f"{run}-fold{fold}" if folds else run, run_seed, fold)
+        for run, run_seed in seed_runs(name, seed, count)
+        for fold in (range(1, folds + 1) if folds else [None])
+    ]
+
+
+def cross_validation_line(name, results):
+    """One line over a cross-validated group of runs: mean ± std of what each fold's run measured."""
+    scored = results[0].get("test_subset", "test")
+    label = "held-out-fold accuracy (chose the checkpoints too)" if scored == "held_out_fold" else "test accuracy"
+    values = np.array([r["test_accuracy"] for r in results])
+    return (
+        f"[{name}] cross-validated over {len(results)} runs: {label} {values.mean():.4f} ± {values.std(ddof=1):.4f} "
+        f"({', '.join(f'{v:.4f}' for v in values)})"
+    )
+
+
 def cli(config, args):
     from project.artifacts import run_root
 
     root = run_root(config, args.runs_dir)
-    for name, seed in seed_runs("baseline", config.paper.seed, args.seeds):
-        train_run(config, root, name, seed=seed, fresh=args.fresh, verbose=2 if args.quiet else 1)
+    folds = config.dataset.split.folds
+    results = [
+        train_run(config, root, name, seed=seed, fresh=args.fresh, verbose=2 if args.quiet else 1, fold=fold)
+        for name, seed, fold in fold_runs("baseline", config.paper.seed, args.seeds, folds)
+    ]
+    if folds:
+        log.info(cross_validation_line("baseline", results))

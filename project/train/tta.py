@@ -34,12 +34,13 @@ def tta_probabilities(model, dataset, views):
     return total / (1 + len(views)), labels
 
 
-def tta_scores(model, data, feed, views):
+def tta_scores(model, data, feed, views, subset="test"):
     """metrics.json's `tta` (records.TestTimeAugmentation): the views and the test scores of the
-    averaged softmax; None without views."""
+    averaged softmax; None without views. `subset`: where the run's test figures are measured (val:
+    the held-out fold, with split.test 0)."""
     if not views:
         return None
-    probabilities, labels = tta_probabilities(model, data.dataset("test", feed, training=False), views)
+    probabilities, labels = tta_probabilities(model, data.dataset(subset, feed, training=False), views)
     scores = classification_metrics(labels, probabilities, data.class_names)
     return {
         "views": list(views),

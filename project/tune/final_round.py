@@ -11,7 +11,7 @@ from project.artifacts import COMPLETE, archive, is_complete, mark_complete, rea
 from project.config.cards import with_values
 from project.errors import UserError
 from project.records import Candidate, FineSpace, Metrics, TuningSummary
-from project.train.training import seed_runs, train_run
+from project.train.training import cross_validation_line, fold_runs, train_run
 from project.tune.search_plan import BUDGET
 from project.tune.search_space import card_values, decode, edge_warnings
 from project.tune.trials import ranked
@@ -68,26 +68,38 @@ def summarize(folder, config, space, stages, trial_seconds):
     return summary
 
 
+def finalist_runs(config, name, seed=None):
+    """(folder, fold) of a finalist's runs: with split.folds, one per fold a trial is scored on
+    (search.folds, default 1) as <name>-fold<k>; else the one run <name>."""
+    folds = (config.paper.search.folds or 1) if config.dataset.split.folds else None
+    return [(run, fold) for run, _, fold in fold_runs(name, config.paper.seed if seed is None else seed, 1, folds)]
+
+
 def final_round(config, root, summary, space, fresh, verbose):
-    """Each finalist trained like the baseline (the card's full epochs and seed) into finalists/; the
-    best on val becomes tuned/. Short trials rank roughly: the full length decides."""
+    """Each finalist trained like the baseline (the card's full epochs and seed) into finalists/ (on
+    the folds a trial is scored on, by the mean); the best on val becomes tuned/ (tuned-fold<k>).
+    Short trials rank roughly: the full length decides."""
     folder, direction = Path(root) / "tuning", summary["direction"]
     metric = "val_" + summary["objective"].removeprefix("val_")
     scored = []
     for finalist in summary["finalists"]:
-        name = f"finalists/{finalist['stage']}-{finalist['trial_id']}"
-        metrics = train_run(with_values(config, finalist["card_values"]), root, name, fresh=fresh, verbose=verbose)
+        runs = finalist_runs(config, f"finalists/{finalist['stage']}-{finalist['trial_id']}")
+        values = with_values(config, finalist["card_values"])
+        results = [train_run(values, root, run, fresh=fresh, verbose=verbose, fold=fold) for run, fold in runs]
+        score = sum(r[metric] for r in results) / len(results)
         scored.append(
             {
                 "stage": finalist["stage"],
                 "trial_id": finalist["trial_id"],
                 "search_score": finalist["score"],
-                metric: metrics[metric],
-                "run": name,
+                metric: score,
+                "run": runs[0][0],
+                **({"folds": len(runs)} if runs[0][1] else {}),
             }
         )
+        over = f" (mean of {len(runs)} folds)" if len(runs) > 1 else ""
         log.info(
-            f"[final] {finalist['stage']} trial {finalist['trial_id']}: {metric} {metrics[metric]:.4f} after the full epochs"
+            f"[final] {finalist['stage']} trial {finalist['trial_id']}: {metric} {score:.4f}{over} after the full epochs"
         )
     winner = (max if direction == "max" else min)(range(len(scored)), key=lambda k: scored[k][metric])
     best = summary["finalists"][winner]
@@ -100,8 +112,15 @@ def final_round(config, root, summary, space, fresh, verbose):
     )
     for warning in summary["warnings"]:
         log.warning(f"!!! warning: {warning}")
-    install(Path(root) / scored[winner]["run"], Path(root) / "tuned", best)
+    runs = finalist_runs(config, f"finalists/{best['stage']}-{best['trial_id']}")
+    for (run, _), (tuned, _, _) in zip(runs, tuned_runs(config, 1)):
+        install(Path(root) / run, Path(root) / tuned, best)
     return best
+
+
+def tuned_runs(config, seeds):
+    """(folder, seed, fold) of the tuned runs (fold_runs of `tuned`): the first ones are the winning finalist's."""
+    return fold_runs("tuned", config.paper.seed, seeds, config.dataset.split.folds)
 
 
 def install(source, target, best):
@@ -127,21 +146,27 @@ def install(source, target, best):
 
 
 def retrain(config, root, best, fresh, seeds, verbose):
-    """The best values with more seeds (tuned/ is the first), on the baseline's split.csv, like the baseline."""
+    """The best values with more seeds, and on every fold with split.folds (the first runs are the
+    winning finalist's, installed by final_round), on the baseline's split.csv, like the baseline."""
     tuned = with_values(config, best["card_values"])
+    installed = len(finalist_runs(config, "finalists"))
     results = []
-    for k, (name, seed) in enumerate(seed_runs("tuned", config.paper.seed, seeds)):
+    for k, (name, seed, fold) in enumerate(tuned_runs(config, seeds)):
         metrics = (
             read_json(Path(root) / name / "metrics.json")
-            if k == 0
-            else train_run(tuned, root, name, seed=seed, fresh=fresh, verbose=verbose)
+            if k < installed
+            else train_run(tuned, root, name, seed=seed, fresh=fresh, verbose=verbose, fold=fold)
         )
         Candidate.model_validate(best).write(Path(root) / name / "best_hyperparameters.json")
         results.append(metrics)
-    baseline = Path(root) / "baseline"
+    if config.dataset.split.folds:
+        log.info(cross_validation_line("tuned", results))
+    baseline = Path(root) / fold_runs("baseline", config.paper.seed, 1, config.dataset.split.folds)[0][0]
     if is_complete(baseline):
         before, after = Metrics.read(baseline / "metrics.json").test_accuracy, results[0]["test_accuracy"]
-        log.info(f"test accuracy: baseline {before:.4f} -> tuned {after:.4f} ({after - before:+.4f})")
+        log.info(
+            f"test accuracy: {baseline.name} {before:.4f} -> {results[0]['run']} {after:.4f} ({after - before:+.4f})"
+        )
     else:
         log.info(
             f"test accuracy: tuned {results[0]['test_accuracy']:.4f} (no baseline in {baseline} yet: `make train`)"

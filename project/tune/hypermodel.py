@@ -11,9 +11,11 @@ import math
 import time
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import keras
 import keras_tuner
+import numpy as np
 import pandas as pd
 
 from project.config.cards import with_values
@@ -127,9 +129,10 @@ class CardHyperModel(keras_tuner.HyperModel):
     model's initial state, and fit sets the trial's values instead of compiling again. Keras Tuner
     also builds once while it sets a stage up (Tuner.__init__); that model is never trained."""
 
-    def __init__(self, config, data, objective, *, space, epochs, stats=None, settings=None, cache=None):
+    def __init__(self, config, data, objective, *, space, epochs, stats=None, settings=None, cache=None, folds=()):
         super().__init__(name=config.run_name)
         self.config, self.data, self.objective = config, data, objective
+        self.folds = list(folds)  # search.folds: each trial trains on each of these Data, scored on the mean
         self.space, self.epochs = space, epochs
         self.stats = training_stats(data, config.paper) if stats is None else stats  # input size is not searched
         self.settings = settings or {"jit_compile": False, "replicas": 1}  # project.train.runtime's choice
@@ -186,11 +189,25 @@ class CardHyperModel(keras_tuner.HyperModel):
         built, self.built = self.built, None  # held no longer than the trial: its model may hold traced graphs
         if built is None or built.model is not model:
             raise ValueError("CardHyperModel.fit trains the model its last build returned")
+        if not self.folds:
+            self.fit_one(built, self.data, folder, callbacks, clock, verbose)
+            return best_epoch(trial_history(folder, built.config.paper), self.objective)
+        # search.folds: the same initial model (rebuilt from the trial's seed, or the cached one reset) on each fold
+        best = []
+        for k, data in enumerate(self.folds, start=1):
+            if k > 1:
+                self.build(hp)
+                built, self.built = self.built, None
+            self.fit_one(built, data, Path(folder) / f"fold{k}", callbacks, clock, verbose)
+            best.append(best_epoch(trial_history(Path(folder) / f"fold{k}", built.config.paper), self.objective))
+        return {key: float(np.mean([b[key] for b in best])) for key in best[0] if all(key in b for b in best)}
+
+    def fit_one(self, built, data, folder, callbacks, clock, verbose):
         paper = built.config.paper
         fit_stages(
-            model,
+            built.model,
             paper,
-            self.data,
+            data,
             folder,
             weights=built.weights,
             epochs=self.epochs,
@@ -201,11 +218,16 @@ class CardHyperModel(keras_tuner.HyperModel):
             trial=True,
             compile_stage=partial(self.compile_stage, built),
         )
-        return best_epoch(trial_history(folder, paper), self.objective)
 
 
 def trial_history(folder, paper):
     return combined_history(folder, [s.name for s in paper.training.stages])
+
+
+def fold_histories(folder, paper):
+    """The trial's history, or one per fold (search.folds: trained in folder/fold1, fold2, ...)."""
+    folds = sorted(Path(folder).glob("fold*"), key=lambda f: int(f.name[4:]) if f.name[4:].isdigit() else 0)
+    return [trial_history(f, paper) for f in folds] if folds else [trial_history(folder, paper)]
 
 
 def best_epoch(history, objective):

@@ -32,7 +32,39 @@ def check_search(config, required=True):
     for name, entry in space.items():
         for value in ends(entry):
             _check_end(config, space, name, decode(entry, value), value)
+    trial_folds(config)
     return search, space
+
+
+def trial_folds(config):
+    """How many of the split's folds score a trial (search.folds; default 1: fold 1's split), checked
+    against the dataset card's split.folds."""
+    wanted, folds = config.paper.search.folds, config.dataset.split.folds
+    if wanted is None:
+        return 1
+    if not folds:
+        raise UserError(
+            f"{config.paper_file}: search.folds is {wanted}, but the dataset card {config.dataset_file} has no "
+            f"split.folds: set split.folds (e.g. --set split.folds={wanted}), or drop search.folds"
+        )
+    if wanted > folds:
+        raise UserError(
+            f"{config.paper_file}: search.folds is {wanted}, more than the {folds} folds of the dataset card's "
+            f"split.folds; accepted: 2 to {folds}"
+        )
+    return wanted
+
+
+def require_test(config):
+    """The search chooses hyperparameters on val, so only a test subset apart from every fold judges
+    the tuned model fairly: refused with split.test 0."""
+    if not config.dataset.split.has_test:
+        raise UserError(
+            f"{config.dataset_file}: split.test is 0, so there is no held-out test subset, and make tune needs one: "
+            f"the folds choose checkpoints and hyperparameters, so only a test subset kept apart can judge the tuned "
+            f"model. Set split.test (e.g. --set split.test=0.2), or train and report without tuning (make train, "
+            f"make report)"
+        )
 
 
 def ends(entry):

@@ -106,23 +106,28 @@ def headline(reason, limit=300):
 
 def plan_text(config, seeds=1, budget=None):
     """What `make all` runs, in one line."""
-    paper = config.paper
+    paper, split = config.paper, config.dataset.split
     stages = paper.training.stages
     if all(s.steps is None for s in stages):
         epochs = f"{sum(s.epochs for s in stages)} epochs"
     else:  # steps become epochs only once the data is known
         epochs = " + ".join(s.length for s in stages if s.epochs != 0)
-    runs = f"{epochs} x {seeds} seed{'s' if seeds > 1 else ''}"
+    folds = f" x {split.folds} folds" if split.folds else ""
+    runs = f"{epochs} x {seeds} seed{'s' if seeds > 1 else ''}{folds}"
     text = f"make all on {config.paper_name} x {config.dataset_name}: sanity (6 checks) -> baseline ({runs})"
     search = paper.search
+    if not split.has_test:
+        return text + " -> report (split.test 0: no tuning)"
     if search is not None:
         budget = budget or search.budget
         text += (
             f" -> search (coarse {search.coarse.trials} trials x {search.coarse.epochs} epochs, fine "
             f"{search.fine.trials} x {search.fine.epochs}"
             + (f", within {budget}" if budget else "")
+            + (f", each trial on {search.folds} folds" if search.folds else "")
             + f") -> final round ({search.finalists} finalists x {epochs}, the best is tuned)"
             + (f" -> tuned, {seeds - 1} more seed{'s' if seeds > 2 else ''}" if seeds > 1 else "")
+            + (f" -> tuned on all {split.folds} folds" if split.folds else "")
         )
     return text + " -> report"
 

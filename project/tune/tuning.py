@@ -28,6 +28,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import keras_tuner
+import numpy as np
 import pandas as pd
 import tensorflow as tf
 import yaml
@@ -42,9 +43,9 @@ from project.train.schedules import card_epochs
 from project.train.training import training_stats
 from project.tune.final_round import final_round, retrain, summarize
 from project.tune.hparams_log import write_hparams
-from project.tune.hypermodel import CardHyperModel, FitClock, TrialExploded, trial_history
+from project.tune.hypermodel import CardHyperModel, FitClock, TrialExploded, fold_histories
 from project.tune.reuse import ModelCache
-from project.tune.search_check import check_search
+from project.tune.search_check import check_search, require_test, trial_folds
 from project.tune.search_plan import BUDGET, Progress, check_budget, duration, headline, plan_budget, trial_row
 from project.tune.search_space import narrow
 from project.tune.trials import META, STAGES, ended, fixed_seconds, ranked, read_trials, write_trials_csv
@@ -265,15 +266,17 @@ class StageTuner(keras_tuner.Tuner):
 
 def outcome(folder, model, exploded):
     """Best and last objective and epochs run, from the trial's training logs (`model`: the
-    CardHyperModel; a trial's values never change the names of the card's training stages)."""
-    history = trial_history(folder, model.config.paper)
+    CardHyperModel; a trial's values never change the names of the card's training stages).
+    With search.folds: the mean over the folds of each fold's best and last, and every fold's epochs."""
+    histories = fold_histories(folder, model.config.paper)
     name = model.objective.name
-    values = history[name].dropna() if name in history else pd.Series(dtype=float)
-    best = (values.max() if model.objective.direction == "max" else values.min()) if len(values) else None
+    series = [h[name].dropna() if name in h else pd.Series(dtype=float) for h in histories]
+    pick = pd.Series.max if model.objective.direction == "max" else pd.Series.min
+    complete = all(len(values) for values in series)
     return {
-        "best": None if best is None else float(best),
-        "last": float(values.iloc[-1]) if len(values) else None,
-        "epochs_run": len(history) + (1 if exploded else 0),  # the epoch it exploded in counts
+        "best": float(np.mean([pick(values) for values in series])) if complete else None,
+        "last": float(np.mean([values.iloc[-1] for values in series])) if complete else None,
+        "epochs_run": sum(len(h) for h in histories) + (1 if exploded else 0),  # the epoch it exploded in counts
     }
 
 
@@ -403,24 +406,29 @@ def tune(config, root, *, trials=None, epochs=None, stage="all", fresh=False, se
     if stage not in ("coarse", "fine", "all"):
         raise UserError(f"--stage {stage!r}: accepted: coarse, fine, all")
     search, space = check_search(config)
+    require_test(config)
     for value, flag in ((trials, "--trials"), (epochs, "--epochs")):
         if value is not None and value < 1:
             raise UserError(f"{flag} must be at least 1, got {value}")
     budget = budget or search.budget
     budget_seconds = check_budget(budget, "--budget / search.budget") if budget else None
     who, folder = role(), Path(root) / "tuning"
-    data = prepare(config, root)  # refuses a dataset card whose split differs from root/split.csv
+    data = prepare(config, root)  # refuses a dataset card whose split differs from root/split.csv; fold 1's view
+    k, split_folds = trial_folds(config), config.dataset.split.folds or 1  # folds a trial, a finalist is trained on
+    folds = [data.for_fold(fold) for fold in range(1, k + 1)] if k > 1 else []
     prepare_search_folder(folder, config, fresh, who)
     stats = training_stats(data, config.paper)  # the stages' trials share them and their compiled models
     objective, cache = keras_tuner.Objective(search.objective, search.direction), ModelCache()
     counts = {s: (trials or getattr(search, s).trials, epochs or getattr(search, s).epochs) for s in STAGES}
     counts = planned_counts(folder, counts, budget_seconds)
     full = card_epochs(config.paper.training, len(data.indices("train")))
-    progress = Progress(counts, full * (search.finalists + seeds - 1), search.objective)
+    full_runs = full * (search.finalists * k + seeds * split_folds - k)  # the winner's first k runs are its finalist's
+    progress = Progress({s: (n, e * k) for s, (n, e) in counts.items()}, full_runs, search.objective)
     planning = budget_seconds if budget_seconds is not None and not (folder / BUDGET).exists() else None
     log.info(
         f"[search] coarse {counts['coarse'][0]} trials x {counts['coarse'][1]} epochs, fine {counts['fine'][0]} x {counts['fine'][1]}"
         + (f" (counts fixed for a budget of {duration(planning)} after the first trial)" if planning else "")
+        + (f", each trial on {k} folds (search.folds)" if k > 1 else "")
         + f"; then {search.finalists} finalist(s) trained for {full} epochs"
         + (f" and {seeds - 1} more seed(s)" if seeds > 1 else "")
     )
@@ -432,10 +440,11 @@ def tune(config, root, *, trials=None, epochs=None, stage="all", fresh=False, se
             data,
             objective,
             space=stage_space,
-            epochs=progress.counts[name][1],
+            epochs=counts[name][1],
             stats=stats,
             settings=settings,
             cache=cache,
+            folds=folds,
         )
 
     if stage in ("coarse", "all"):
