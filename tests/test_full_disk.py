@@ -9,6 +9,7 @@ a process that has dropped root's capability to ignore it."""
 import ctypes
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -251,7 +252,9 @@ def test_every_writer_outside_atomic_write_is_recognised_on_a_full_disk(tmp_path
     assert found["save_keras"].startswith(f"cannot write {tmp_path / 'model.weights.h5'}: File too large")
     assert not (tmp_path / "model.weights.h5").exists(), "never a partial weights file"
     # Keras' BackupAndRestore wrote straight through h5py: a truncated file the next run could not load
-    assert found["backup"].startswith(f"cannot write {tmp_path / 'backup' / 'epoch-2.weights.h5'}: File too large")
+    assert re.match(
+        rf"cannot write {re.escape(str(tmp_path / 'backup'))}/epoch-\d+\.weights\.h5: File too large", found["backup"]
+    )
     assert found["backup_intact"] is True and found["backup_epoch"] == 1
 
 
@@ -264,5 +267,6 @@ def test_a_tuned_copy_cut_short_is_not_marked_complete(tmp_path):
         (source / name).write_text(name)
     (source / "model.keras").symlink_to(tmp_path / "gone")  # a file that cannot be copied
     with pytest.raises(shutil.Error):
-        install(source, target)
-    assert (target / "metrics.json").exists() and not (target / "COMPLETE").exists()
+        install(source, target, best={})
+    partial = target.with_name(f".{target.name}.partial")  # assembled aside, renamed once complete
+    assert not target.exists() and not (partial / "COMPLETE").exists()
