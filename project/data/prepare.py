@@ -65,10 +65,11 @@ class Data:
             for subset in ("train", "val", "test")
         }
 
-    def dataset(self, subset, feed, training=None, batch_size=None, epochs=(0, 1)):
+    def dataset(self, subset, feed, training=None, batch_size=None, epochs=(0, 1), with_index=False):
         """The tf.data pipeline of one subset fed as `feed` says (batch_size: another batch size);
         augmentation and mixing only on train, which spans the epochs range(*epochs) (model.fit then needs
-        steps_per_epoch=self.steps(subset, batch_size))."""
+        steps_per_epoch=self.steps(subset, batch_size)). with_index: (images, labels, index) batches,
+        index = each image's position in the subset (self.ids(subset)[index] is its source)."""
         training = subset == "train" if training is None else training
         augmentation = build_augmentation(list(feed.augmentation), feed.strength, feed.seed) if training else None
         return pipeline.make_dataset(
@@ -85,7 +86,13 @@ class Data:
             epochs=epochs,
             mixup=feed.mixup if training else None,
             cutmix=feed.cutmix if training else None,
+            with_index=with_index,
         )
+
+    def skipped(self, subset, index):
+        """The sources of `subset` missing from `index` (the positions a pipeline delivered)."""
+        ids = self.ids(subset)
+        return [ids[i] for i in np.setdiff1d(np.arange(len(ids)), np.asarray(index, dtype=np.int64))]
 
     def steps(self, subset, batch_size):
         """Batches in one epoch of a subset."""

@@ -228,6 +228,7 @@ def summary(data, runs, target, target_source, cmd):
         metric_table(data, runs),
         p(target_text(after or before, after, target, target_source)),
     ]
+    blocks += [warning(text) for text in skipped_texts(runs)]
     if len(runs["baseline"]) > 1 or len(runs["tuned"]) > 1:
         blocks.append(_per_seed_table(runs))
     return blocks
@@ -297,6 +298,21 @@ def tta_row(before, after):
         signed(after.test_tta_accuracy - before.test_tta_accuracy) if both else "",
         "",
     ]
+
+
+def skipped_texts(runs):
+    """One line per run that skipped test images in its evaluation (metrics.json skipped_images)."""
+    texts = []
+    for run in runs["baseline"] + runs["tuned"]:
+        m, skipped = run["metrics"], run["metrics"].skipped_images.test
+        if skipped:
+            n = len(skipped)
+            texts.append(
+                f"{run['name']}: {n} test image{' was' if n == 1 else 's were'} skipped: {', '.join(skipped)} "
+                f"(not decodable when the run was evaluated, after the data check; listed in data_issues.csv). "
+                f"Its test metrics are over the {m.test.count} images evaluated."
+            )
+    return texts
 
 
 def target_text(final, after, target, target_source):
