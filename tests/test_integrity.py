@@ -63,6 +63,7 @@ def report_text(config, tmp_path, root):
         runs_dir = str(root.parent)
         reports_dir = str(tmp_path / "reports")
         target = None
+        pdf = False
 
     report_cli(config, Args())
     return (tmp_path / "reports" / config.run_name / "report.md").read_text()

@@ -255,16 +255,6 @@ def scan(paths, root):
     return rows
 
 
-def add_issues(folder, rows):
-    """Append issue rows (issue(...)) to folder/data_issues.csv, keeping what it lists; a row it
-    already holds is not repeated. Returns the file's path."""
-    path = Path(folder) / "data_issues.csv"
-    old = pd.read_csv(path, dtype=str, keep_default_na=False) if path.exists() else pd.DataFrame(columns=ISSUE_COLUMNS)
-    table = pd.concat([old, pd.DataFrame(rows, columns=ISSUE_COLUMNS, dtype=str)], ignore_index=True)
-    atomic_write(path, table.reindex(columns=ISSUE_COLUMNS).drop_duplicates().to_csv(index=False))
-    return path
-
-
 def inside(path, folder):
     return Path(os.path.realpath(path)).is_relative_to(folder)
 

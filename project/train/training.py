@@ -19,7 +19,6 @@ import yaml
 from project import logs
 from project.artifacts import archive, atomic_write, is_complete, mark_complete, read_json, save_keras, write_json
 from project.config.cards import recipe, resolved_yaml
-from project.data.datacheck import add_issues, issue
 from project.data.prepare import Feed, prepare
 from project.errors import UserError
 from project.model.backbones import WeightsSource
@@ -294,25 +293,17 @@ def combined_history(folder, stages):
 
 def predict(model, data, paper, subset):
     """Probabilities of the images of `subset` the pipeline could decode and, row for row, their
-    positions in the subset (`index`): a file that fails to decode after the data check is left out
-    and named, never shifting a row onto another image. model.predict, not a loop of predict_on_batch,
-    so that it also works under a distribution strategy; the index pass first fills the cache that
-    model.predict then reads."""
+    positions in the subset (`index`; data.skipped names the others): a file that fails to decode
+    after the data check never shifts a row onto another image. model.predict, not a loop of
+    predict_on_batch, so that it also works under a distribution strategy; the index pass first
+    fills the cache that model.predict then reads."""
     dataset = data.dataset(subset, feed_of(paper), training=False, with_index=True)
     index = np.concatenate([np.zeros(0, np.int64), *dataset.map(lambda x, y, i: i).as_numpy_iterator()])
-    skipped = data.skipped(subset, index)
-    for source in skipped:
-        log.warning(
-            f"warning: {subset} image {source} could not be decoded and was skipped (damaged or changed after "
-            f"the data check?): left out of the {subset} metrics"
-        )
     if not len(index):
         raise UserError(f"no {subset} image could be decoded: run `make check-data` to see why")
     probabilities = np.asarray(model.predict(dataset.map(lambda x, y, i: x), verbose=0))
     if len(probabilities) != len(index):
-        raise UserError(
-            f"{subset} images changed during the evaluation ({len(index)} decoded, then {len(probabilities)}): rerun it"
-        )
+        raise UserError(f"{subset} images changed while evaluated ({len(index)} decoded, then {len(probabilities)})")
     return probabilities, index
 
 
@@ -341,23 +332,6 @@ def predictions_table(data, subset, probabilities, index):
     for i, name in enumerate(data.class_names):
         table[f"p_{name}"] = probabilities[:, i]
     return table
-
-
-def record_skipped(data, name, skipped):
-    """Images the pipeline skipped in evaluation ({subset: sources}) appended to data_issues.csv."""
-    rows = [
-        issue(
-            source,
-            "undecodable",
-            "skipped",
-            f"could not be decoded when {name} was evaluated on {subset}: "
-            f"left out of its metrics and predictions (changed after the data check?)",
-        )
-        for subset, sources in skipped.items()
-        for source in sources
-    ]
-    if rows:
-        log.warning(f"[{name}] {len(rows)} image(s) skipped in evaluation, listed in {add_issues(data.root, rows)}")
 
 
 def versions():
@@ -464,7 +438,7 @@ def train_run(config, root, name="baseline", seed=None, fresh=False, verbose=1, 
         folder / "predictions_val.csv",
         predictions_table(data, "val", val_probabilities, val_index).to_csv(index=False),
     )
-    record_skipped(data, name, skipped)
+    data.record_skipped(name, skipped)
     train_seconds = sum(s["seconds"] for s in stages)
     metrics = {
         "run": name,
