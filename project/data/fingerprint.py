@@ -36,7 +36,8 @@ def stat(path):
 
 
 def digest(data):
-    return hashlib.blake2b(bytes(data), digest_size=12).hexdigest()
+    """A short content hash of bytes or a contiguous buffer."""
+    return hashlib.blake2b(data, digest_size=12).hexdigest()
 
 
 def signature(item, kind):
