@@ -36,7 +36,7 @@ import pandas as pd
 from project import logs
 from project.artifacts import atomic_write, run_root
 from project.config.cards import DATASETS_DIR
-from project.data import fingerprint
+from project.data import cachekey
 from project.data.adapters import IMAGE_EXTENSIONS, load_sources
 from project.errors import UserError
 
@@ -188,7 +188,7 @@ def check_settings():
     """What a scan row and a converted copy depend on besides the file itself (data_scan.json)."""
     import PIL
 
-    return fingerprint.manifest(
+    return cachekey.manifest(
         {"check": CHECK_VERSION, "as_is": sorted(map("/".join, AS_IS)), "readable": sorted(READABLE)}
         | {"large_pixels": LARGE_PIXELS, "max_side": MAX_SIDE, "pillow": PIL.__version__}
     )
@@ -198,7 +198,7 @@ def cached_scan(root, settings):
     """The rows of root/data_scan.csv by path; none when the check's settings changed since they were
     written (the converted copies are removed then too, and one line says why)."""
     cache_file, copies = root / "data_scan.csv", sorted((root / "converted").glob("*.png"))
-    reasons = fingerprint.differences(fingerprint.read(root / "data_scan.json"), settings)
+    reasons = cachekey.differences(cachekey.read(root / "data_scan.json"), settings)
     if reasons and (cache_file.exists() or copies):
         log.info(f"data-check cache rebuilt (the scan and {len(copies)} converted copies): {'; '.join(reasons)}")
         for copy in copies:
@@ -243,15 +243,15 @@ def scan(paths, root):
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         rows = list(pool.map(one, paths))
     fresh = [r for r in rows if r.get("size")]
-    changes = fingerprint.item_changes(
+    changes = cachekey.item_changes(
         *({r["path"]: [r["size"], r["mtime_ns"]] for r in t} for t in (cached.values(), fresh))
     )
     if cached and changes:
         log.info(f"data-check cache updated: {'; '.join(changes)} since the last scan")
     if any(cached.get(r["path"]) is not r for r in fresh) or len(fresh) != len(cached):
         atomic_write(cache_file, pd.DataFrame(fresh, columns=SCAN_COLUMNS).to_csv(index=False))
-    if fingerprint.read(root / "data_scan.json") != settings:  # after the rows it describes
-        fingerprint.write(root / "data_scan.json", settings)
+    if cachekey.read(root / "data_scan.json") != settings:  # after the rows it describes
+        cachekey.write(root / "data_scan.json", settings)
     return rows
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from project import locks, logs
-from project.data import fingerprint
+from project.data import cachekey
 from project.data.augment_pool import batch_function
 from project.data.mixing import mix_batch_fn
 
@@ -208,7 +208,7 @@ def make_dataset(
     def built_from():
         keys = range(count) if order is None else order
         settings = {"kind": kind, "size": list(size), "pipeline": CACHE_VERSION}
-        return fingerprint.manifest(settings, items, kind, labels, keys)
+        return cachekey.manifest(settings, items, kind, labels, keys)
 
     source = _cache(decoded(), cache, built_from) if cached or not training else None
     if training:
@@ -251,7 +251,7 @@ def make_dataset(
 
 def _cache(data, cache, built_from):
     """A memory cache, none, or a disk cache at the prefix `cache`: its manifest (prefix.manifest.json,
-    project.data.fingerprint) records what it was built from (the items in the order written, their
+    project.data.cachekey) records what it was built from (the items in the order written, their
     labels, sizes and modification times or content hashes, the image size, the kind, CACHE_VERSION);
     a cache built from anything else is removed first, with one line saying why, and built again."""
     if cache == "memory":
@@ -270,7 +270,7 @@ def _disk_cache(data, prefix, built_from):
     record = prefix.with_name(f"{prefix.name}.manifest.json")
     with locks.hold(prefix.parent, f"cache-{prefix.name}", "writing the disk cache", wait=True):
         wanted = built_from()
-        reasons = fingerprint.differences(fingerprint.read(record), wanted)
+        reasons = cachekey.differences(cachekey.read(record), wanted)
         if reasons:
             built = [p for p in prefix.parent.glob(f"{prefix.name}.*") if p != record]
             if built:
@@ -284,7 +284,7 @@ def _disk_cache(data, prefix, built_from):
             for _ in data.cache(str(prefix)).batch(256):
                 pass
         if reasons:
-            fingerprint.write(record, wanted)
+            cachekey.write(record, wanted)
     return data.cache(str(prefix))
 
 
