@@ -974,3 +974,21 @@ def test_make_check_allows_the_seed_spread_on_another_machine():
         "baseline", committed, committed | {"test_accuracy": 0.9 + 2 * TOLERANCE["test_accuracy"]}, [], elsewhere
     )
     assert not rows[0][-1]
+
+
+def test_a_test_image_one_run_skipped_is_said_and_left_out_of_the_pairing(made, tmp_path):
+    root = copy_root(made, tmp_path)
+    path = root / "tuned" / "predictions.csv"
+    table = pd.read_csv(path, dtype=str)
+    dropped = table["source"].iloc[0]
+    table.iloc[1:].to_csv(path, index=False)
+    metrics = json.loads((root / "tuned" / "metrics.json").read_text())
+    metrics["skipped_images"]["test"] = [dropped]  # as evaluation records an image it could not decode
+    metrics["test"]["count"] -= 1
+    (root / "tuned" / "metrics.json").write_text(json.dumps(metrics))
+    report = report_module.build(made["config"], root)
+    assert report["comparison"]["bootstrap"]["images"] == len(table) - 1  # paired on the images both evaluated
+    text = json.dumps(report["sections"][0]["blocks"])
+    assert f"tuned: 1 test image was skipped: {dropped}" in text
+    assert f"over the {len(table) - 1} images evaluated" in text
+    assert "test image was skipped" not in made["md"]  # the runs of the fixture skipped nothing

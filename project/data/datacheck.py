@@ -2,7 +2,9 @@
 pipeline can decode (`make check-data`; also the first step of every `prepare`, so of train and tune).
 
 Each file is read once with Pillow; the result is cached in runs/<paper>__<dataset>/data_scan.csv
-by path, size and modification time, so a second scan only stats the files. Each file is
+by path, size and modification time, so a second scan only stats the files and reads again those
+that changed (one line names them). data_scan.json records the check's settings (CHECK_VERSION,
+the sizes, Pillow's version): when they differ, the scan and the converted copies are made again. Each file is
   kept       a JPEG or PNG in grey or RGB: the pipeline decodes it as it is;
   converted  anything else Pillow reads (CMYK, 16-bit, transparency, palette, EXIF rotation,
              BMP/GIF/WebP, very large images): an 8-bit RGB PNG copy is written once to
@@ -34,6 +36,7 @@ import pandas as pd
 from project import logs
 from project.artifacts import atomic_write, run_root
 from project.config.cards import DATASETS_DIR
+from project.data import cachekey
 from project.data.adapters import IMAGE_EXTENSIONS, load_sources
 from project.errors import UserError
 
@@ -50,6 +53,7 @@ HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"
 ISSUE_COLUMNS = ["source", "reason", "action", "detail"]
 SCAN_COLUMNS = ["path", "size", "mtime_ns", "hash", "format", "mode", "width", "height", "status", "reason", "detail"]
 KEEP_ORDER = {"test": 0, "val": 1, "train": 2}  # drop_duplicates keeps the copy in the first of these
+CHECK_VERSION = 1  # raise when inspect(), conversions() or to_rgb() change what a scan row or a copy holds
 
 
 def ignored(name):
@@ -180,18 +184,39 @@ def inspect(path, converted_dir):
 # ------------------------------------------------------------------ many files
 
 
+def check_settings():
+    """What a scan row and a converted copy depend on besides the file itself (data_scan.json)."""
+    import PIL
+
+    return cachekey.manifest(
+        {"check": CHECK_VERSION, "as_is": sorted(map("/".join, AS_IS)), "readable": sorted(READABLE)}
+        | {"large_pixels": LARGE_PIXELS, "max_side": MAX_SIDE, "pillow": PIL.__version__}
+    )
+
+
+def cached_scan(root, settings):
+    """The rows of root/data_scan.csv by path; none when the check's settings changed since they were
+    written (the converted copies are removed then too, and one line says why)."""
+    cache_file, copies = root / "data_scan.csv", sorted((root / "converted").glob("*.png"))
+    reasons = cachekey.differences(cachekey.read(root / "data_scan.json"), settings)
+    if reasons and (cache_file.exists() or copies):
+        log.info(f"data-check cache rebuilt (the scan and {len(copies)} converted copies): {'; '.join(reasons)}")
+        for copy in copies:
+            copy.unlink(missing_ok=True)
+    if reasons or not cache_file.exists():
+        return {}
+    table = pd.read_csv(cache_file, dtype=str, keep_default_na=False)
+    return {row["path"]: row for row in table.to_dict("records")} if list(table.columns) == SCAN_COLUMNS else {}
+
+
 def scan(paths, root):
     """Inspect every file, reusing root/data_scan.csv rows whose size and mtime still match."""
     from PIL import Image
 
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     root = Path(root)
-    cache_file, converted_dir = root / "data_scan.csv", root / "converted"
-    cached = {}
-    if cache_file.exists():
-        table = pd.read_csv(cache_file, dtype=str, keep_default_na=False)
-        if list(table.columns) == SCAN_COLUMNS:
-            cached = {row["path"]: row for row in table.to_dict("records")}
+    cache_file, converted_dir, settings = root / "data_scan.csv", root / "converted", check_settings()
+    cached = cached_scan(root, settings)
 
     def one(path):
         key = os.path.abspath(path)
@@ -218,8 +243,15 @@ def scan(paths, root):
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         rows = list(pool.map(one, paths))
     fresh = [r for r in rows if r.get("size")]
+    changes = cachekey.item_changes(
+        *({r["path"]: [r["size"], r["mtime_ns"]] for r in t} for t in (cached.values(), fresh))
+    )
+    if cached and changes:
+        log.info(f"data-check cache updated: {'; '.join(changes)} since the last scan")
     if any(cached.get(r["path"]) is not r for r in fresh) or len(fresh) != len(cached):
         atomic_write(cache_file, pd.DataFrame(fresh, columns=SCAN_COLUMNS).to_csv(index=False))
+    if cachekey.read(root / "data_scan.json") != settings:  # after the rows it describes
+        cachekey.write(root / "data_scan.json", settings)
     return rows
 
 

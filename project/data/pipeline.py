@@ -3,6 +3,8 @@
 [train: shuffle the sources] -> decode (files or encoded bytes; grey and RGBA become RGB)
 -> resize to the model's input size -> cache as uint8 -> [train: shuffle] -> batch
 -> [train: albumentations on the batch] -> float32 + one-hot -> [train: mixup / CutMix] -> prefetch.
+Each image travels with its index (its position in the subset), so that evaluation ties every
+prediction to its image even when a file that no longer decodes is skipped.
 
 Deterministic by construction: a training dataset spans a range of epochs, and each epoch's
 shuffle and each image's augmentation are seeded from (seed, epoch, batch index, position), never
@@ -29,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from project import locks, logs
+from project.data import cachekey
 from project.data.augment_pool import batch_function
 from project.data.mixing import mix_batch_fn
 
@@ -40,6 +43,7 @@ log = logs.get(__name__)
 AUTOTUNE = tf.data.AUTOTUNE
 SHUFFLE_BYTES = 256 * 2**20  # shuffle buffer of decoded images behind a disk cache
 EPOCH_STRIDE = 1_000_003  # the shuffle seed of an epoch: seed * EPOCH_STRIDE + epoch
+CACHE_VERSION = 2  # what a disk cache holds: (uint8 image from decode + resize, label, index); raise on any change
 
 
 def _to_rgb(image):
@@ -78,17 +82,30 @@ def resize(image, size):
     return tf.ensure_shape(out, [height, width, 3])
 
 
-def decoded_dataset(items, labels, kind, size, shuffle_seed=None):
-    """(resized uint8 RGB image, label) per source, in order (or shuffled by `shuffle_seed`, a number
-    or a tensor); unreadable files are skipped (ignore_errors, counted) rather than ending the run."""
+def indexed(items, labels, kind, size, shuffle_seed=None, index=None):
+    """(resized uint8 RGB image, label, index) per source, in order (or shuffled by `shuffle_seed`, a
+    number or a tensor). `index`: each item's number (default: its position), carried with it so that a
+    consumer knows which image it holds. A file that fails to decode (changed after the data check) is
+    dropped (ignore_errors) without a word: the consumer counts (count_skipped) or looks up by index."""
     labels = np.asarray(labels, dtype=np.int32)
+    index = np.arange(len(labels), dtype=np.int32) if index is None else np.asarray(index, dtype=np.int32)
     if kind == "array":
-        data = _shuffled(tf.data.Dataset.from_tensor_slices((np.asarray(items), labels)), len(labels), shuffle_seed)
-        return data.map(lambda image, y: (resize(_to_rgb(image), size), y), num_parallel_calls=AUTOTUNE)
-    data = tf.data.Dataset.from_tensor_slices((tf.constant(list(items), dtype=tf.string), labels))
+        data = tf.data.Dataset.from_tensor_slices((np.asarray(items), labels, index))
+        data = _shuffled(data, len(labels), shuffle_seed)
+        return data.map(lambda image, y, i: (resize(_to_rgb(image), size), y, i), num_parallel_calls=AUTOTUNE)
+    data = tf.data.Dataset.from_tensor_slices((tf.constant(list(items), dtype=tf.string), labels, index))
     data = _shuffled(data, len(labels), shuffle_seed)
-    data = data.map(lambda item, y: (resize(decode(item, kind == "files"), size), y), num_parallel_calls=AUTOTUNE)
-    return count_skipped(data.ignore_errors(), len(labels), size)
+    data = data.map(lambda item, y, i: (resize(decode(item, kind == "files"), size), y, i), num_parallel_calls=AUTOTUNE)
+    return data.ignore_errors()
+
+
+def decoded_dataset(items, labels, kind, size, shuffle_seed=None):
+    """(resized uint8 RGB image, label) per source, in order (or shuffled by `shuffle_seed`);
+    unreadable files are skipped (ignore_errors, counted) rather than ending the run."""
+    data = indexed(items, labels, kind, size, shuffle_seed)
+    if kind == "array":  # arrays decode nothing: nothing to skip
+        return data.map(lambda image, y, i: (image, y))
+    return count_skipped(data, len(labels), size, keep_index=False)
 
 
 def _warn_skipped(missing, expected):
@@ -99,12 +116,14 @@ def _warn_skipped(missing, expected):
     return np.int64(missing)
 
 
-def count_skipped(data, expected, size):
+def count_skipped(data, expected, size, keep_index=True):
     """ignore_errors drops an undecodable image without a word: append an end marker (label -1)
-    and, when it arrives, say how many images never came through; then drop the marker.
-    The warning is a Python call TensorFlow sees as stateless: a stateful op (tf.print) anywhere
-    in the pipeline makes op determinism run every parallel map of it serially."""
-    end = tf.data.Dataset.from_tensors((tf.zeros([*size, 3], tf.uint8), tf.constant(-1, tf.int32)))
+    and, when it arrives, say how many images never came through; then drop the marker (and the
+    index unless `keep_index`). The warning is a Python call TensorFlow sees as stateless: a stateful
+    op (tf.print) anywhere in the pipeline makes op determinism run every parallel map of it serially."""
+    end = tf.data.Dataset.from_tensors(
+        (tf.zeros([*size, 3], tf.uint8), tf.constant(-1, tf.int32), tf.constant(-1, tf.int32))
+    )
 
     zero = tf.constant(0, tf.int64)
 
@@ -115,9 +134,10 @@ def count_skipped(data, expected, size):
             lambda: tf.numpy_function(_warn_skipped, [missing, expected], tf.int64, stateful=False),
             lambda: zero,
         )
-        return count + 1 + warned - missing, element  # uses the call's result (== missing), or TensorFlow prunes it
+        # uses the call's result (== missing), or TensorFlow prunes it
+        return count + 1 + warned - missing, element if keep_index else element[:2]
 
-    return data.concatenate(end).scan(tf.constant(0, tf.int64), step).filter(lambda image, y: y >= 0)
+    return data.concatenate(end).scan(tf.constant(0, tf.int64), step).filter(lambda image, y, *i: y >= 0)
 
 
 def _shuffled(data, count, seed, buffer=None):
@@ -155,36 +175,51 @@ def make_dataset(
     epochs=(0, 1),
     mixup=None,
     cutmix=None,
+    with_index=False,
 ):
     """A batched tf.data.Dataset of (float32 images 0-255, one-hot labels).
 
-    cache: "memory", "none", or a file path prefix for an on-disk cache (data larger than memory).
+    cache: "memory", "none", or a file path prefix for an on-disk cache (data larger than memory),
+    keyed to what it is built from (a manifest beside it: see _cache).
     Training: the epochs `range(*epochs)` one after the other (give model.fit steps_per_epoch); every
     random draw is a function of (seed, epoch, batch index), so a run's batches do not depend on the
-    order in which threads or processes finish, and a resumed run can start at any epoch.
+    order in which threads or processes finish, and a resumed run can start at any epoch. An epoch
+    short of an image (a file that no longer decodes: counted in a warning) is topped up with its own
+    first images, so that it still has steps_per_epoch batches and epochs never run into each other.
     mixup, cutmix: their alpha (project.data.mixing), training only; the labels become soft.
+    with_index (evaluation, not training): (images, one-hot labels, index) batches, index = each
+    image's position in `items`: a skipped file leaves a gap in the index, never a shifted row.
     """
     size = tuple(int(s) for s in size)
     count = len(labels)
     cached = cache not in ("none", None)
+    order = None
     if training and cached and cache != "memory":
         # a disk cache is read back in the order it was written, and only a bounded buffer of
         # decoded images can be reshuffled: write it in a seeded random order
         order = np.random.default_rng(seed).permutation(count)
         items = items[order] if isinstance(items, np.ndarray) else [items[i] for i in order]
         labels = np.asarray(labels)[order]
-    source = _cache(decoded_dataset(items, labels, kind, size), cache) if cached or not training else None
+
+    def decoded(shuffle_seed=None):
+        data = indexed(items, labels, kind, size, shuffle_seed, order)
+        return data if kind == "array" or with_index else count_skipped(data, count, size)
+
+    def built_from():
+        keys = range(count) if order is None else order
+        settings = {"kind": kind, "size": list(size), "pipeline": CACHE_VERSION}
+        return cachekey.manifest(settings, items, kind, labels, keys)
+
+    source = _cache(decoded(), cache, built_from) if cached or not training else None
     if training:
         # behind a memory cache the buffer holds references to the cached images: a full shuffle
         buffer = None if cache in ("memory", "none", None) else SHUFFLE_BYTES // (size[0] * size[1] * 3)
 
         def one_epoch(epoch):
             shuffle_seed = seed * EPOCH_STRIDE + epoch
-            data = (
-                decoded_dataset(items, labels, kind, size, shuffle_seed)
-                if source is None
-                else _shuffled(source, count, shuffle_seed, buffer)
-            )
+            data = decoded(shuffle_seed) if source is None else _shuffled(source, count, shuffle_seed, buffer)
+            if kind != "array":  # a skipped file: top the epoch up (repeat) to exactly `count` images
+                data = data.repeat().take(count)
             return (
                 data.batch(batch_size)
                 .enumerate()
@@ -197,10 +232,12 @@ def make_dataset(
     augment = augment_batch_fn(augmentation, size) if training and augmentation is not None else None
     mix = mix_batch_fn(mixup, cutmix) if training else None
 
-    def finish(images, y, key=None):
+    def finish(images, y, index, key=None):
         if augment is not None:
             images = augment(images, key)
         images, labels = tf.cast(images, tf.float32), tf.one_hot(y, num_classes)
+        if with_index:
+            return images, labels, index
         return (images, labels) if mix is None else mix(images, labels, key)
 
     data = data.map(finish, num_parallel_calls=AUTOTUNE, deterministic=True)
@@ -212,24 +249,42 @@ def make_dataset(
     return data.prefetch(AUTOTUNE).with_options(options)
 
 
-def _cache(data, cache):
+def _cache(data, cache, built_from):
+    """A memory cache, none, or a disk cache at the prefix `cache`: its manifest (prefix.manifest.json,
+    project.data.cachekey) records what it was built from (the items in the order written, their
+    labels, sizes and modification times or content hashes, the image size, the kind, CACHE_VERSION);
+    a cache built from anything else is removed first, with one line saying why, and built again."""
     if cache == "memory":
         return data.cache()
-    return data if cache in ("none", None) else _disk_cache(data, Path(cache))
+    if cache in ("none", None):
+        return data
+    return _disk_cache(data, Path(cache), built_from)
 
 
-def _disk_cache(data, prefix):
+def _disk_cache(data, prefix, built_from):
     """tf.data writes a disk cache during the first pass that reads it, and refuses a second writer
     (a tuner's chief and workers starting together: "concurrent caching iterator running") and any
     writer after a killed one (its lockfile stays). So the cache is written here in full, once, under
-    a lock the other processes wait for; from then on every process only reads it."""
+    a lock the other processes wait for; from then on every process only reads it. Its manifest is
+    written last: a cache without one, or with another, is removed (saying why) and written again."""
+    record = prefix.with_name(f"{prefix.name}.manifest.json")
     with locks.hold(prefix.parent, f"cache-{prefix.name}", "writing the disk cache", wait=True):
+        wanted = built_from()
+        reasons = cachekey.differences(cachekey.read(record), wanted)
+        if reasons:
+            built = [p for p in prefix.parent.glob(f"{prefix.name}.*") if p != record]
+            if built:
+                log.info(f"cache for {prefix.name} rebuilt: {'; '.join(reasons)}")
+            for file in built:
+                file.unlink(missing_ok=True)
         if not Path(f"{prefix}.index").exists():
             for leftover in prefix.parent.iterdir():  # what a killed writer left: lockfile, partial shards
                 if re.fullmatch(rf"{re.escape(prefix.name)}_\d+\.(lockfile|data-.*)", leftover.name):
                     leftover.unlink()
             for _ in data.cache(str(prefix)).batch(256):
                 pass
+        if reasons:
+            cachekey.write(record, wanted)
     return data.cache(str(prefix))
 
 

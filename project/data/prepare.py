@@ -4,13 +4,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
+from project import logs
+from project.artifacts import atomic_write
 from project.config.cards import DATASETS_DIR
 from project.data import datacheck, pipeline
 from project.data.adapters import load_sources
 from project.data.augment import build_augmentation
 from project.data.split import fold_view, load_or_make_assignment, parts
 from project.errors import UserError
+
+log = logs.get(__name__)
 
 
 @dataclass(frozen=True)
@@ -75,10 +80,11 @@ class Data:
             for subset in ("train", "val", "test")
         }
 
-    def dataset(self, subset, feed, training=None, batch_size=None, epochs=(0, 1)):
+    def dataset(self, subset, feed, training=None, batch_size=None, epochs=(0, 1), with_index=False):
         """The tf.data pipeline of one subset fed as `feed` says (batch_size: another batch size);
         augmentation and mixing only on train, which spans the epochs range(*epochs) (model.fit then needs
-        steps_per_epoch=self.steps(subset, batch_size))."""
+        steps_per_epoch=self.steps(subset, batch_size)). with_index: (images, labels, index) batches,
+        index = each image's position in the subset (self.ids(subset)[index] is its source)."""
         training = subset == "train" if training is None else training
         augmentation = build_augmentation(list(feed.augmentation), feed.strength, feed.seed) if training else None
         return pipeline.make_dataset(
@@ -95,7 +101,35 @@ class Data:
             epochs=epochs,
             mixup=feed.mixup if training else None,
             cutmix=feed.cutmix if training else None,
+            with_index=with_index,
         )
+
+    def skipped(self, subset, index):
+        """The sources of `subset` missing from `index` (the positions a pipeline delivered)."""
+        ids = self.ids(subset)
+        return [ids[i] for i in np.setdiff1d(np.arange(len(ids)), np.asarray(index, dtype=np.int64))]
+
+    def record_skipped(self, run, skipped):
+        """Images that could not be decoded when `run` was evaluated ({subset: sources}): each named in
+        a warning and appended to data_issues.csv."""
+        rows = []
+        for subset, sources in skipped.items():
+            for source in sources:
+                log.warning(
+                    f"warning: {subset} image {source} could not be decoded and was skipped (changed after "
+                    f"the data check?): left out of {run}'s {subset} metrics"
+                )
+                rows.append(
+                    datacheck.issue(
+                        source,
+                        "undecodable",
+                        "skipped",
+                        f"could not be decoded when {run} was evaluated on {subset}: left out of its metrics and "
+                        "predictions (changed after the data check?)",
+                    )
+                )
+        if rows:
+            log.warning(f"[{run}] {len(rows)} image(s) skipped in evaluation: listed in {add_issues(self.root, rows)}")
 
     def steps(self, subset, batch_size):
         """Batches in one epoch of a subset."""
@@ -113,6 +147,17 @@ class Data:
     def stats(self, size):
         """Training-subset statistics at the input `size`, for mean subtraction (scratch CNNs)."""
         return pipeline.channel_stats(self.items("train"), self.sources.kind, size)
+
+
+def add_issues(folder, rows):
+    """Append issue rows (datacheck.issue) to the data check's folder/data_issues.csv, keeping what it
+    lists; a row it already holds is not repeated. Returns the file's path."""
+    path = Path(folder) / "data_issues.csv"
+    columns = datacheck.ISSUE_COLUMNS
+    old = pd.read_csv(path, dtype=str, keep_default_na=False) if path.exists() else pd.DataFrame(columns=columns)
+    table = pd.concat([old, pd.DataFrame(rows, columns=columns, dtype=str)], ignore_index=True)
+    atomic_write(path, table.reindex(columns=columns).drop_duplicates().to_csv(index=False))
+    return path
 
 
 def dataset_base(config):

@@ -50,6 +50,14 @@ class Counts(Strict):
     test: dict[str, int]
 
 
+class SkippedImages(Strict):
+    """Sources that could not be decoded when the run was evaluated (changed after the data check):
+    left out of that subset's scores (their `count` is the images evaluated) and of predictions.csv."""
+
+    val: list[str]
+    test: list[str]
+
+
 class StageInfo(Strict):
     """One training stage; `epochs`: run (early stopping may end it before planned_epochs). A stage the
     card gives in `steps` (at steps_batch_size) ran planned_epochs at batch_size (project.train.schedules)."""
@@ -147,6 +155,7 @@ class Metrics(Record):
     num_classes: int
     class_names: list[str]
     counts: Counts
+    skipped_images: SkippedImages
     stages: list[StageInfo]
     weights_used: str  # for display
     weights_kind: Literal["imagenet", "file", "random", "random_fallback"]  # what the report decides by

@@ -82,9 +82,10 @@ def comparison(runs, card, config):
         "folds": fold_data(runs) if cross_validated(runs) else None,
     }
     if after:
+        # a test image one run could not decode (its metrics.json lists it) is paired in neither
+        skipped = set(before["metrics"].skipped_images.test) | set(after["metrics"].skipped_images.test)
         correct = compare.paired_correct(
-            before["predictions"],
-            after["predictions"],
+            *(r["predictions"][~r["predictions"]["source"].isin(skipped)] for r in (before, after)),
             str(before["folder"] / "predictions.csv"),
             str(after["folder"] / "predictions.csv"),
         )
@@ -244,6 +245,7 @@ def summary(data, runs, target, target_source, cmd):
         metric_table(data, runs),
         p(target_text(after or before, after, target, target_source)),
     ]
+    blocks += [warning(text) for text in skipped_texts(runs)]
     if (len(runs["baseline"]) > 1 or len(runs["tuned"]) > 1) and not data["folds"]:
         blocks.append(_per_seed_table(runs))
     return blocks
@@ -313,6 +315,21 @@ def tta_row(before, after):
         signed(after.test_tta_accuracy - before.test_tta_accuracy) if both else "",
         "",
     ]
+
+
+def skipped_texts(runs):
+    """One line per run that skipped test images in its evaluation (metrics.json skipped_images)."""
+    texts = []
+    for run in runs["baseline"] + runs["tuned"]:
+        m, skipped = run["metrics"], run["metrics"].skipped_images.test
+        if skipped:
+            n = len(skipped)
+            texts.append(
+                f"{run['name']}: {n} test image{' was' if n == 1 else 's were'} skipped: {', '.join(skipped)} "
+                f"(not decodable when the run was evaluated, after the data check; listed in data_issues.csv). "
+                f"Its test metrics are over the {m.test.count} images evaluated."
+            )
+    return texts
 
 
 def target_text(final, after, target, target_source):

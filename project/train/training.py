@@ -292,28 +292,39 @@ def combined_history(folder, stages):
 
 
 def predict(model, data, paper, subset):
-    """Probabilities and true labels of one subset (no augmentation). model.predict, not a loop of
-    predict_on_batch, so that it also works under a distribution strategy."""
-    dataset = data.dataset(subset, feed_of(paper), training=False)
-    probabilities = model.predict(dataset.map(lambda x, y: x), verbose=0)
-    labels = np.concatenate([np.argmax(y, axis=1) for y in dataset.map(lambda x, y: y).as_numpy_iterator()])
-    return np.asarray(probabilities), labels
+    """Probabilities of the images of `subset` the pipeline could decode and, row for row, their
+    positions in the subset (`index`; data.skipped names the others): a file that fails to decode
+    after the data check never shifts a row onto another image. model.predict, not a loop of
+    predict_on_batch, so that it also works under a distribution strategy; the index pass first
+    fills the cache that model.predict then reads."""
+    dataset = data.dataset(subset, feed_of(paper), training=False, with_index=True)
+    index = np.concatenate([np.zeros(0, np.int64), *dataset.map(lambda x, y, i: i).as_numpy_iterator()])
+    if not len(index):
+        raise UserError(f"no {subset} image could be decoded: run `make check-data` to see why")
+    probabilities = np.asarray(model.predict(dataset.map(lambda x, y, i: x), verbose=0))
+    if len(probabilities) != len(index):
+        raise UserError(f"{subset} images changed while evaluated ({len(index)} decoded, then {len(probabilities)})")
+    return probabilities, index
 
 
 def evaluate(model, data, paper, subset):
-    probabilities, labels = predict(model, data, paper, subset)
-    return classification_metrics(labels, probabilities, data.class_names), probabilities, labels
+    """Scores of `subset` over the images evaluated, their probabilities, and the rows they are of in
+    the subset (index: data.ids(subset)[index] are their sources; the others were skipped)."""
+    probabilities, index = predict(model, data, paper, subset)
+    labels = data.labels(subset)[index]
+    return classification_metrics(labels, probabilities, data.class_names), probabilities, index
 
 
-def predictions_table(data, subset, probabilities, labels):
-    """One row per image; probabilities at float32 precision, not rounded: rounding can tie two classes
-    and show a prediction its own row's probabilities contradict."""
+def predictions_table(data, subset, probabilities, index):
+    """One row per image evaluated, its source and true class looked up by its position in the subset
+    (`index`); probabilities at float32 precision, not rounded: rounding can tie two classes and show a
+    prediction its own row's probabilities contradict."""
     names = np.array(data.class_names)
     probabilities = np.asarray(probabilities, dtype=np.float32)
     table = pd.DataFrame(
         {
-            "source": data.ids(subset)[: len(labels)],
-            "true": names[labels],
+            "source": np.asarray(data.ids(subset), dtype=object)[index],
+            "true": names[data.labels(subset)[index]],
             "predicted": names[probabilities.argmax(axis=1)],
             "confidence": probabilities.max(axis=1),
         }
@@ -416,22 +427,24 @@ def train_run(config, root, name="baseline", seed=None, fresh=False, verbose=1, 
             batch_size=paper.training.batch_size * settings["replicas"],
             jit_compile=settings["jit_compile"],
         )
-    val, val_probabilities, val_labels = evaluate(model, data, paper, "val")
-    scored = "test" if config.dataset.split.has_test else "val"
-    test, probabilities, labels = (
-        evaluate(model, data, paper, "test") if scored == "test" else (val, val_probabilities, val_labels)
+    val, val_probabilities, val_index = evaluate(model, data, paper, "val")
+    scored = "test" if config.dataset.split.has_test else "val"  # no test subset (folds, test: 0): the held-out fold
+    test, probabilities, index = (
+        evaluate(model, data, paper, "test") if scored == "test" else (val, val_probabilities, val_index)
     )
+    skipped = {"val": data.skipped("val", val_index), "test": data.skipped(scored, index)}
     tta = tta_scores(model, data, feed_of(paper), paper.evaluation.tta, scored)  # None without evaluation.tta
     wall = time.perf_counter() - start
     save_keras(folder / "model.keras", model.save)
     history = combined_history(folder, [s["stage"] for s in stages])
     History.from_frame(history).write(folder / "history.csv")
-    atomic_write(folder / "predictions.csv", predictions_table(data, scored, probabilities, labels).to_csv(index=False))
+    atomic_write(folder / "predictions.csv", predictions_table(data, scored, probabilities, index).to_csv(index=False))
     # val's too: the report fits a calibration temperature on val only, never on test
     atomic_write(
         folder / "predictions_val.csv",
-        predictions_table(data, "val", val_probabilities, val_labels).to_csv(index=False),
+        predictions_table(data, "val", val_probabilities, val_index).to_csv(index=False),
     )
+    data.record_skipped(name, skipped)
     train_seconds = sum(s["seconds"] for s in stages)
     metrics = {
         "run": name,
@@ -452,6 +465,7 @@ def train_run(config, root, name="baseline", seed=None, fresh=False, verbose=1, 
         "num_classes": data.num_classes,
         "class_names": data.class_names,
         "counts": data.counts(),
+        "skipped_images": skipped,
         "stages": stages,
         "weights_used": weights_used,
         "weights_kind": weights.kind,
