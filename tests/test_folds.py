@@ -366,7 +366,8 @@ def test_without_a_test_subset_the_figure_is_cross_validated_and_labelled_optimi
     digits = write_card(tmp_path / "digits.yaml", {**DIGITS_DATASET, "split": {"test": 0, "folds": 2, "seed": 0}})
     cards = ["--paper", str(paper), "--dataset", str(digits), "--runs-dir", str(tmp_path / "runs")]
     root = tmp_path / "runs" / "tiny__digits"
-    assert main(["tune", *cards, "--quiet"]) == 2 and not root.exists()  # refused before anything is written
+    assert main(["tune", *cards, "--quiet"]) == 2  # refused before anything but the stage's lock is written
+    assert not root.exists() or [p.name for p in root.iterdir()] == ["locks"]
     assert main(["train", *cards, "--quiet"]) == 0
     assert main(["report", *cards, "--reports-dir", str(tmp_path / "reports"), "--quiet"]) == 0
     metrics = [json.loads((root / f"baseline-fold{k}" / "metrics.json").read_text()) for k in (1, 2)]
