@@ -320,4 +320,5 @@ def test_processes_starting_together_share_one_disk_cache(tmp_path):
         "locks",
         "train_16x16.data-00000-of-00001",
         "train_16x16.index",
+        "train_16x16.manifest.json",  # what it was built from (project.data.cachekey)
     ]
