@@ -28,6 +28,7 @@ def assert_every_figure(figures, keys):
         assert row["met"] in ("met", "not met", "-", "not measured"), (key, row["met"])
 
 
+@pytest.mark.slow
 def test_bench_data_quick_writes_every_pipeline_figure(tmp_path):
     assert main(["bench-data", "--quick", "--output", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "bench_data.json").read_text())
@@ -41,6 +42,7 @@ def test_bench_data_quick_writes_every_pipeline_figure(tmp_path):
     assert targets["template_all_cores"] == f">= {0.8 * report['machine']['cpu_count']:g}"
 
 
+@pytest.mark.slow
 def test_bench_quick_writes_json_and_markdown_with_every_figure(tmp_path, digits_card):
     import tensorflow as tf
 

@@ -98,6 +98,7 @@ def test_no_command_prints_the_help(capsys):
     assert "validate" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_all_runs_every_step_in_one_process_and_stops_on_a_failed_sanity_check(tmp_path, digits_card, capsys):
     search = {**TINY_SEARCH, "finalists": 1}
     card = write_tiny_paper_card(

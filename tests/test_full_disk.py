@@ -147,6 +147,7 @@ def test_a_read_only_runs_folder_is_one_line_naming_it(tmp_path, tiny_paper_card
     )
 
 
+@pytest.mark.slow
 def test_a_search_on_a_full_disk_stops_at_once_and_the_rerun_loses_no_trial(tmp_path):
     """Keras Tuner marks a trial that raises as failed and goes on: a full disk would fail every
     trial after it. The search stops instead, and the rerun runs the interrupted trial again."""

@@ -293,6 +293,7 @@ print(digest.hexdigest(), flush=True)
 """
 
 
+@pytest.mark.slow
 def test_processes_starting_together_share_one_disk_cache(tmp_path):
     """tf.data refuses a second process writing the same disk cache, and any writer after a killed one
     (its lockfile stays behind): two processes start together on a cache a killed run left."""

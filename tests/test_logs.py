@@ -118,6 +118,7 @@ def test_tensorflow_and_keras_noise_is_dropped_and_real_errors_show():
     assert result.stderr.rstrip().endswith("RuntimeError: a real Python error")
 
 
+@pytest.mark.slow
 def test_a_real_command_prints_none_of_the_listed_lines(project_env, tmp_path, digits_card):
     card = write_tiny_paper_card(tmp_path)
     result = project_env.run("train", "--paper", card, "--dataset", digits_card, env={"TF_CPP_MIN_LOG_LEVEL": "0"})

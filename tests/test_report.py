@@ -841,6 +841,7 @@ def test_compute_section_says_whether_the_runs_were_deterministic(made, tmp_path
     assert "**Deterministic:** no, for tuned" in compute
 
 
+@pytest.mark.slow
 def test_search_section_shows_the_rank_agreement_make_bench_measured_on_this_card(made, tmp_path):
     config = made["config"]
     assert "Rank agreement" not in section(made["md"], 4)  # no bench.json: nothing claimed

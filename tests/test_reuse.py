@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import keras_tuner
+import pytest
 from conftest import DIGITS_DATASET, write_card, write_tiny_paper_card
 
 # one stage, so trials can share a compiled model; every knob the reuse sets is in play
@@ -62,6 +63,7 @@ def test_a_reused_trial_trains_exactly_as_in_a_fresh_process(tmp_path, project_e
     assert second == alone  # every epoch's loss, accuracy, val figures and update ratio, to the last digit
 
 
+@pytest.mark.slow
 def test_another_architecture_or_optimizer_builds_its_own_model(tmp_path):
     runs = run_trials(tmp_path, [FIRST, {**FIRST, "optimizer": "nesterov"}, SECOND, {**FIRST, "head_units": 16}])
     assert [reused for reused, _ in runs] == [False, False, True, False]

@@ -72,6 +72,7 @@ def test_float32_request_keeps_float32_layers():
     assert keras.mixed_precision.global_policy().name == "float32"
 
 
+@pytest.mark.slow
 def test_mirrored_training_on_two_logical_cpus_matches_single_device(tmp_path):
     """Two logical CPU devices in a fresh process: same toy problem, both runs learn it."""
     script = textwrap.dedent(f"""
