@@ -5,7 +5,6 @@ Real Keras on MobileNetV2 (width 0.35, 32x32, no weights) and the tiny scratch c
 
 import json
 import math
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -299,19 +298,12 @@ def with_stage(card, **stage):
 
 @pytest.mark.slow
 def test_a_reused_trial_with_another_backbone_multiplier_trains_as_in_a_fresh_process(tmp_path, project_env):
-    from test_reuse import FIRST, SECOND, run_trials
+    from test_reuse import FIRST, SECOND, run_alone, run_trials
 
     first, second = {**FIRST, "backbone_lr_multiplier": 1.0}, {**SECOND, "backbone_lr_multiplier": 0.2}
     (first_reused, _), (second_reused, together) = run_trials(tmp_path / "together", [first, second])
     assert not first_reused and second_reused
-    code = (
-        f"import sys, json; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
-        "from test_reuse import run_trials\n"
-        f"print('RESULT ' + json.dumps(run_trials({str(tmp_path / 'alone')!r}, [{second!r}])))\n"
-    )
-    result = project_env.python(code)
-    assert result.returncode == 0, result.stderr[-3000:]
-    [(alone_reused, alone)] = json.loads(next(x for x in result.stdout.splitlines() if x.startswith("RESULT "))[7:])
+    alone_reused, alone = run_alone(project_env, tmp_path / "alone", second)
     assert not alone_reused and together == alone
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import DIGITS_DATASET, ProjectEnv, write_dataset_card, write_tiny_paper_card
+from conftest import DIGITS_DATASET, TINY_SEARCH, ProjectEnv, write_dataset_card, write_tiny_paper_card
 
 REPO = Path(__file__).resolve().parent.parent
 FULL = "File too large (the disk is full or a size limit was reached: free some space, then rerun the same command to resume)"
@@ -152,13 +152,7 @@ def test_a_search_on_a_full_disk_stops_at_once_and_the_rerun_loses_no_trial(tmp_
     """Keras Tuner marks a trial that raises as failed and goes on: a full disk would fail every
     trial after it. The search stops instead, and the rerun runs the interrupted trial again."""
     env = ProjectEnv(tmp_path)
-    search = {
-        "seed": 3,
-        "top_k": 1,
-        "coarse": {"trials": 1, "epochs": 1},
-        "fine": {"trials": 1, "epochs": 1},
-        "space": {"learning_rate": {"min": 0.001, "max": 0.01, "sampling": "log"}},
-    }
+    search = {**TINY_SEARCH, "space": {"learning_rate": {"min": 0.001, "max": 0.01, "sampling": "log"}}}
     cards = [
         "--paper",
         write_tiny_paper_card(tmp_path / "cards", search=search),

@@ -610,12 +610,17 @@ def test_imbalanced_training_classes_lead_with_macro_f1_and_balanced_accuracy(ma
     )
 
 
-def test_predictions_on_different_test_images_are_refused(made, tmp_path):
+def without_first_prediction(made, tmp_path):
+    """A copy of the runs whose tuned predictions.csv lacks its first test image: (root, that source)."""
     root = copy_root(made, tmp_path)
     path = root / "tuned" / "predictions.csv"
     table = pd.read_csv(path, dtype=str)
-    dropped = table["source"].iloc[0]
     table.iloc[1:].to_csv(path, index=False)
+    return root, table["source"].iloc[0]
+
+
+def test_predictions_on_different_test_images_are_refused(made, tmp_path):
+    root, dropped = without_first_prediction(made, tmp_path)
     with pytest.raises(
         UserError,
         match=rf"not evaluated on the same test images: 1 only in {re.escape(str(root))}/baseline/"
@@ -978,18 +983,15 @@ def test_make_check_allows_the_seed_spread_on_another_machine():
 
 
 def test_a_test_image_one_run_skipped_is_said_and_left_out_of_the_pairing(made, tmp_path):
-    root = copy_root(made, tmp_path)
-    path = root / "tuned" / "predictions.csv"
-    table = pd.read_csv(path, dtype=str)
-    dropped = table["source"].iloc[0]
-    table.iloc[1:].to_csv(path, index=False)
+    root, dropped = without_first_prediction(made, tmp_path)
+    evaluated = len(pd.read_csv(root / "tuned" / "predictions.csv"))
     metrics = json.loads((root / "tuned" / "metrics.json").read_text())
     metrics["skipped_images"]["test"] = [dropped]  # as evaluation records an image it could not decode
     metrics["test"]["count"] -= 1
     (root / "tuned" / "metrics.json").write_text(json.dumps(metrics))
     report = report_module.build(made["config"], root)
-    assert report["comparison"]["bootstrap"]["images"] == len(table) - 1  # paired on the images both evaluated
+    assert report["comparison"]["bootstrap"]["images"] == evaluated  # paired on the images both evaluated
     text = json.dumps(report["sections"][0]["blocks"])
     assert f"tuned: 1 test image was skipped: {dropped}" in text
-    assert f"over the {len(table) - 1} images evaluated" in text
+    assert f"over the {evaluated} images evaluated" in text
     assert "test image was skipped" not in made["md"]  # the runs of the fixture skipped nothing

@@ -46,19 +46,23 @@ def run_trials(folder, trials):
     return out
 
 
-def test_a_reused_trial_trains_exactly_as_in_a_fresh_process(tmp_path, project_env):
-    (first_reused, _), (second_reused, second) = run_trials(tmp_path / "together", [FIRST, SECOND])
-    assert not first_reused and second_reused  # the second trial took the first one's compiled model
+def run_alone(project_env, folder, trial):
+    """run_trials of one trial in a fresh Python process: (reused, history text)."""
     code = (
         f"import sys, json; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
-        "from test_reuse import run_trials, SECOND\n"
-        f"print('RESULT ' + json.dumps(run_trials({str(tmp_path / 'alone')!r}, [SECOND])))\n"
+        "from test_reuse import run_trials\n"
+        f"print('RESULT ' + json.dumps(run_trials({str(folder)!r}, [{trial!r}])))\n"
     )
     result = project_env.python(code)
     assert result.returncode == 0, result.stderr[-3000:]
-    [(alone_reused, alone)] = json.loads(
-        next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))[7:]
-    )
+    [found] = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    return found
+
+
+def test_a_reused_trial_trains_exactly_as_in_a_fresh_process(tmp_path, project_env):
+    (first_reused, _), (second_reused, second) = run_trials(tmp_path / "together", [FIRST, SECOND])
+    assert not first_reused and second_reused  # the second trial took the first one's compiled model
+    alone_reused, alone = run_alone(project_env, tmp_path / "alone", SECOND)
     assert not alone_reused
     assert second == alone  # every epoch's loss, accuracy, val figures and update ratio, to the last digit
 
