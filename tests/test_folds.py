@@ -7,7 +7,7 @@ from collections import defaultdict
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import DIGITS_DATASET, TINY_SEARCH, write_card, write_dataset_card, write_tiny_paper_card
+from conftest import DIGITS_DATASET, ROOT, TINY_SEARCH, write_card, write_dataset_card, write_tiny_paper_card
 from PIL import Image
 from scipy import stats
 
@@ -460,3 +460,23 @@ def test_a_run_written_before_the_new_keys_is_kept(tmp_path):
     assert (folder / "marker").exists()
     prepare_run_folder(folder, resolved_yaml(load_config("demo", "digits", ["split.folds=3"])))
     assert not (folder / "marker").exists()  # a new key set is a new recipe
+
+
+def test_the_chest_xray_card_groups_its_images_by_patient():
+    """The shipped card's group_by on the file names of the Kermany data (both classes)."""
+    from types import SimpleNamespace
+
+    from project.config.cards import read_yaml
+    from project.data.split import groups_of
+
+    group_by = read_yaml(ROOT / "datasets" / "chest_xray_pneumonia.yaml")["split"]["group_by"]
+    ids = [
+        "train/PNEUMONIA/person12_virus_3.jpeg",
+        "train/PNEUMONIA/person12_bacteria_1.jpeg",
+        "train/PNEUMONIA/person1_bacteria_1.jpeg",
+        "train/NORMAL/IM-0115-0001.jpeg",
+        "train/NORMAL/NORMAL2-IM-0115-0002.jpeg",
+        "train/NORMAL/IM-0117-0001.jpeg",
+    ]
+    groups = list(groups_of(SimpleNamespace(ids=ids), group_by))
+    assert groups == ["person12", "person12", "person1", "IM-0115", "IM-0115", "IM-0117"]
