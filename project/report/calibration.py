@@ -10,6 +10,7 @@ from scipy.optimize import minimize_scalar
 
 from project import figures
 from project.report.blocks import f4, figure, p, table, warning
+from project.report.load import probabilities_of
 
 BINS = 15
 VAL_PREDICTIONS = "predictions_val.csv"
@@ -59,13 +60,6 @@ def fit_temperature(probabilities, labels):
 
     result = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded", options={"xatol": 1e-6})
     return float(np.exp(result.x))
-
-
-def probabilities_of(table, class_names):
-    """(probabilities, label indices) from a predictions table (source, true, p_<class> ...)."""
-    index = {name: i for i, name in enumerate(class_names)}
-    probabilities = table[[f"p_{name}" for name in class_names]].to_numpy(dtype=float)
-    return probabilities, table["true"].astype(str).map(index).to_numpy()
 
 
 def calibrate(test, val):

@@ -50,6 +50,13 @@ def load_run(folder, command):
     }
 
 
+def probabilities_of(table, class_names):
+    """(probabilities, label indices) from a predictions table (source, true, p_<class> ...)."""
+    index = {name: i for i, name in enumerate(class_names)}
+    probabilities = table[[f"p_{name}" for name in class_names]].to_numpy(dtype=float)
+    return probabilities, table["true"].astype(str).map(index).to_numpy(dtype=int)
+
+
 def _predictions(path):
     return pd.read_csv(path, dtype={"source": str, "true": str, "predicted": str})
 

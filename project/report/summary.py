@@ -15,6 +15,7 @@ from project.report.folds import (
     fold_data,
     runs_label,
 )
+from project.report.load import probabilities_of
 from project.train.metrics import IMBALANCED, SCALAR, imbalance_ratio, wilson_interval
 
 SUMMARY_METRICS = [
@@ -158,10 +159,7 @@ def measure(r, run):
             "interval": f"Wilson, on {count} test images",
             "reason": "",
         }
-    index = {n: i for i, n in enumerate(names)}
-    table_ = run["predictions"]
-    y_true = table_["true"].map(index).to_numpy(dtype=int)
-    probabilities = table_[[f"p_{n}" for n in names]].to_numpy(dtype=float)
+    probabilities, y_true = probabilities_of(run["predictions"], names)
     boot = compare.bootstrap_metric(SCALAR[r.metric], y_true, probabilities)
     if boot["ci95"] is None:
         return none | {
