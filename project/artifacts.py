@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from project import faults
 from project.errors import UserError
 
@@ -116,6 +118,19 @@ def save_keras(path, save, point=None):
     buffer = _Named(str(path))
     save(buffer)
     atomic_write(path, buffer.getvalue(), point)
+
+
+def save_arrays(path, arrays, point=None):
+    """A list of NumPy arrays (a model's get_weights()) as an .npz, written atomically."""
+    buffer = io.BytesIO()
+    np.savez(buffer, *arrays)
+    atomic_write(path, buffer.getvalue(), point)
+
+
+def load_arrays(path):
+    """The list save_arrays wrote, in its order."""
+    with np.load(path, allow_pickle=False) as stored:
+        return [stored[f"arr_{k}"] for k in range(len(stored.files))]
 
 
 def write_json(path, data):

@@ -13,8 +13,9 @@ draws random kill moments from).
 The points (tests/test_kill.py kills at each):
     fit.batch            a training batch of a run ended (baseline, finalists, tuned): inside an epoch
     trial.batch          a training batch of a tuner trial ended
-    checkpoint.weights   the best-on-val weights written to a temporary file, not yet renamed
+    checkpoint.weights   a stage's best-on-val weights (at its end) in a temporary file, not yet renamed
     resume.weights       the resume state's weights written to a temporary file, not yet renamed
+    resume.best          the resume state's best weights so far written to a temporary file, not yet renamed
     trial.end            between two tuner trials: one ended and was recorded, the next not begun
     write.<file name>    inside project.artifacts.atomic_write, between the temporary file and the
                          rename (write.training_metadata.json: the resume state's commit;

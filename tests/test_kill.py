@@ -359,9 +359,10 @@ def test_train_killed_inside_an_epoch_then_in_the_resume_state_write_ends_as_if_
 # Each rerun reaches the next point (its own count of hits): the run resumes past the points before.
 TRAIN_POINTS = [
     "fit.batch:20",  # inside warm's only epoch, nothing saved yet
-    "checkpoint.weights:1",  # warm's best weights in their temporary file
     "resume.weights:1",  # warm's resume state: its weights in their temporary file
+    "resume.best:1",  # ... its best weights so far
     "write.training_metadata.json:1",  # ... its commit
+    "checkpoint.weights:1",  # warm ended: its best weights in their temporary file
     "write.warm.done.json:1",  # warm trained, not yet marked done
     "fit.batch:42",  # inside main's second epoch, its first in the resume state
     "write.main.done.json:1",  # main trained: the dropout seeds a later stage starts from go with it
