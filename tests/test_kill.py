@@ -163,6 +163,18 @@ def test_a_stage_resumed_mid_epoch_trains_as_if_never_interrupted(stage_setup, t
     warnings = capsys.readouterr().err
     assert "training_metadata.json names epoch-2.weights.h5, which is missing: not resumed from it" in warnings
 
+    def lose_best(path):  # the best weights so far, which the checkpoint file is written from at the end
+        (path.parent / json.loads(path.read_text())["best_weights"]).unlink()
+
+    log, _ = resumed(stage_setup, tmp_path / "killed", tmp_path / "lost-best", [], lose_best)
+    assert log == whole
+    assert "training_metadata.json names epoch-2.best.npz, which is missing: not resumed from it" in (
+        capsys.readouterr().err
+    )
+    log, _ = resumed(stage_setup, tmp_path / "killed", tmp_path / "older", [], without("best_weights"))
+    assert log == whole
+    assert "training_metadata.json cannot be read (KeyError: 'best_weights')" in capsys.readouterr().err
+
     # killed once early stopping had ended the stage, before Keras deleted the state: nothing more trains
     with pytest.raises(KeyboardInterrupt):
         fit(stage_setup, tmp_path / "stopped", [], InterruptAtTheEnd())
