@@ -14,6 +14,7 @@ FULL = {
     "tuner_trials": [3, 20],
     "tuner_epochs": None,
     "scaling_sizes": [2000, 8000, 32000],
+    "scaling_rounds": 3,
     "rank_trials": 6,
     "rank_epochs": None,
 }
@@ -29,6 +30,7 @@ QUICK = {
     "tuner_trials": [1, 3],
     "tuner_epochs": 1,
     "scaling_sizes": [24, 48, 96],
+    "scaling_rounds": 1,
     "rank_trials": 3,
     "rank_epochs": [2, 4],
 }

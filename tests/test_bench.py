@@ -72,6 +72,8 @@ def test_bench_quick_writes_json_and_markdown_with_every_figure(tmp_path, digits
     assert tuner["1"]["trials"] == 1 and tuner["3"]["trials"] == 3  # the resumed search ran two more trials only
     assert 0 < tuner["3"]["fit_seconds"] < tuner["3"]["trial_seconds"] < tuner["3"]["search_seconds"]
     assert len(tuner["3"]["reused_fixed_shares"]) == 1  # the resumed search's second trial reused its first one's model
+    sizes = report["details"]["dataset size"]
+    assert [len(sizes[str(n)]["rounds"]) for n in QUICK["scaling_sizes"]] == [QUICK["scaling_rounds"]] * 3
     rank = report["details"]["rank agreement"]
     assert len(rank["coarse"]) == len(rank["full"]) == 3 and -1 <= figures["rank_agreement"]["value"] <= 1
     markdown = (out / "bench.md").read_text()
