@@ -236,30 +236,30 @@ for k in range(rounds):
 """
 
 
-def test_processes_starting_together_make_one_split_and_agree(tmp_path, tiny_paper_card, digits_card):
-    rounds, go = 15, tmp_path / "go"
-    paper = tiny_paper_card(tmp_path / "cards")
-    processes = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                SPLITTER,
-                str(tmp_path / "runs"),
-                str(rounds),
-                str(go),
-                str(paper),
-                str(digits_card),
-            ],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(3)
-    ]
+def started_together(commands, go, **popen):
+    """Start each command (a script that prints "ready", then waits for the file `go` and the time in
+    it), wait until all are ready, and release them half a second later, together."""
+    processes = [subprocess.Popen(c, cwd=REPO, stdout=subprocess.PIPE, text=True, **popen) for c in commands]
     for process in processes:
         assert process.stdout.readline().strip() == "ready"
     go.write_text(str(time.time() + 0.5))
+    return processes
+
+
+def test_processes_starting_together_make_one_split_and_agree(tmp_path, tiny_paper_card, digits_card):
+    rounds, go = 15, tmp_path / "go"
+    paper = tiny_paper_card(tmp_path / "cards")
+    command = [
+        sys.executable,
+        "-c",
+        SPLITTER,
+        str(tmp_path / "runs"),
+        str(rounds),
+        str(go),
+        str(paper),
+        str(digits_card),
+    ]
+    processes = started_together([command] * 3, go)
     outputs = [[line for line in p.communicate(timeout=120)[0].splitlines() if line[0].isdigit()] for p in processes]
     assert [process.returncode for process in processes] == [0, 0, 0]
     assert not [line for output in outputs for line in output if "refused" in line], outputs
@@ -300,19 +300,8 @@ def test_processes_starting_together_share_one_disk_cache(tmp_path):
     folder, go = tmp_path / "cache", tmp_path / "go"
     folder.mkdir()
     (folder / "train_16x16_0.lockfile").write_text("")  # what a writer killed with kill -9 leaves
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-c", CACHER, str(folder / "train_16x16"), str(go)],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
-    for process in processes:
-        assert process.stdout.readline().strip() == "ready"
-    go.write_text(str(time.time() + 0.5))
+    command = [sys.executable, "-c", CACHER, str(folder / "train_16x16"), str(go)]
+    processes = started_together([command] * 2, go, stderr=subprocess.PIPE)
     results = [process.communicate(timeout=300) for process in processes]
     assert [process.returncode for process in processes] == [0, 0], [err[-2000:] for _, err in results]
     digests = [out.split()[-1] for out, _ in results]
